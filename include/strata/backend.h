@@ -1,0 +1,81 @@
+/* backend: connections to one memcached server, owned by one worker.
+ *
+ *   backend_send ──► conn->output (batched) ──► memcached
+ *                     inflight FIFO: req ─ req ─ req
+ *   memcached ──► conn->input ──► mc_rsp_read ──► head req's callback
+ *
+ * Requests are pipelined: replies are matched to requests by position.
+ * A timeout, EOF, error or a garbled reply fails every request in flight
+ * on that connection and resets it; consecutive failures eject the server
+ * when the tier says so. */
+#ifndef STRATA_BACKEND_H
+#define STRATA_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "strata/conf.h"
+#include "strata/proto_mc.h"
+#include "strata/stats.h"
+
+struct event_base;
+struct evbuffer;
+struct backend_conn;
+
+enum backend_event {
+    BACKEND_VALUE,   /* one VALUE of a retrieval reply: rsp */
+    BACKEND_DONE,    /* the reply's last line: rsp (END, STORED, ...) */
+    BACKEND_FAIL,    /* no reply will come: reason */
+};
+
+/* Called once per VALUE and exactly once with DONE or FAIL. The callee
+ * may move rsp->data but must not keep rsp. */
+typedef void (*backend_cb)(void *arg, enum backend_event ev,
+                           struct mc_rsp *rsp, const char *reason);
+
+struct backend_server {
+    const struct conf_server *conf;
+    const struct conf_tier   *tier;
+    struct event_base        *base;
+    const struct mc_limits   *limits;
+    struct stats_server      *stats;
+    struct stats_pool        *pool_stats;
+    struct backend_conn      *conns;
+    uint32_t                  nconns;
+    uint32_t                  next_conn;         /* round robin */
+    uint32_t                  failures;          /* consecutive */
+    int64_t                   ejected_until_ms;  /* 0: in the ring */
+    uint32_t                 *eject_epoch;       /* bumped on eject */
+    bool                      keepalive;         /* SO_KEEPALIVE (tcpkeepalive) */
+    struct sockaddr_storage   addr;
+    socklen_t                 addrlen;
+};
+
+int backend_server_init(struct backend_server *s, const struct conf_server *conf,
+                        const struct conf_tier *tier, struct event_base *base,
+                        const struct mc_limits *limits, struct stats_pool *pool_stats,
+                        struct stats_server *stats, uint32_t *eject_epoch,
+                        char *err, size_t errlen);
+/* Fails every request in flight and closes the connections. */
+void backend_server_deinit(struct backend_server *s);
+
+/* Opens every connection now (preconnect). */
+void backend_server_connect(struct backend_server *s);
+
+/* True unless ejected and its retry time has not come. */
+bool backend_server_live(const struct backend_server *s, int64_t now_ms);
+
+/* Moves the bytes of one request out of `req` onto a connection of `s`;
+ * `cmd` says what reply to expect. The callback always runs later, from
+ * the event loop, never inside this call. */
+void backend_send(struct backend_server *s, enum mc_cmd cmd,
+                  struct evbuffer *req, backend_cb cb, void *arg);
+
+/* Frees this thread's cache of request records (at worker exit). */
+void backend_thread_cleanup(void);
+
+/* Requests queued or in flight on the server's connections. */
+uint32_t backend_server_pending(const struct backend_server *s);
+
+#endif

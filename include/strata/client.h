@@ -1,0 +1,27 @@
+/* client: one client connection: read and frame requests, hand them to the
+ * policy, and write replies back in request order.
+ *
+ *   socket ─► input ─► mc_req_read ─► msg ─► queue (request order) ─► policy
+ *   policy ─► msg_complete ─► done msgs at the head of the queue ─► output
+ *
+ * Reading pauses while too many requests are in flight or too many reply
+ * bytes wait to be written, so a client that never reads cannot grow our
+ * memory without bound. */
+#ifndef STRATA_CLIENT_H
+#define STRATA_CLIENT_H
+
+#include <stdint.h>
+
+#include <event2/util.h>
+
+struct worker_pool;
+struct worker;
+
+/* Takes ownership of an accepted socket. */
+void client_accept(struct worker_pool *wp, evutil_socket_t fd);
+/* Closes every client of the worker (shutdown). */
+void client_close_all(struct worker *w);
+/* Requests taken from the worker's clients and not yet answered. */
+uint32_t client_requests_in_flight(struct worker *w);
+
+#endif

@@ -1,0 +1,142 @@
+/* conf: the in-memory configuration model: pools from the YAML pool file
+ * (twemproxy's keys plus Strata's tiers) and process settings from the
+ * libconfig daemon settings file. */
+#ifndef STRATA_CONF_H
+#define STRATA_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "strata/hashkit.h"
+
+/* twemproxy's defaults (nc_conf.h) and ours. */
+#define CONF_DEFAULT_HASH                 HASHKIT_HASH_FNV1A_64
+#define CONF_DEFAULT_DIST                 HASHKIT_DIST_KETAMA
+#define CONF_DEFAULT_TIMEOUT_MS           -1     /* none, as twemproxy */
+#define CONF_DEFAULT_BACKLOG              512
+#define CONF_DEFAULT_CLIENT_CONNECTIONS   0      /* unlimited */
+#define CONF_DEFAULT_SERVER_CONNECTIONS   1
+#define CONF_DEFAULT_SERVER_RETRY_MS      30000
+#define CONF_DEFAULT_SERVER_FAILURE_LIMIT 2
+#define CONF_DEFAULT_BACKFILL_TTL         0
+
+struct conf_addr {
+    char     *host;       /* host name or address; NULL for a unix socket */
+    uint16_t  port;
+    char     *path;       /* unix socket path; NULL for TCP */
+};
+
+struct conf_listen {
+    struct conf_addr addr;
+    mode_t           perm;     /* unix socket permissions, 0 if not given */
+    char            *text;     /* as written, e.g. "127.0.0.1:22121" */
+};
+
+struct conf_server {
+    struct conf_addr addr;
+    uint32_t         weight;
+    char            *name;     /* optional name, NULL if not given */
+    char            *text;     /* "host:port:weight" as written (no name) */
+    int              line;     /* line in the pool file */
+};
+
+/* One tier: a set of servers with its own routing and failure settings.
+ * Settings a tier does not give are inherited from its pool. */
+struct conf_tier {
+    struct conf_server *servers;
+    uint32_t            nservers;
+    enum hashkit_hash   hash;
+    enum hashkit_dist   distribution;
+    char                hash_tag[2];         /* valid if has_hash_tag */
+    bool                has_hash_tag;
+    int                 timeout_ms;          /* -1: none */
+    uint32_t            server_connections;
+    bool                auto_eject_hosts;
+    int64_t             server_retry_timeout_ms;
+    uint32_t            server_failure_limit;
+};
+
+struct conf_pool {
+    char              *name;
+    int                line;
+    struct conf_listen listen;
+    /* twemproxy's pool keys */
+    enum hashkit_hash  hash;
+    char               hash_tag[2];
+    bool               has_hash_tag;
+    enum hashkit_dist  distribution;
+    int                timeout_ms;
+    int                backlog;
+    bool               preconnect;
+    bool               redis;
+    char              *redis_auth;
+    int                redis_db;
+    uint32_t           server_connections;
+    bool               auto_eject_hosts;
+    int64_t            server_retry_timeout_ms;
+    uint32_t           server_failure_limit;
+    uint32_t           client_connections;   /* 0: unlimited */
+    bool               tcpkeepalive;
+    /* Strata's pool keys */
+    bool               allow_flush;          /* forward flush_all */
+    uint32_t           backfill_ttl;         /* seconds, 0: no expiry */
+    bool               tiered;               /* master: given */
+    struct conf_tier   master;               /* `servers:` of a plain pool */
+    struct conf_tier  *slave;                /* NULL if none */
+    struct conf_tier  *l1;
+    uint32_t           nl1;
+    struct conf_tier  *replicas;
+    uint32_t           nreplicas;
+};
+
+struct conf {
+    char             *path;
+    struct conf_pool *pools;
+    uint32_t          npools;
+};
+
+/* Parses and validates the pool file at `path`. On error returns -1,
+ * writes "FILE:LINE: message" into err and leaves *out NULL. */
+int conf_yaml_load(const char *path, struct conf **out, char *err, size_t errlen);
+void conf_destroy(struct conf **conf);
+
+/* Process-level settings: defaults, then the -C file, then the command
+ * line. */
+struct settings {
+    char    *conf_file;          /* -c, pool file */
+    uint32_t workers;            /* 0: number of online cores */
+    bool     daemonize;          /* -d */
+    int      log_level;          /* -v, 0..11 as nutcracker */
+    char    *log_file;           /* -o, NULL: stderr */
+    char    *pid_file;           /* -p, NULL: none */
+    char    *stats_addr;         /* -a */
+    uint16_t stats_port;         /* -s */
+    int      stats_interval_ms;  /* -i */
+    size_t   mbuf_size;          /* -m, read chunk size in bytes */
+    uint32_t max_value_size;     /* largest value a client may store */
+    size_t   max_line_size;      /* longest request line (multiget keys) */
+    size_t   client_max_pending; /* reply bytes queued before reads pause */
+    uint32_t async_queue_limit;  /* per worker and destination */
+};
+
+#define SETTINGS_DEFAULT_CONF_FILE      "conf/nutcracker.yml"
+#define SETTINGS_DEFAULT_LOG_LEVEL      5
+#define SETTINGS_DEFAULT_STATS_ADDR     "0.0.0.0"
+#define SETTINGS_DEFAULT_STATS_PORT     22222
+#define SETTINGS_DEFAULT_STATS_INTERVAL 30000
+#define SETTINGS_DEFAULT_MBUF_SIZE      16384
+#define SETTINGS_DEFAULT_MAX_VALUE      (1024 * 1024)
+#define SETTINGS_DEFAULT_MAX_LINE       (256 * 1024)
+#define SETTINGS_DEFAULT_CLIENT_PENDING (4 * 1024 * 1024)
+#define SETTINGS_DEFAULT_ASYNC_QUEUE    10000
+
+/* Fills defaults (strings are heap copies). */
+void settings_init(struct settings *s);
+void settings_deinit(struct settings *s);
+/* Overrides fields with the keys present in the libconfig file at `path`.
+ * Unknown keys and bad values are errors: -1, "FILE:LINE: message". */
+int settings_load(struct settings *s, const char *path, char *err, size_t errlen);
+
+#endif

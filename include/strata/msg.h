@@ -1,0 +1,59 @@
+/* msg: one client request from parse to reply. The client owns the queue
+ * of msgs (in request order); the policy fills msg->reply and calls
+ * msg_complete when the reply is whole. A msg outlives its client while
+ * backend requests for it are still out. */
+#ifndef STRATA_MSG_H
+#define STRATA_MSG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "strata/proto_mc.h"
+
+struct client;
+struct evbuffer;
+struct policy_frag;
+
+struct msg_cache;
+
+struct msg {
+    TAILQ_ENTRY(msg)     link;
+    struct msg_cache    *cache;    /* where it returns when released */
+    struct client       *client;   /* NULL once the client has gone */
+    struct mc_req        req;      /* owns line, keys and data */
+    struct evbuffer     *reply;    /* the reply as the client will get it */
+    /* policy scratch, kept across reuse */
+    struct policy_frag  *frags;    /* one per server a request touches */
+    uint32_t             nfrags;
+    uint32_t             frags_cap;
+    uint32_t            *key_idx;  /* keys grouped per server */
+    uint32_t             key_idx_cap;
+    struct evbuffer    **slots;    /* split multiget: VALUE blocks per key */
+    uint32_t             slots_cap;
+    uint32_t             pending;  /* backend requests still out */
+    bool                 failed;   /* a fragment failed: reply is an error */
+    char                 error[160]; /* the error line, without "\r\n" */
+    bool                 done;
+};
+
+TAILQ_HEAD(msg_list, msg);
+
+/* Freed msgs kept for reuse, with their buffers' capacity: one per worker. */
+struct msg_cache {
+    struct msg_list free;
+    uint32_t        nfree;
+    uint32_t        busy;      /* taken and not yet released */
+};
+
+void msg_cache_init(struct msg_cache *mc);
+void msg_cache_deinit(struct msg_cache *mc);
+/* A clean msg (from the cache or new); NULL only when out of memory. */
+struct msg *msg_get(struct msg_cache *mc);
+/* Returns msg to its cache, forgetting its request and reply. */
+void msg_put(struct msg *msg);
+
+/* Called by the policy when msg->reply is complete (exactly once). */
+void msg_complete(struct msg *msg);
+
+#endif

@@ -1,0 +1,91 @@
+/* stats: counters per worker, summed by the reader into nutcracker's JSON.
+ * Each counter has one writer (its worker), so updates are plain relaxed
+ * stores; the stats thread reads them without locks. */
+#ifndef STRATA_STATS_H
+#define STRATA_STATS_H
+
+#include <stdint.h>
+
+#include "strata/conf.h"
+
+struct evbuffer;
+
+/* ACTION(field, kind, description) — names and meanings as nutcracker's. */
+#define STATS_POOL_LIST(ACTION)                                                   \
+    ACTION(client_eof,         COUNTER, "# eof on client connections")            \
+    ACTION(client_err,         COUNTER, "# errors on client connections")         \
+    ACTION(client_connections, GAUGE,   "# active client connections")            \
+    ACTION(server_ejects,      COUNTER, "# times backend server was ejected")     \
+    ACTION(forward_error,      COUNTER, "# times we encountered a forwarding error") \
+    ACTION(fragments,          COUNTER, "# fragments created from a multi-vector request")
+
+#define STATS_SERVER_LIST(ACTION)                                                 \
+    ACTION(server_eof,         COUNTER,   "# eof on server connections")          \
+    ACTION(server_err,         COUNTER,   "# errors on server connections")       \
+    ACTION(server_timedout,    COUNTER,   "# timeouts on server connections")     \
+    ACTION(server_connections, GAUGE,     "# active server connections")          \
+    ACTION(server_ejected_at,  TIMESTAMP, "timestamp when server was ejected in usec since epoch") \
+    ACTION(requests,           COUNTER,   "# requests")                           \
+    ACTION(request_bytes,      COUNTER,   "total request bytes")                  \
+    ACTION(responses,          COUNTER,   "# responses")                          \
+    ACTION(response_bytes,     COUNTER,   "total response bytes")                 \
+    ACTION(in_queue,           GAUGE,     "# requests in incoming queue")         \
+    ACTION(in_queue_bytes,     GAUGE,     "current request bytes in incoming queue") \
+    ACTION(out_queue,          GAUGE,     "# requests in outgoing queue")         \
+    ACTION(out_queue_bytes,    GAUGE,     "current request bytes in outgoing queue")
+
+#define STATS_ENUM_FIELD(name, kind, desc) STATS_##name,
+enum stats_pool_field { STATS_POOL_LIST(STATS_ENUM_FIELD) STATS_POOL_NFIELDS };
+enum stats_server_field { STATS_SERVER_LIST(STATS_ENUM_FIELD) STATS_SERVER_NFIELDS };
+#undef STATS_ENUM_FIELD
+
+struct stats_server {
+    int64_t f[STATS_SERVER_NFIELDS];
+};
+
+struct stats_pool {
+    int64_t              f[STATS_POOL_NFIELDS];
+    struct stats_server *servers;     /* every server of every tier */
+    uint32_t             nservers;
+};
+
+/* One worker's counters, written only by that worker. */
+struct stats_worker {
+    struct stats_pool *pools;
+    uint32_t           npools;
+    int64_t            total_connections;
+    int64_t            curr_connections;
+};
+
+static inline void stats_add(int64_t *field, int64_t n)
+{
+    __atomic_store_n(field, __atomic_load_n(field, __ATOMIC_RELAXED) + n,
+                     __ATOMIC_RELAXED);
+}
+
+static inline void stats_set(int64_t *field, int64_t v)
+{
+    __atomic_store_n(field, v, __ATOMIC_RELAXED);
+}
+
+#define stats_pool_add(sp, name, n)   stats_add(&(sp)->f[STATS_##name], (n))
+#define stats_server_add(ss, name, n) stats_add(&(ss)->f[STATS_##name], (n))
+
+/* Number of servers of a pool across its tiers, in the order the stats
+ * and the runtime index them: master, slave, each l1, each replica. */
+uint32_t stats_pool_server_count(const struct conf_pool *pool);
+/* The conf_server at flat index i of that order. */
+const struct conf_server *stats_pool_server(const struct conf_pool *pool, uint32_t i);
+
+int stats_worker_init(struct stats_worker *sw, const struct conf *conf);
+void stats_worker_deinit(struct stats_worker *sw);
+
+/* Sums the workers' counters and appends nutcracker's stats JSON. */
+void stats_json(struct evbuffer *out, const struct conf *conf,
+                struct stats_worker *const *workers, uint32_t nworkers,
+                int64_t start_time_s);
+
+/* Writes the -D description of every field to stdout. */
+void stats_describe(void);
+
+#endif

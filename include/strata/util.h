@@ -1,0 +1,27 @@
+/* util: small helpers shared by the runtime modules. */
+#ifndef STRATA_UTIL_H
+#define STRATA_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "strata/conf.h"
+
+#define UTIL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Milliseconds on the monotonic clock. */
+int64_t util_now_ms(void);
+/* Seconds since the epoch. */
+int64_t util_wall_s(void);
+
+/* Resolves a TCP host:port or a unix path into *ss. Returns 0, or -1 with
+ * a reason in err. */
+int util_resolve(const struct conf_addr *addr, struct sockaddr_storage *ss,
+                 socklen_t *len, char *err, size_t errlen);
+
+/* Allocation that aborts on failure: the proxy cannot serve without it. */
+void *util_xcalloc(size_t n, size_t size);
+char *util_xstrdup(const char *s);
+
+#endif

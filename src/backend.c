@@ -1,0 +1,380 @@
+/* backend: pipelined connections to one memcached server (see backend.h
+ * for the picture). */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "strata/backend.h"
+#include "strata/log.h"
+#include "strata/util.h"
+
+struct backend_req {
+    TAILQ_ENTRY(backend_req) link;
+    enum mc_cmd  cmd;
+    bool         value_seen;   /* retrieval: VALUE or END expected */
+    size_t       bytes;
+    int64_t      deadline_ms;  /* INT64_MAX: no timeout */
+    backend_cb   cb;
+    void        *arg;
+};
+
+TAILQ_HEAD(backend_req_list, backend_req);
+
+struct backend_conn {
+    struct backend_server  *server;
+    struct bufferevent     *bev;       /* NULL while disconnected */
+    bool                    connected;
+    struct backend_req_list inflight;  /* sent or queued, oldest first */
+    uint32_t                ninflight;
+    size_t                  inflight_bytes;
+    struct event           *timer;     /* oldest request's deadline */
+    bool                    reset_pending; /* connect failed in place */
+    char                    reset_reason[96];
+    struct mc_rsp           rsp;       /* reply unit being framed */
+};
+
+static void conn_reset(struct backend_conn *c, const char *reason);
+
+/* Per-request bookkeeping is small and frequent: keep freed ones. */
+static __thread struct backend_req *req_cache[256];
+static __thread unsigned req_ncache;
+
+static struct backend_req *req_get(void)
+{
+    if (req_ncache > 0)
+        return req_cache[--req_ncache];
+    return util_xcalloc(1, sizeof(struct backend_req));
+}
+
+static void req_put(struct backend_req *r)
+{
+    if (req_ncache < UTIL_ARRAY_LEN(req_cache))
+        req_cache[req_ncache++] = r;
+    else
+        free(r);
+}
+
+void backend_thread_cleanup(void)
+{
+    while (req_ncache > 0)
+        free(req_cache[--req_ncache]);
+}
+
+int backend_server_init(struct backend_server *s, const struct conf_server *conf,
+                        const struct conf_tier *tier, struct event_base *base,
+                        const struct mc_limits *limits, struct stats_pool *pool_stats,
+                        struct stats_server *stats, uint32_t *eject_epoch,
+                        char *err, size_t errlen)
+{
+    memset(s, 0, sizeof(*s));
+    s->conf = conf;
+    s->tier = tier;
+    s->base = base;
+    s->limits = limits;
+    s->pool_stats = pool_stats;
+    s->stats = stats;
+    s->eject_epoch = eject_epoch;
+    if (util_resolve(&conf->addr, &s->addr, &s->addrlen, err, errlen) != 0)
+        return -1;
+    s->nconns = tier->server_connections > 0 ? tier->server_connections : 1;
+    s->conns = util_xcalloc(s->nconns, sizeof(*s->conns));
+    for (uint32_t i = 0; i < s->nconns; i++) {
+        struct backend_conn *c = &s->conns[i];
+        c->server = s;
+        TAILQ_INIT(&c->inflight);
+        mc_rsp_init(&c->rsp);
+    }
+    return 0;
+}
+
+static void conn_close(struct backend_conn *c)
+{
+    if (c->bev != NULL) {
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+        if (c->connected)
+            stats_server_add(c->server->stats, server_connections, -1);
+    }
+    c->connected = false;
+    mc_rsp_reset(&c->rsp);
+}
+
+void backend_server_deinit(struct backend_server *s)
+{
+    for (uint32_t i = 0; i < s->nconns; i++) {
+        struct backend_conn *c = &s->conns[i];
+        conn_reset(c, "proxy shutting down");
+        if (c->timer != NULL)
+            event_free(c->timer);
+        mc_rsp_deinit(&c->rsp);
+    }
+    free(s->conns);
+    s->conns = NULL;
+}
+
+bool backend_server_live(const struct backend_server *s, int64_t now_ms)
+{
+    return s->ejected_until_ms == 0 || now_ms >= s->ejected_until_ms;
+}
+
+uint32_t backend_server_pending(const struct backend_server *s)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s->nconns; i++)
+        n += s->conns[i].ninflight;
+    return n;
+}
+
+/* Counts a failure; past the limit, takes the server out of its ring for
+ * server_retry_timeout (twemproxy's server_failure). */
+static void server_failed(struct backend_server *s)
+{
+    s->failures++;
+    if (!s->tier->auto_eject_hosts || s->failures < s->tier->server_failure_limit)
+        return;
+    int64_t now = util_now_ms();
+    if (s->ejected_until_ms != 0 && now < s->ejected_until_ms)
+        return;
+    s->ejected_until_ms = now + s->tier->server_retry_timeout_ms;
+    s->failures = 0;
+    (*s->eject_epoch)++;
+    stats_pool_add(s->pool_stats, server_ejects, 1);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    stats_set(&s->stats->f[STATS_server_ejected_at],
+              (int64_t)tv.tv_sec * 1000000 + tv.tv_usec);
+    log_warn("server %s ejected for %lld ms after repeated failures",
+             s->conf->text, (long long)s->tier->server_retry_timeout_ms);
+}
+
+static void server_succeeded(struct backend_server *s)
+{
+    s->failures = 0;
+    if (s->ejected_until_ms != 0) {
+        s->ejected_until_ms = 0;
+        log_notice("server %s is back", s->conf->text);
+    }
+}
+
+static void timer_arm(struct backend_conn *c)
+{
+    struct backend_req *head = TAILQ_FIRST(&c->inflight);
+    if (head == NULL || head->deadline_ms == INT64_MAX) {
+        if (c->timer != NULL)
+            evtimer_del(c->timer);
+        return;
+    }
+    int64_t wait = head->deadline_ms - util_now_ms();
+    if (wait < 0)
+        wait = 0;
+    struct timeval tv = { .tv_sec = wait / 1000, .tv_usec = (wait % 1000) * 1000 };
+    evtimer_add(c->timer, &tv);
+}
+
+/* Fails every request in flight (they can no longer be matched to replies)
+ * and drops the connection; the next send reconnects. */
+static void conn_reset(struct backend_conn *c, const char *reason)
+{
+    struct backend_req_list failed = TAILQ_HEAD_INITIALIZER(failed);
+    TAILQ_CONCAT(&failed, &c->inflight, link);
+    stats_server_add(c->server->stats, out_queue, -(int64_t)c->ninflight);
+    stats_server_add(c->server->stats, out_queue_bytes, -(int64_t)c->inflight_bytes);
+    c->ninflight = 0;
+    c->inflight_bytes = 0;
+    c->reset_pending = false;
+    conn_close(c);
+    if (c->timer != NULL)
+        evtimer_del(c->timer);
+    struct backend_req *r;
+    while ((r = TAILQ_FIRST(&failed)) != NULL) {
+        TAILQ_REMOVE(&failed, r, link);
+        r->cb(r->arg, BACKEND_FAIL, NULL, reason);
+        req_put(r);
+    }
+}
+
+static void conn_fail(struct backend_conn *c, const char *reason)
+{
+    if (c->ninflight > 0 || c->bev != NULL)
+        log_info("server %s: %s", c->server->conf->text, reason);
+    server_failed(c->server);
+    conn_reset(c, reason);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct backend_conn *c = arg;
+    if (c->reset_pending) {
+        conn_fail(c, c->reset_reason);
+        return;
+    }
+    struct backend_req *head = TAILQ_FIRST(&c->inflight);
+    if (head == NULL)
+        return;
+    if (head->deadline_ms > util_now_ms()) {
+        timer_arm(c);
+        return;
+    }
+    stats_server_add(c->server->stats, server_timedout, 1);
+    conn_fail(c, "backend timed out");
+}
+
+/* Delivers one framed unit to the request at the head of the pipeline.
+ * Returns false if the unit cannot be a reply to it. */
+static bool conn_deliver(struct backend_conn *c, struct mc_rsp *rsp)
+{
+    struct backend_req *head = TAILQ_FIRST(&c->inflight);
+    if (head == NULL)
+        return false;
+    bool retrieval = mc_cmd_kind(head->cmd) == MC_KIND_RETRIEVAL;
+    if (rsp->type == MC_RSP_VALUE) {
+        if (!retrieval)
+            return false;
+        head->cb(head->arg, BACKEND_VALUE, rsp, NULL);
+        return true;
+    }
+    if (retrieval && rsp->type != MC_RSP_END && rsp->type != MC_RSP_ERROR &&
+        rsp->type != MC_RSP_CLIENT_ERROR && rsp->type != MC_RSP_SERVER_ERROR)
+        return false;
+    TAILQ_REMOVE(&c->inflight, head, link);
+    c->ninflight--;
+    c->inflight_bytes -= head->bytes;
+    stats_server_add(c->server->stats, out_queue, -1);
+    stats_server_add(c->server->stats, out_queue_bytes, -(int64_t)head->bytes);
+    stats_server_add(c->server->stats, responses, 1);
+    server_succeeded(c->server);
+    head->cb(head->arg, BACKEND_DONE, rsp, NULL);
+    req_put(head);
+    timer_arm(c);
+    return true;
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct backend_conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    for (;;) {
+        size_t before = evbuffer_get_length(in);
+        enum mc_status st = mc_rsp_read(in, &c->rsp, c->server->limits);
+        if (st == MC_AGAIN)
+            return;
+        stats_server_add(c->server->stats, response_bytes,
+                         (int64_t)(before - evbuffer_get_length(in)));
+        if (st != MC_OK || !conn_deliver(c, &c->rsp)) {
+            stats_server_add(c->server->stats, server_err, 1);
+            conn_fail(c, "backend sent an invalid response");
+            return;
+        }
+        mc_rsp_reset(&c->rsp);
+        if (c->bev == NULL)   /* a callback reset us */
+            return;
+    }
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct backend_conn *c = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        c->connected = true;
+        stats_server_add(c->server->stats, server_connections, 1);
+        evutil_socket_t fd = bufferevent_getfd(c->bev);
+        int one = 1;
+        if (c->server->addr.ss_family != AF_UNIX)
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        return;
+    }
+    char reason[96];
+    if (what & BEV_EVENT_EOF) {
+        stats_server_add(c->server->stats, server_eof, 1);
+        snprintf(reason, sizeof(reason), "backend closed the connection");
+    } else {
+        stats_server_add(c->server->stats, server_err, 1);
+        snprintf(reason, sizeof(reason), "backend %s: %s",
+                 c->connected ? "connection error" : "connect failed",
+                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    }
+    conn_fail(c, reason);
+}
+
+static void conn_defer_fail(struct backend_conn *c, const char *reason)
+{
+    c->reset_pending = true;
+    snprintf(c->reset_reason, sizeof(c->reset_reason), "%s", reason);
+    struct timeval zero = { 0, 0 };
+    evtimer_add(c->timer, &zero);
+}
+
+static void conn_open(struct backend_conn *c)
+{
+    struct backend_server *s = c->server;
+    if (c->timer == NULL)
+        c->timer = evtimer_new(s->base, on_timer, c);
+    c->bev = bufferevent_socket_new(s->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        conn_defer_fail(c, "backend connect failed: out of resources");
+        return;
+    }
+    bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&s->addr,
+                                   (int)s->addrlen) != 0) {
+        char reason[96];
+        snprintf(reason, sizeof(reason), "backend connect failed: %s",
+                 strerror(errno));
+        conn_defer_fail(c, reason);
+        return;
+    }
+    if (s->keepalive && s->addr.ss_family != AF_UNIX) {
+        int on = 1;
+        setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    }
+}
+
+void backend_server_connect(struct backend_server *s)
+{
+    for (uint32_t i = 0; i < s->nconns; i++)
+        if (s->conns[i].bev == NULL && !s->conns[i].reset_pending)
+            conn_open(&s->conns[i]);
+}
+
+void backend_send(struct backend_server *s, enum mc_cmd cmd,
+                  struct evbuffer *bytes, backend_cb cb, void *arg)
+{
+    struct backend_conn *c = &s->conns[s->next_conn++ % s->nconns];
+    if (c->bev == NULL && !c->reset_pending)
+        conn_open(c);
+    struct backend_req *r = req_get();
+    int timeout = s->tier->timeout_ms;
+    *r = (struct backend_req){
+        .cmd = cmd,
+        .bytes = evbuffer_get_length(bytes),
+        .deadline_ms = timeout >= 0 ? util_now_ms() + timeout : INT64_MAX,
+        .cb = cb,
+        .arg = arg,
+    };
+    bool was_idle = TAILQ_EMPTY(&c->inflight);
+    TAILQ_INSERT_TAIL(&c->inflight, r, link);
+    c->ninflight++;
+    c->inflight_bytes += r->bytes;
+    stats_server_add(s->stats, requests, 1);
+    stats_server_add(s->stats, request_bytes, (int64_t)r->bytes);
+    stats_server_add(s->stats, out_queue, 1);
+    stats_server_add(s->stats, out_queue_bytes, (int64_t)r->bytes);
+    if (c->bev != NULL)
+        evbuffer_add_buffer(bufferevent_get_output(c->bev), bytes);
+    else
+        evbuffer_drain(bytes, r->bytes);  /* failing anyway: reset_pending */
+    if (was_idle && !c->reset_pending)
+        timer_arm(c);
+}

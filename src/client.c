@@ -1,0 +1,309 @@
+/* client: a client connection (see client.h for the picture). */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "strata/client.h"
+#include "strata/log.h"
+#include "strata/util.h"
+#include "strata/worker.h"
+
+/* Requests one client may have in flight before we stop reading it. */
+#define CLIENT_MAX_INFLIGHT 1024
+
+struct client {
+    TAILQ_ENTRY(client) link;
+    struct worker_pool *wp;
+    struct bufferevent *bev;
+    struct msg_list     msgs;        /* request order; head replies first */
+    uint32_t            nmsgs;
+    struct msg         *parsing;     /* request being framed */
+    bool                in_process;  /* client_process is on the stack */
+    bool                paused;      /* stopped reading: backpressure */
+    bool                quitting;    /* quit, fatal input or EOF: no more reads */
+    bool                closing;     /* waiting for output to drain */
+};
+
+static void client_process(struct client *c);
+
+static void client_close(struct client *c)
+{
+    struct worker *w = c->wp->worker;
+    struct msg *msg;
+    while ((msg = TAILQ_FIRST(&c->msgs)) != NULL) {
+        TAILQ_REMOVE(&c->msgs, msg, link);
+        msg->client = NULL;
+        if (msg->done || msg->pending == 0)
+            msg_put(msg);
+        /* else: the policy still holds it; msg_complete releases it */
+    }
+    if (c->parsing != NULL)
+        msg_put(c->parsing);
+    TAILQ_REMOVE(&w->clients, c, link);
+    stats_pool_add(c->wp->stats, client_connections, -1);
+    stats_add(&w->stats.curr_connections, -1);
+    if (c->wp->conf->client_connections > 0)
+        __atomic_fetch_sub(&w->rt->pool_clients[c->wp->index], 1, __ATOMIC_RELAXED);
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+void client_close_all(struct worker *w)
+{
+    struct client *c;
+    while ((c = TAILQ_FIRST(&w->clients)) != NULL)
+        client_close(c);
+}
+
+uint32_t client_requests_in_flight(struct worker *w)
+{
+    uint32_t framing = 0;
+    struct client *c;
+    TAILQ_FOREACH(c, &w->clients, link)
+        framing += c->parsing != NULL;
+    return w->msgs.busy - framing;
+}
+
+/* Moves the replies of finished requests at the head of the queue to the
+ * socket's output, in request order. */
+static void client_write_done(struct client *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct msg *msg;
+    while ((msg = TAILQ_FIRST(&c->msgs)) != NULL && msg->done) {
+        TAILQ_REMOVE(&c->msgs, msg, link);
+        c->nmsgs--;
+        if (!msg->req.noreply)
+            evbuffer_add_buffer(out, msg->reply);
+        msg_put(msg);
+    }
+}
+
+void msg_complete(struct msg *msg)
+{
+    struct client *c = msg->client;
+    msg->done = true;
+    if (c == NULL) {
+        msg_put(msg);
+        return;
+    }
+    client_write_done(c);
+    if (!c->in_process)
+        client_process(c);
+}
+
+static void msg_reply_now(struct msg *msg, const char *fmt, const char *arg)
+{
+    evbuffer_add_printf(msg->reply, fmt, arg);
+    msg_complete(msg);
+}
+
+static void reply_stats(struct client *c, struct msg *msg)
+{
+    const struct runtime *rt = c->wp->worker->rt;
+    int64_t now = util_wall_s(), total = 0, curr = 0;
+    for (uint32_t i = 0; i < rt->nworkers; i++) {
+        total += __atomic_load_n(&rt->stats[i]->total_connections, __ATOMIC_RELAXED);
+        curr += __atomic_load_n(&rt->stats[i]->curr_connections, __ATOMIC_RELAXED);
+    }
+    evbuffer_add_printf(msg->reply,
+        "STAT pid %ld\r\nSTAT uptime %lld\r\nSTAT time %lld\r\n"
+        "STAT version %s\r\nSTAT threads %u\r\nSTAT curr_connections %lld\r\n"
+        "STAT total_connections %lld\r\nEND\r\n",
+        (long)getpid(), (long long)(now - rt->start_time_s), (long long)now,
+        PACKAGE_VERSION, rt->nworkers, (long long)curr, (long long)total);
+    msg_complete(msg);
+}
+
+/* Runs one parsed request: the proxy answers version, verbosity, stats
+ * and quit itself; everything else goes to the pool's policy. */
+static void client_execute(struct client *c, struct msg *msg)
+{
+    switch (msg->req.cmd) {
+    case MC_CMD_QUIT:
+        c->quitting = true;
+        msg->req.noreply = true;
+        msg_complete(msg);
+        break;
+    case MC_CMD_VERSION:
+        msg_reply_now(msg, "VERSION %s\r\n", PACKAGE_VERSION);
+        break;
+    case MC_CMD_VERBOSITY:
+        msg_reply_now(msg, "%s\r\n", "OK");
+        break;
+    case MC_CMD_STATS:
+        reply_stats(c, msg);
+        break;
+    default:
+        policy_dispatch(&c->wp->policy, msg);
+        break;
+    }
+}
+
+/* Frames one request from the input and queues it. Returns false when
+ * nothing more can be read now. */
+static bool client_read_one(struct client *c)
+{
+    struct worker *w = c->wp->worker;
+    if (c->parsing == NULL && (c->parsing = msg_get(&w->msgs)) == NULL)
+        return false;
+    struct msg *msg = c->parsing;
+    const char *err = NULL;
+    enum mc_status st = mc_req_read(bufferevent_get_input(c->bev), &msg->req,
+                                    &w->rt->limits, &err);
+    if (st == MC_AGAIN)
+        return false;
+    c->parsing = NULL;
+    msg->client = c;
+    TAILQ_INSERT_TAIL(&c->msgs, msg, link);
+    c->nmsgs++;
+    switch (st) {
+    case MC_OK:
+        client_execute(c, msg);
+        break;
+    case MC_UNKNOWN:
+        msg->req.noreply = false;
+        msg_reply_now(msg, "%s", "ERROR\r\n");
+        break;
+    case MC_FATAL:
+        c->quitting = true;
+        stats_pool_add(c->wp->stats, client_err, 1);
+        /* fall through */
+    default:
+        msg->req.noreply = false;
+        msg_reply_now(msg, "CLIENT_ERROR %s\r\n", err != NULL ? err : "bad request");
+        break;
+    }
+    return true;
+}
+
+static bool client_must_pause(struct client *c)
+{
+    size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
+    return c->nmsgs >= CLIENT_MAX_INFLIGHT ||
+           out >= c->wp->worker->rt->settings->client_max_pending;
+}
+
+/* Closes the client once nothing is left to answer, after its output has
+ * drained. Returns true if the client is gone. */
+static bool client_maybe_close(struct client *c)
+{
+    if (!c->quitting || c->nmsgs > 0)
+        return false;
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        client_close(c);
+        return true;
+    }
+    c->closing = true;
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    return false;
+}
+
+static void client_process(struct client *c)
+{
+    if (c->in_process || c->closing)
+        return;
+    c->in_process = true;
+    c->paused = false;
+    while (!c->quitting) {
+        if (client_must_pause(c)) {
+            c->paused = true;
+            break;
+        }
+        if (!client_read_one(c))
+            break;
+    }
+    c->in_process = false;
+    client_write_done(c);
+    client_maybe_close(c);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    client_process(arg);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct client *c = arg;
+    if (c->closing) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            client_close(c);
+        return;
+    }
+    if (c->paused)
+        client_process(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct client *c = arg;
+    if (what & BEV_EVENT_EOF) {
+        /* Half-closed: answer what was sent, then close. */
+        stats_pool_add(c->wp->stats, client_eof, 1);
+        client_process(c);
+        if (c->closing)
+            return;
+        c->quitting = true;
+        client_maybe_close(c);
+        return;
+    }
+    stats_pool_add(c->wp->stats, client_err, 1);
+    client_close(c);
+}
+
+static bool client_admit(struct worker_pool *wp)
+{
+    uint32_t limit = wp->conf->client_connections;
+    if (limit == 0)
+        return true;
+    uint32_t *count = &wp->worker->rt->pool_clients[wp->index];
+    if (__atomic_fetch_add(count, 1, __ATOMIC_RELAXED) < limit)
+        return true;
+    __atomic_fetch_sub(count, 1, __ATOMIC_RELAXED);
+    return false;
+}
+
+void client_accept(struct worker_pool *wp, evutil_socket_t fd)
+{
+    struct worker *w = wp->worker;
+    if (!client_admit(wp)) {
+        log_warn("pool %s: client_connections limit %u reached, refusing a client",
+                 wp->conf->name, wp->conf->client_connections);
+        close(fd);
+        return;
+    }
+    struct client *c = util_xcalloc(1, sizeof(*c));
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        close(fd);
+        free(c);
+        return;
+    }
+    c->wp = wp;
+    TAILQ_INIT(&c->msgs);
+    TAILQ_INSERT_TAIL(&w->clients, c, link);
+    const struct runtime *rt = w->rt;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* Stop reading the socket once a whole largest request is buffered. */
+    bufferevent_setwatermark(c->bev, EV_READ, 0,
+                             rt->limits.max_line + rt->limits.max_value + 4096);
+    bufferevent_setwatermark(c->bev, EV_WRITE, rt->settings->client_max_pending / 2, 0);
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    stats_pool_add(wp->stats, client_connections, 1);
+    stats_add(&w->stats.total_connections, 1);
+    stats_add(&w->stats.curr_connections, 1);
+}

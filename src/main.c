@@ -1,0 +1,513 @@
+/* main: flags, settings, daemonize, pid file, signals, stats port, and the
+ * workers. The main thread never touches the request path. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+
+#include "strata/conf.h"
+#include "strata/log.h"
+#include "strata/stats.h"
+#include "strata/util.h"
+#include "strata/worker.h"
+
+#define MBUF_MIN 512
+#define MBUF_MAX (16 * 1024 * 1024)
+
+/* What the command line said, applied over the -C settings file. */
+struct cli {
+    bool        help, version, test_conf, describe_stats, daemonize;
+    const char *settings_file;
+    const char *conf_file, *log_file, *pid_file, *stats_addr;
+    long        log_level, stats_port, stats_interval, mbuf_size, workers;
+};
+
+struct app {
+    struct settings      settings;
+    struct conf         *conf;
+    struct runtime       rt;
+    struct worker       *workers;
+    uint32_t             nworkers;
+    struct event_base   *base;
+    struct evconnlistener *stats_listener;
+    bool                 pid_written;
+};
+
+static const struct option long_options[] = {
+    { "help",           no_argument,       NULL, 'h' },
+    { "version",        no_argument,       NULL, 'V' },
+    { "test-conf",      no_argument,       NULL, 't' },
+    { "daemonize",      no_argument,       NULL, 'd' },
+    { "describe-stats", no_argument,       NULL, 'D' },
+    { "verbose",        required_argument, NULL, 'v' },
+    { "verbosity",      required_argument, NULL, 'v' },
+    { "output",         required_argument, NULL, 'o' },
+    { "conf-file",      required_argument, NULL, 'c' },
+    { "stats-port",     required_argument, NULL, 's' },
+    { "stats-addr",     required_argument, NULL, 'a' },
+    { "stats-interval", required_argument, NULL, 'i' },
+    { "pid-file",       required_argument, NULL, 'p' },
+    { "mbuf-size",      required_argument, NULL, 'm' },
+    { "workers",        required_argument, NULL, 'W' },
+    { "settings",       required_argument, NULL, 'C' },
+    { NULL, 0, NULL, 0 },
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+        "Usage: strata [-?hVdDt] [-v verbosity level] [-o output file]\n"
+        "              [-c conf file] [-s stats port] [-a stats addr]\n"
+        "              [-i stats interval] [-p pid file] [-m mbuf size]\n"
+        "              [--workers N] [-C settings file]\n\n"
+        "Options:\n"
+        "  -h, --help             : this help\n"
+        "  -V, --version          : show version and exit\n"
+        "  -t, --test-conf        : test configuration for syntax errors and exit\n"
+        "  -d, --daemonize        : run as a daemon\n"
+        "  -D, --describe-stats   : print stats description and exit\n"
+        "  -v, --verbose=N        : set logging level (default: %d, min: 0, max: %d)\n"
+        "  -o, --output=S         : set logging file (default: stderr)\n"
+        "  -c, --conf-file=S      : set configuration file (default: %s)\n"
+        "  -s, --stats-port=N     : set stats monitoring port (default: %d)\n"
+        "  -a, --stats-addr=S     : set stats monitoring ip (default: %s)\n"
+        "  -i, --stats-interval=N : set stats aggregation interval in msec (default: %d msec)\n"
+        "  -p, --pid-file=S       : set pid file (default: off)\n"
+        "  -m, --mbuf-size=N      : set size of read chunks in bytes (default: %d bytes)\n"
+        "      --workers=N        : worker threads (default: online cores)\n"
+        "  -C, --settings=S       : daemon settings file, libconfig syntax (default: none)\n",
+        SETTINGS_DEFAULT_LOG_LEVEL, LOG_LEVEL_MAX, SETTINGS_DEFAULT_CONF_FILE,
+        SETTINGS_DEFAULT_STATS_PORT, SETTINGS_DEFAULT_STATS_ADDR,
+        SETTINGS_DEFAULT_STATS_INTERVAL, SETTINGS_DEFAULT_MBUF_SIZE);
+}
+
+static bool parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static int cli_number(int opt, const char *arg, struct cli *cli)
+{
+    long *dst;
+    long min = 0, max;
+    switch (opt) {
+    case 'v': dst = &cli->log_level; max = LOG_LEVEL_MAX; break;
+    case 's': dst = &cli->stats_port; min = 1; max = 65535; break;
+    case 'i': dst = &cli->stats_interval; min = 1; max = 3600 * 1000; break;
+    case 'm': dst = &cli->mbuf_size; min = MBUF_MIN; max = MBUF_MAX; break;
+    default:  dst = &cli->workers; min = 1; max = 1024; break;
+    }
+    if (!parse_long(arg, min, max, dst)) {
+        fprintf(stderr, "strata: option -%c requires a number from %ld to %ld\n",
+                opt == 'W' ? 'W' : opt, min, max);
+        return -1;
+    }
+    return 0;
+}
+
+static int cli_parse(int argc, char **argv, struct cli *cli)
+{
+    memset(cli, 0, sizeof(*cli));
+    cli->log_level = cli->stats_port = cli->stats_interval = -1;
+    cli->mbuf_size = cli->workers = -1;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "hVtdDv:o:c:s:a:i:p:m:C:", long_options, NULL)) != -1) {
+        switch (opt) {
+        case 'h': cli->help = true; break;
+        case 'V': cli->version = true; break;
+        case 't': cli->test_conf = true; break;
+        case 'd': cli->daemonize = true; break;
+        case 'D': cli->describe_stats = true; break;
+        case 'o': cli->log_file = optarg; break;
+        case 'c': cli->conf_file = optarg; break;
+        case 'a': cli->stats_addr = optarg; break;
+        case 'p': cli->pid_file = optarg; break;
+        case 'C': cli->settings_file = optarg; break;
+        case 'v': case 's': case 'i': case 'm': case 'W':
+            if (cli_number(opt, optarg, cli) != 0)
+                return -1;
+            break;
+        default:
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "strata: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    return 0;
+}
+
+static void set_string(char **dst, const char *src)
+{
+    if (src == NULL)
+        return;
+    free(*dst);
+    *dst = util_xstrdup(src);
+}
+
+/* The command line wins over the settings file. */
+static void cli_apply(const struct cli *cli, struct settings *s)
+{
+    set_string(&s->conf_file, cli->conf_file);
+    set_string(&s->log_file, cli->log_file);
+    set_string(&s->pid_file, cli->pid_file);
+    set_string(&s->stats_addr, cli->stats_addr);
+    if (cli->daemonize)
+        s->daemonize = true;
+    if (cli->log_level >= 0)
+        s->log_level = (int)cli->log_level;
+    if (cli->stats_port >= 0)
+        s->stats_port = (uint16_t)cli->stats_port;
+    if (cli->stats_interval >= 0)
+        s->stats_interval_ms = (int)cli->stats_interval;
+    if (cli->mbuf_size >= 0)
+        s->mbuf_size = (size_t)cli->mbuf_size;
+    if (cli->workers >= 0)
+        s->workers = (uint32_t)cli->workers;
+    if (s->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        s->workers = n > 0 ? (uint32_t)n : 1;
+    }
+}
+
+static int daemonize(void)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid > 0)
+        _exit(0);
+    if (setsid() < 0)
+        return -1;
+    signal(SIGHUP, SIG_IGN);
+    pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid > 0)
+        _exit(0);
+    umask(0);
+    int fd = open("/dev/null", O_RDWR);
+    if (fd < 0)
+        return -1;
+    dup2(fd, STDIN_FILENO);
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    if (fd > STDERR_FILENO)
+        close(fd);
+    return 0;
+}
+
+static int pid_file_write(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        return -1;
+    fprintf(f, "%ld\n", (long)getpid());
+    return fclose(f);
+}
+
+/* ---- stats port: one JSON document per connection, then close ---- */
+
+static void stats_on_written(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        bufferevent_free(bev);
+}
+
+static void stats_on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)what; (void)arg;
+    bufferevent_free(bev);
+}
+
+static void stats_on_accept(struct evconnlistener *l, evutil_socket_t fd,
+                            struct sockaddr *sa, int salen, void *arg)
+{
+    (void)l; (void)sa; (void)salen;
+    struct app *app = arg;
+    struct bufferevent *bev = bufferevent_socket_new(app->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        close(fd);
+        return;
+    }
+    stats_json(bufferevent_get_output(bev), app->conf, app->rt.stats,
+               app->nworkers, app->rt.start_time_s);
+    bufferevent_setcb(bev, NULL, stats_on_written, stats_on_event, app);
+    bufferevent_enable(bev, EV_WRITE);
+}
+
+static int stats_listen(struct app *app)
+{
+    struct conf_addr addr = { .host = app->settings.stats_addr,
+                              .port = app->settings.stats_port };
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char err[256];
+    if (util_resolve(&addr, &ss, &len, err, sizeof(err)) != 0) {
+        log_error("stats: %s", err);
+        return -1;
+    }
+    app->stats_listener = evconnlistener_new_bind(app->base, stats_on_accept, app,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
+        (struct sockaddr *)&ss, (int)len);
+    if (app->stats_listener == NULL) {
+        log_error("stats: cannot listen on %s:%u: %s", addr.host, (unsigned)addr.port,
+                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- signals ---- */
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct app *app = arg;
+    switch (sig) {
+    case SIGHUP:
+        log_notice("signal %d: reopening the log file", (int)sig);
+        if (log_reopen() != 0)
+            log_error("cannot reopen the log file: %s", strerror(errno));
+        break;
+    case SIGTTIN:
+        log_level_up();
+        log_notice("signal %d: log level up", (int)sig);
+        break;
+    case SIGTTOU:
+        log_level_down();
+        log_notice("signal %d: log level down", (int)sig);
+        break;
+    default:
+        log_notice("signal %d: stopping", (int)sig);
+        event_base_loopbreak(app->base);
+        break;
+    }
+}
+
+static void signals_setup(struct app *app, struct event **evs)
+{
+    static const int sigs[] = { SIGHUP, SIGTTIN, SIGTTOU, SIGTERM, SIGINT };
+    signal(SIGPIPE, SIG_IGN);
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(sigs); i++) {
+        evs[i] = evsignal_new(app->base, sigs[i], on_signal, app);
+        evsignal_add(evs[i], NULL);
+    }
+}
+
+/* ---- start and stop ---- */
+
+static int unix_listen(const struct conf_pool *pool)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char err[256];
+    if (util_resolve(&pool->listen.addr, &ss, &len, err, sizeof(err)) != 0) {
+        log_error("pool %s: %s", pool->name, err);
+        return -1;
+    }
+    unlink(pool->listen.addr.path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, len) != 0 ||
+        listen(fd, pool->backlog) != 0) {
+        log_error("pool %s: cannot listen on %s: %s", pool->name,
+                  pool->listen.addr.path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (pool->listen.perm != 0)
+        chmod(pool->listen.addr.path, pool->listen.perm);
+    return fd;
+}
+
+static int runtime_setup(struct app *app)
+{
+    struct runtime *rt = &app->rt;
+    const struct conf *conf = app->conf;
+    rt->conf = conf;
+    rt->settings = &app->settings;
+    rt->limits.max_line = app->settings.max_line_size;
+    rt->limits.max_value = app->settings.max_value_size;
+    rt->nworkers = app->nworkers;
+    rt->start_time_s = util_wall_s();
+    rt->pool_clients = util_xcalloc(conf->npools, sizeof(uint32_t));
+    rt->unix_fds = util_xcalloc(conf->npools, sizeof(int));
+    rt->stats = util_xcalloc(app->nworkers, sizeof(*rt->stats));
+    for (uint32_t p = 0; p < conf->npools; p++) {
+        rt->unix_fds[p] = -1;
+        if (conf->pools[p].listen.addr.path == NULL)
+            continue;
+        if ((rt->unix_fds[p] = unix_listen(&conf->pools[p])) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int workers_start(struct app *app)
+{
+    app->workers = util_xcalloc(app->nworkers, sizeof(*app->workers));
+    char err[512];
+    for (uint32_t i = 0; i < app->nworkers; i++) {
+        if (worker_init(&app->workers[i], i, &app->rt, err, sizeof(err)) != 0) {
+            log_error("%s", err);
+            fprintf(stderr, "strata: %s\n", err);
+            return -1;
+        }
+        app->rt.stats[i] = &app->workers[i].stats;
+    }
+    for (uint32_t i = 0; i < app->nworkers; i++) {
+        if (worker_start(&app->workers[i]) != 0) {
+            log_error("cannot start worker %u", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void app_teardown(struct app *app)
+{
+    for (uint32_t i = 0; app->workers != NULL && i < app->nworkers; i++)
+        worker_stop(&app->workers[i]);
+    for (uint32_t i = 0; app->workers != NULL && i < app->nworkers; i++)
+        worker_join(&app->workers[i]);
+    for (uint32_t i = 0; app->workers != NULL && i < app->nworkers; i++)
+        worker_deinit(&app->workers[i]);
+    free(app->workers);
+    for (uint32_t p = 0; app->rt.unix_fds != NULL && p < app->conf->npools; p++) {
+        if (app->rt.unix_fds[p] >= 0) {
+            close(app->rt.unix_fds[p]);
+            unlink(app->conf->pools[p].listen.addr.path);
+        }
+    }
+    free(app->rt.unix_fds);
+    free(app->rt.pool_clients);
+    free(app->rt.stats);
+    if (app->stats_listener != NULL)
+        evconnlistener_free(app->stats_listener);
+    if (app->pid_written)
+        unlink(app->settings.pid_file);
+}
+
+static int load_config(const struct cli *cli, struct app *app)
+{
+    char err[1024];
+    settings_init(&app->settings);
+    if (cli->settings_file != NULL &&
+        settings_load(&app->settings, cli->settings_file, err, sizeof(err)) != 0) {
+        fprintf(stderr, "strata: settings file '%s' is invalid: %s\n",
+                cli->settings_file, err);
+        return -1;
+    }
+    cli_apply(cli, &app->settings);
+    const char *path = app->settings.conf_file;
+    if (conf_yaml_load(path, &app->conf, err, sizeof(err)) != 0) {
+        fprintf(stderr, "strata: configuration file '%s' syntax is invalid\n%s\n",
+                path, err);
+        return -1;
+    }
+    return 0;
+}
+
+static int serve(struct app *app)
+{
+    struct event *sig_evs[5] = { 0 };
+    int rc = -1;
+    evthread_use_pthreads();
+    app->nworkers = app->settings.workers;
+    app->base = event_base_new();
+    if (app->base == NULL || runtime_setup(app) != 0 || stats_listen(app) != 0)
+        goto out;
+    signals_setup(app, sig_evs);
+    if (workers_start(app) != 0)
+        goto out;
+    log_notice("strata-%s started on pid %ld with %u workers, %u pools",
+               PACKAGE_VERSION, (long)getpid(), app->nworkers, app->conf->npools);
+    event_base_dispatch(app->base);
+    rc = 0;
+out:
+    app_teardown(app);
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(sig_evs); i++)
+        if (sig_evs[i] != NULL)
+            event_free(sig_evs[i]);
+    if (app->base != NULL)
+        event_base_free(app->base);
+    log_notice("strata stopped");
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli cli;
+    struct app app;
+    memset(&app, 0, sizeof(app));
+    if (cli_parse(argc, argv, &cli) != 0)
+        return 1;
+    if (cli.help) {
+        usage(stdout);
+        return 0;
+    }
+    if (cli.version) {
+        printf("This is strata-%s\n", PACKAGE_VERSION);
+        return 0;
+    }
+    if (cli.describe_stats) {
+        stats_describe();
+        return 0;
+    }
+    if (load_config(&cli, &app) != 0) {
+        settings_deinit(&app.settings);
+        return 1;
+    }
+    if (cli.test_conf) {
+        fprintf(stderr, "strata: configuration file '%s' syntax is ok\n",
+                app.settings.conf_file);
+        conf_destroy(&app.conf);
+        settings_deinit(&app.settings);
+        return 0;
+    }
+    int rc = 1;
+    if (log_setup(app.settings.log_level, app.settings.log_file) != 0) {
+        fprintf(stderr, "strata: cannot open log file '%s': %s\n",
+                app.settings.log_file, strerror(errno));
+        goto out;
+    }
+    if (app.settings.daemonize && daemonize() != 0) {
+        log_error("cannot daemonize: %s", strerror(errno));
+        goto out;
+    }
+    if (app.settings.pid_file != NULL) {
+        if (pid_file_write(app.settings.pid_file) != 0) {
+            log_error("cannot write pid file '%s': %s", app.settings.pid_file, strerror(errno));
+            goto out;
+        }
+        app.pid_written = true;
+    }
+    rc = serve(&app) == 0 ? 0 : 1;
+out:
+    conf_destroy(&app.conf);
+    settings_deinit(&app.settings);
+    log_teardown();
+    libevent_global_shutdown();
+    return rc;
+}

@@ -1,0 +1,78 @@
+/* msg: lifecycle of client requests, recycled per worker so the request
+ * path does not allocate once warm. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "strata/msg.h"
+#include "strata/policy.h"
+#include "strata/util.h"
+
+#define MSG_CACHE_MAX 4096
+
+void msg_cache_init(struct msg_cache *mc)
+{
+    TAILQ_INIT(&mc->free);
+    mc->nfree = 0;
+    mc->busy = 0;
+}
+
+static void msg_destroy(struct msg *msg)
+{
+    mc_req_deinit(&msg->req);
+    policy_msg_deinit(msg);
+    if (msg->reply != NULL)
+        evbuffer_free(msg->reply);
+    free(msg);
+}
+
+void msg_cache_deinit(struct msg_cache *mc)
+{
+    struct msg *msg;
+    while ((msg = TAILQ_FIRST(&mc->free)) != NULL) {
+        TAILQ_REMOVE(&mc->free, msg, link);
+        msg_destroy(msg);
+    }
+    mc->nfree = 0;
+}
+
+struct msg *msg_get(struct msg_cache *mc)
+{
+    struct msg *msg = TAILQ_FIRST(&mc->free);
+    if (msg != NULL) {
+        TAILQ_REMOVE(&mc->free, msg, link);
+        mc->nfree--;
+    } else {
+        msg = util_xcalloc(1, sizeof(*msg));
+        mc_req_init(&msg->req);
+        msg->reply = evbuffer_new();
+        msg->cache = mc;
+        if (msg->reply == NULL) {
+            free(msg);
+            return NULL;
+        }
+    }
+    mc->busy++;
+    return msg;
+}
+
+void msg_put(struct msg *msg)
+{
+    struct msg_cache *mc = msg->cache;
+    mc->busy--;
+    msg->client = NULL;
+    msg->pending = 0;
+    msg->failed = false;
+    msg->done = false;
+    msg->nfrags = 0;
+    msg->error[0] = '\0';
+    mc_req_reset(&msg->req);
+    evbuffer_drain(msg->reply, evbuffer_get_length(msg->reply));
+    if (mc->nfree >= MSG_CACHE_MAX) {
+        msg_destroy(msg);
+        return;
+    }
+    TAILQ_INSERT_HEAD(&mc->free, msg, link);
+    mc->nfree++;
+}

@@ -1,0 +1,180 @@
+/* worker: a thread serving every pool on its own event_base. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "strata/backend.h"
+#include "strata/client.h"
+#include "strata/log.h"
+#include "strata/util.h"
+#include "strata/worker.h"
+
+/* How long a stopping worker waits for requests in flight. */
+#define WORKER_DRAIN_MAX_MS 5000
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
+                      struct sockaddr *sa, int salen, void *arg)
+{
+    (void)l; (void)sa; (void)salen;
+    client_accept(arg, fd);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    struct worker_pool *wp = arg;
+    log_warn("pool %s: accept failed: %s", wp->conf->name,
+             evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+static int listener_open(struct worker_pool *wp, char *err, size_t errlen)
+{
+    struct worker *w = wp->worker;
+    const struct conf_pool *pool = wp->conf;
+    int ufd = w->rt->unix_fds[wp->index];
+    unsigned flags = LEV_OPT_CLOSE_ON_EXEC;
+    if (ufd >= 0) {
+        /* One unix socket, opened by main, shared by every worker. */
+        wp->listener = evconnlistener_new(w->base, on_accept, wp, flags, 0, ufd);
+    } else {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        if (util_resolve(&pool->listen.addr, &ss, &len, err, errlen) != 0)
+            return -1;
+        flags |= LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT;
+        wp->listener = evconnlistener_new_bind(w->base, on_accept, wp, flags,
+                                               pool->backlog, (struct sockaddr *)&ss,
+                                               (int)len);
+    }
+    if (wp->listener == NULL) {
+        snprintf(err, errlen, "pool %s: cannot listen on %s: %s", pool->name,
+                 pool->listen.text, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        return -1;
+    }
+    evconnlistener_set_error_cb(wp->listener, on_accept_error);
+    return 0;
+}
+
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct worker *w = arg;
+    if (client_requests_in_flight(w) > 0 && util_now_ms() < w->drain_deadline_ms) {
+        struct timeval tv = { 0, 10 * 1000 };
+        evtimer_add(w->drain_ev, &tv);
+        return;
+    }
+    client_close_all(w);
+    event_base_loopbreak(w->base);
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct worker *w = arg;
+    for (uint32_t p = 0; p < w->npools; p++) {
+        if (w->pools[p].listener != NULL)
+            evconnlistener_free(w->pools[p].listener);
+        w->pools[p].listener = NULL;
+    }
+    w->drain_deadline_ms = util_now_ms() + WORKER_DRAIN_MAX_MS;
+    on_drain(-1, 0, w);
+}
+
+int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
+                char *err, size_t errlen)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->rt = rt;
+    TAILQ_INIT(&w->clients);
+    msg_cache_init(&w->msgs);
+    w->base = event_base_new();
+    if (w->base == NULL) {
+        snprintf(err, errlen, "cannot create an event base");
+        return -1;
+    }
+    w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+    w->drain_ev = evtimer_new(w->base, on_drain, w);
+    stats_worker_init(&w->stats, rt->conf);
+    w->npools = rt->conf->npools;
+    w->pools = util_xcalloc(w->npools, sizeof(*w->pools));
+    for (uint32_t p = 0; p < w->npools; p++) {
+        struct worker_pool *wp = &w->pools[p];
+        wp->worker = w;
+        wp->index = p;
+        wp->conf = &rt->conf->pools[p];
+        wp->stats = &w->stats.pools[p];
+        uint64_t seed = ((uint64_t)id + 1) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)util_now_ms();
+        if (policy_pool_init(&wp->policy, wp->conf, w->base, &rt->limits,
+                             wp->stats, seed, err, errlen) != 0)
+            return -1;
+        if (listener_open(wp, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    log_info("worker %u started", w->id);
+    event_base_dispatch(w->base);
+    client_close_all(w);
+    for (uint32_t p = 0; p < w->npools; p++)
+        policy_pool_deinit(&w->pools[p].policy);
+    backend_thread_cleanup();
+    log_info("worker %u stopped", w->id);
+    return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+    /* Signals belong to the main thread. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    w->started = rc == 0;
+    return rc == 0 ? 0 : -1;
+}
+
+void worker_stop(struct worker *w)
+{
+    if (w->stop_ev != NULL)
+        event_active(w->stop_ev, EV_READ, 0);
+}
+
+void worker_join(struct worker *w)
+{
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    w->started = false;
+}
+
+void worker_deinit(struct worker *w)
+{
+    for (uint32_t p = 0; p < w->npools; p++) {
+        struct worker_pool *wp = &w->pools[p];
+        if (wp->listener != NULL)
+            evconnlistener_free(wp->listener);
+        if (!w->started && wp->policy.conf != NULL)
+            policy_pool_deinit(&wp->policy);
+    }
+    free(w->pools);
+    msg_cache_deinit(&w->msgs);
+    stats_worker_deinit(&w->stats);
+    if (w->stop_ev != NULL)
+        event_free(w->stop_ev);
+    if (w->drain_ev != NULL)
+        event_free(w->drain_ev);
+    if (w->base != NULL)
+        event_base_free(w->base);
+    memset(w, 0, sizeof(*w));
+}
