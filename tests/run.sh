@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds Strata if needed and runs every test: the cmocka unit tests
+# (make check) and the integration suite, which drives src/strata against
+# real memcached servers and Debian's nutcracker on 127.0.0.1.
+#   bash tests/run.sh               normal build
+#   bash tests/run.sh --sanitizers  rebuild with ASan+UBSan, run it all
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+flags=""
+if [ "${1:-}" = "--sanitizers" ]; then
+    flags="--enable-sanitizers"
+fi
+[ -x configure ] || ./autogen.sh
+# Reconfigure when the wanted build differs from the configured one.
+want=""
+[ -n "$flags" ] && want="'$flags'"
+have=$(./config.status --config 2>/dev/null || echo none)
+if [ ! -f Makefile ] || [ "$have" != "$want" ]; then
+    ./configure $flags
+    make clean >/dev/null
+fi
+jobs=$(nproc 2>/dev/null || echo 2)
+make -j"$jobs"
+
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=86"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+status=0
+make -j"$jobs" check || { cat tests/unit/*.log 2>/dev/null | tail -50; status=1; }
+grep -h -E '^\[  (PASSED|FAILED)' tests/unit/test_*.log 2>/dev/null || true
+
+STRATA_BIN="$PWD/src/strata" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+    tests/integration || status=1
+exit $status
