@@ -335,10 +335,6 @@ static void conn_open(struct backend_conn *c)
         conn_defer_fail(c, reason);
         return;
     }
-    if (s->keepalive && s->addr.ss_family != AF_UNIX) {
-        int on = 1;
-        setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
-    }
 }
 
 void backend_server_connect(struct backend_server *s)

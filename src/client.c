@@ -140,7 +140,12 @@ static void client_execute(struct client *c, struct msg *msg)
         msg_reply_now(msg, "%s\r\n", "OK");
         break;
     case MC_CMD_STATS:
-        reply_stats(c, msg);
+        /* Only plain "stats" is the proxy's; sub-commands and noreply
+         * are unknown here, as memcached answers unknown ones. */
+        if (msg->req.arg.len > 0)
+            msg_reply_now(msg, "%s", "ERROR\r\n");
+        else
+            reply_stats(c, msg);
         break;
     default:
         policy_dispatch(&c->wp->policy, msg);
@@ -296,7 +301,10 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd)
     TAILQ_INSERT_TAIL(&w->clients, c, link);
     const struct runtime *rt = w->rt;
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (w->rt->unix_fds[wp->index] < 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (wp->conf->tcpkeepalive)   /* twemproxy: keepalive on client sockets */
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
     /* Stop reading the socket once a whole largest request is buffered. */
     bufferevent_setwatermark(c->bev, EV_READ, 0,
                              rt->limits.max_line + rt->limits.max_value + 4096);

@@ -39,7 +39,6 @@ static int tier_init(struct policy_tier *t, const struct conf_tier *conf,
                                 &stats->servers[first_stat + i], &t->eject_epoch,
                                 err, errlen) != 0)
             return -1;
-        s->keepalive = pool->tcpkeepalive;
         if (pool->preconnect)
             backend_server_connect(s);
     }

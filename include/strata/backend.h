@@ -47,7 +47,6 @@ struct backend_server {
     uint32_t                  failures;          /* consecutive */
     int64_t                   ejected_until_ms;  /* 0: in the ring */
     uint32_t                 *eject_epoch;       /* bumped on eject */
-    bool                      keepalive;         /* SO_KEEPALIVE (tcpkeepalive) */
     struct sockaddr_storage   addr;
     socklen_t                 addrlen;
 };

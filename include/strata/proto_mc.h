@@ -73,15 +73,14 @@ struct mc_req {
     bool             noreply;
     struct mc_token  arg;        /* verbosity level, stats args, flush_all delay */
     struct evbuffer *data;       /* storage: the data block without "\r\n" */
-    uint64_t         swallow;    /* framing: bytes of a rejected data block
-                                    still to drop from the stream; kept by
-                                    mc_req_reset (it belongs to the stream,
-                                    not to one request) */
+    uint64_t         swallow;    /* framing: bytes of an oversized data
+                                    block still to drop (see mc_req_read) */
 };
 
 enum mc_status {
     MC_OK,          /* one whole request/response unit was framed */
-    MC_AGAIN,       /* need more bytes; nothing was consumed */
+    MC_AGAIN,       /* need more bytes; nothing was consumed (but see
+                       mc_req_read) */
     MC_ERROR,       /* bad input; its bytes were consumed; reply and go on */
     MC_FATAL,       /* the stream can no longer be framed; reply and close */
     MC_UNKNOWN,     /* unknown command; its line was consumed; reply ERROR */
@@ -111,11 +110,14 @@ enum mc_status mc_req_parse(struct mc_req *req, const struct mc_limits *lim,
  * the whole data block, moves it into req->data (created on demand) and
  * drains its "\r\n". Returns MC_AGAIN without consuming anything until a
  * whole request is there. On MC_ERROR the bad request's bytes (including a
- * data block whose length is known) were consumed: the line and what has
- * arrived of its data block at once, the rest of the block by later calls
- * (req->swallow), so an oversized value is never buffered; on MC_FATAL (a line
+ * data block whose length is known) were consumed; on MC_FATAL (a line
  * longer than lim->max_line, a byte count that cannot be trusted) the
- * caller replies *err and closes. */
+ * caller replies *err and closes.
+ * One exception keeps memory bounded: a data block over lim->max_value is
+ * dropped as it arrives, its line first, with MC_AGAIN until the last byte
+ * is gone, then MC_ERROR "value too large". So after MC_AGAIN, call again
+ * with the same req (it holds that progress in req->swallow); reset and
+ * init clear it. */
 enum mc_status mc_req_read(struct evbuffer *in, struct mc_req *req,
                            const struct mc_limits *lim, const char **err);
 

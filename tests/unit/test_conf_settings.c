@@ -1,0 +1,307 @@
+/* Unit tests for conf_settings: defaults, every key, partial files, and
+ * every error message with its file, line and key. Fixture files are
+ * written into a mkdtemp directory. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "strata/conf.h"
+
+#ifndef SRCDIR
+#define SRCDIR "."
+#endif
+
+/* Per-test state: a temporary directory with one settings file, and the
+ * settings under test (deinit in teardown). */
+struct fx {
+    const void     *param;      /* the table row, for table-driven tests */
+    char            dir[64];
+    char            path[PATH_MAX];
+    char            err[1024];
+    struct settings s;
+};
+
+static int fx_setup(void **state)
+{
+    struct fx *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    fx->param = *state;
+    snprintf(fx->dir, sizeof(fx->dir), "/tmp/strata-settings-XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    snprintf(fx->path, sizeof(fx->path), "%s/strata.cfg", fx->dir);
+    settings_init(&fx->s);
+    *state = fx;
+    return 0;
+}
+
+static int fx_teardown(void **state)
+{
+    struct fx *fx = *state;
+    unlink(fx->path);
+    rmdir(fx->dir);
+    settings_deinit(&fx->s);
+    free(fx);
+    return 0;
+}
+
+static void fx_write(struct fx *fx, const char *text)
+{
+    FILE *fp = fopen(fx->path, "w");
+    assert_non_null(fp);
+    assert_int_equal(fputs(text, fp) >= 0, 1);
+    assert_int_equal(fclose(fp), 0);
+}
+
+static void fx_load(struct fx *fx, const char *text)
+{
+    fx_write(fx, text);
+    fx->err[0] = '\0';
+    if (settings_load(&fx->s, fx->path, fx->err, sizeof(fx->err)) != 0) {
+        fail_msg("load failed: %s", fx->err);
+    }
+}
+
+static void assert_defaults(const struct settings *s)
+{
+    assert_string_equal(s->conf_file, "conf/nutcracker.yml");
+    assert_int_equal(s->workers, 0);
+    assert_false(s->daemonize);
+    assert_int_equal(s->log_level, 5);
+    assert_null(s->log_file);
+    assert_null(s->pid_file);
+    assert_string_equal(s->stats_addr, "0.0.0.0");
+    assert_int_equal(s->stats_port, 22222);
+    assert_int_equal(s->stats_interval_ms, 30000);
+    assert_int_equal(s->mbuf_size, 16384);
+    assert_int_equal(s->max_value_size, 1024 * 1024);
+    assert_int_equal(s->max_line_size, 256 * 1024);
+    assert_int_equal(s->client_max_pending, 4 * 1024 * 1024);
+    assert_int_equal(s->async_queue_limit, 10000);
+}
+
+static void test_defaults(void **state)
+{
+    struct fx *fx = *state;
+    assert_defaults(&fx->s);
+}
+
+static void test_empty_file(void **state)
+{
+    struct fx *fx = *state;
+    fx_load(fx, "# nothing set\n");
+    assert_defaults(&fx->s);
+}
+
+static void test_every_key(void **state)
+{
+    struct fx *fx = *state;
+    fx_load(fx,
+        "workers = 8;\n"
+        "pool_file = \"/etc/strata/pools.yml\";\n"
+        "daemonize = true;\n"
+        "log_level = 7;\n"
+        "log_file = \"/var/log/strata.log\";\n"
+        "pid_file = \"/run/strata.pid\";\n"
+        "stats_addr = \"127.0.0.1\";\n"
+        "stats_port = 22223;\n"
+        "stats_interval = 10000;\n"
+        "mbuf_size = 512;\n"
+        "max_value_size = 2097152;\n"
+        "max_line_size = 1024;\n"
+        "client_max_pending = 8589934592L;\n"
+        "async_queue_limit = 500;\n");
+    const struct settings *s = &fx->s;
+    assert_int_equal(s->workers, 8);
+    assert_string_equal(s->conf_file, "/etc/strata/pools.yml");
+    assert_true(s->daemonize);
+    assert_int_equal(s->log_level, 7);
+    assert_string_equal(s->log_file, "/var/log/strata.log");
+    assert_string_equal(s->pid_file, "/run/strata.pid");
+    assert_string_equal(s->stats_addr, "127.0.0.1");
+    assert_int_equal(s->stats_port, 22223);
+    assert_int_equal(s->stats_interval_ms, 10000);
+    assert_int_equal(s->mbuf_size, 512);
+    assert_int_equal(s->max_value_size, 2097152);
+    assert_int_equal(s->max_line_size, 1024);
+    assert_int_equal(s->client_max_pending, 8589934592ULL);
+    assert_int_equal(s->async_queue_limit, 500);
+}
+
+/* Only keys present override; a second file applies over the first. */
+static void test_partial_override(void **state)
+{
+    struct fx *fx = *state;
+    fx_load(fx, "workers = 2;\nlog_file = \"/tmp/a.log\";\n");
+    fx_load(fx, "log_level = 9\nlog_file = \"/tmp/b.log\"\n");
+    assert_int_equal(fx->s.workers, 2);
+    assert_int_equal(fx->s.log_level, 9);
+    assert_string_equal(fx->s.log_file, "/tmp/b.log");
+    assert_string_equal(fx->s.conf_file, "conf/nutcracker.yml");
+    assert_int_equal(fx->s.stats_port, 22222);
+}
+
+/* On error nothing changes, even keys before the bad one. */
+static void test_error_keeps_settings(void **state)
+{
+    struct fx *fx = *state;
+    fx_write(fx, "workers = 3;\npool_file = \"x.yml\";\nbogus = 1;\n");
+    assert_int_equal(settings_load(&fx->s, fx->path, fx->err, sizeof(fx->err)), -1);
+    assert_defaults(&fx->s);
+}
+
+static void test_bounds_accepted(void **state)
+{
+    struct fx *fx = *state;
+    fx_load(fx, "workers = 1024; log_level = 0; stats_port = 1; mbuf_size = 16777216;\n"
+                "max_value_size = 1; async_queue_limit = 1; stats_interval = 1;\n");
+    assert_int_equal(fx->s.workers, 1024);
+    assert_int_equal(fx->s.log_level, 0);
+    assert_int_equal(fx->s.stats_port, 1);
+    assert_int_equal(fx->s.mbuf_size, 16777216);
+    fx_load(fx, "log_level = 11; stats_port = 65535;\n");
+    assert_int_equal(fx->s.log_level, 11);
+    assert_int_equal(fx->s.stats_port, 65535);
+}
+
+static void test_example(void **state)
+{
+    struct fx *fx = *state;
+    assert_int_equal(settings_load(&fx->s, SRCDIR "/conf/strata.cfg", fx->err,
+                                   sizeof(fx->err)), 0);
+    assert_defaults(&fx->s);
+}
+
+static void test_missing_file(void **state)
+{
+    struct fx *fx = *state;
+    char want[PATH_MAX + 64];
+    assert_int_equal(settings_load(&fx->s, fx->path, fx->err, sizeof(fx->err)), -1);
+    snprintf(want, sizeof(want), "%s:0: cannot open the settings file: ", fx->path);
+    assert_memory_equal(fx->err, want, strlen(want));
+    assert_defaults(&fx->s);
+}
+
+static void test_no_err_buffer(void **state)
+{
+    struct fx *fx = *state;
+    fx_write(fx, "workers = \"x\";\n");
+    assert_int_equal(settings_load(&fx->s, fx->path, NULL, 0), -1);
+}
+
+static void test_deinit_twice(void **state)
+{
+    struct fx *fx = *state;
+    settings_deinit(&fx->s);
+    settings_deinit(&fx->s);
+    assert_null(fx->s.conf_file);
+    assert_null(fx->s.stats_addr);
+}
+
+/* ---- errors: one row per message --------------------------------------- */
+
+struct err_case {
+    const char *name;
+    const char *text;
+    int         line;
+    const char *msg;
+};
+
+static const struct err_case err_cases[] = {
+    { "unknown", "workers = 1;\nworkerz = 2;\n", 2, "unknown setting 'workerz'" },
+    { "unknown_group", "pools = { a = 1; };\n", 1, "unknown setting 'pools'" },
+    { "workers_string", "workers = \"4\";\n", 1, "setting 'workers' must be an integer" },
+    { "workers_float", "workers = 4.0;\n", 1, "setting 'workers' must be an integer" },
+    { "workers_group", "workers = { n = 1; };\n", 1, "setting 'workers' must be an integer" },
+    { "workers_range", "workers = 5000;\n", 1,
+      "setting 'workers' is out of range 0..1024: 5000" },
+    { "workers_negative", "workers = -1;\n", 1,
+      "setting 'workers' is out of range 0..1024: -1" },
+    { "log_level_range", "\nlog_level = 12;\n", 2,
+      "setting 'log_level' is out of range 0..11: 12" },
+    { "stats_port_zero", "stats_port = 0;\n", 1,
+      "setting 'stats_port' is out of range 1..65535: 0" },
+    { "stats_port_big", "stats_port = 70000;\n", 1,
+      "setting 'stats_port' is out of range 1..65535: 70000" },
+    { "stats_interval_zero", "stats_interval = 0;\n", 1,
+      "setting 'stats_interval' is out of range 1..2147483647: 0" },
+    { "mbuf_size_small", "mbuf_size = 100;\n", 1,
+      "setting 'mbuf_size' is out of range 512..16777216: 100" },
+    { "mbuf_size_big", "mbuf_size = 16777217;\n", 1,
+      "setting 'mbuf_size' is out of range 512..16777216: 16777217" },
+    { "max_value_size_zero", "max_value_size = 0;\n", 1,
+      "setting 'max_value_size' is out of range 1..1073741824: 0" },
+    { "max_line_size_small", "max_line_size = 100;\n", 1,
+      "setting 'max_line_size' is out of range 1024..1073741824: 100" },
+    { "client_max_pending_small", "client_max_pending = 10;\n", 1,
+      "setting 'client_max_pending' is out of range 1024..1099511627776: 10" },
+    { "async_queue_limit_zero", "async_queue_limit = 0;\n", 1,
+      "setting 'async_queue_limit' is out of range 1..100000000: 0" },
+    { "daemonize_int", "daemonize = 1;\n", 1, "setting 'daemonize' must be true or false" },
+    { "daemonize_string", "daemonize = \"yes\";\n", 1,
+      "setting 'daemonize' must be true or false" },
+    { "pool_file_int", "pool_file = 3;\n", 1, "setting 'pool_file' must be a string" },
+    { "pool_file_empty", "pool_file = \"\";\n", 1, "setting 'pool_file' must not be empty" },
+    { "log_file_list", "log_file = [\"a\"];\n", 1, "setting 'log_file' must be a string" },
+    { "pid_file_bool", "pid_file = true;\n", 1, "setting 'pid_file' must be a string" },
+    { "stats_addr_int", "stats_addr = 1;\n", 1, "setting 'stats_addr' must be a string" },
+    { "syntax", "workers = ;\n", 1, "syntax error" },
+    { "syntax_line3", "workers = 1;\n\nlog_level 3;\n", 3, "syntax error" },
+    { "duplicate", "workers = 1;\nworkers = 2;\n", 2, "duplicate setting name" },
+};
+
+static void test_error_case(void **state)
+{
+    struct fx *fx = *state;
+    const struct err_case *c = fx->param;
+    char prefix[PATH_MAX + 32];
+
+    fx_write(fx, c->text);
+    assert_int_equal(settings_load(&fx->s, fx->path, fx->err, sizeof(fx->err)), -1);
+    snprintf(prefix, sizeof(prefix), "%s:%d: ", fx->path, c->line);
+    if (strncmp(fx->err, prefix, strlen(prefix)) != 0 || strstr(fx->err, c->msg) == NULL) {
+        fail_msg("got   \"%s\"\nwant  \"%s...%s\"", fx->err, prefix, c->msg);
+    }
+    assert_defaults(&fx->s);
+}
+
+/* ---- runner ------------------------------------------------------------ */
+
+#define FX_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        FX_TEST(test_defaults),
+        FX_TEST(test_empty_file),
+        FX_TEST(test_every_key),
+        FX_TEST(test_partial_override),
+        FX_TEST(test_error_keeps_settings),
+        FX_TEST(test_bounds_accepted),
+        FX_TEST(test_example),
+        FX_TEST(test_missing_file),
+        FX_TEST(test_no_err_buffer),
+        FX_TEST(test_deinit_twice),
+    };
+    int failed = cmocka_run_group_tests_name("conf_settings", tests, NULL, NULL);
+
+    /* One named test per error row, so a failure names the case. */
+    size_t n = sizeof(err_cases) / sizeof(err_cases[0]);
+    struct CMUnitTest *errs = calloc(n, sizeof(*errs));
+    assert_non_null(errs);
+    for (size_t i = 0; i < n; i++) {
+        errs[i] = (struct CMUnitTest)cmocka_unit_test_prestate_setup_teardown(
+            test_error_case, fx_setup, fx_teardown, (void *)&err_cases[i]);
+        errs[i].name = err_cases[i].name;
+    }
+    failed += _cmocka_run_group_tests("conf_settings_errors", errs, n, NULL, NULL);
+    free(errs);
+    return failed != 0;
+}
