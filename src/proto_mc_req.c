@@ -353,11 +353,12 @@ mc_parse_verbosity(struct mc_req *req, const struct mc_args *a,
 {
     uint32_t level;
 
+    /* With noreply memcached stays silent even on a bad level. */
     if (mc_args_arity(req, a, 1, 1, err) != MC_OK)
-        return MC_UNKNOWN;
+        return req->noreply ? MC_OK : MC_UNKNOWN;
     req->arg = a->tok[0];
     if (!mc_parse_u32(req->line + req->arg.off, req->arg.len, &level))
-        return MC_UNKNOWN;
+        return req->noreply ? MC_OK : MC_UNKNOWN;
     return MC_OK;
 }
 

@@ -43,10 +43,19 @@ const char *hashkit_dist_name(enum hashkit_dist dist);
 bool hashkit_dist_parse(const char *name, enum hashkit_dist *out);
 
 /* The 32-bit hash of key[0..len) under `hash`, exactly as nutcracker
- * computes it. */
+ * computes it (bytes >= 0x80 included: see src/hashkit/hashkit_int.h).
+ * An unknown `hash` gives 0. nutcracker itself never hashes an empty key
+ * or the key of a one-server pool (it uses 0); that is the caller's call. */
 uint32_t hashkit_hash(enum hashkit_hash hash, const char *key, size_t len);
 
-/* One server as the distribution sees it. */
+/*
+ * One server as the distribution sees it. Its nutcracker name is `name`,
+ * or when that is NULL "host" (port 11211), "host:" (unix socket, port 0)
+ * or "host:port". Ketama hashes "<that name>-N" for its points, and every
+ * distribution orders servers by that name (see hashkit_ring_build). A
+ * pool file that spells a port unusually ("host:011212") is matched only
+ * if the caller passes the verbatim "host:port" text as `name`.
+ */
 struct hashkit_node {
     const char *name;     /* server name from the pool file, NULL if none */
     const char *host;     /* host, or the unix socket path */
@@ -56,26 +65,39 @@ struct hashkit_node {
 };
 
 struct hashkit_point {
-    uint32_t value;       /* position on the continuum (ketama) */
+    uint32_t value;       /* ketama: position on the continuum, sorted;
+                             modula: running total of live weights up to
+                             and including this node; random: 0 */
     uint32_t index;       /* index into the node array */
 };
 
-/* The continuum nutcracker builds for a distribution over live nodes. */
+/* The continuum nutcracker builds for a distribution over live nodes.
+ * Zero it before the first build; it owns `points` until deinit. */
 struct hashkit_ring {
     enum hashkit_dist     dist;
-    struct hashkit_point *points;
+    struct hashkit_point *points;   /* NULL when npoints is 0 */
     uint32_t              npoints;
-    uint32_t              nlive;
+    uint32_t              nlive;    /* live nodes in the ring */
 };
 
-/* (Re)builds `ring` over the live nodes of nodes[0..nnodes). Frees any
- * previous points. Returns 0, or -1 when out of memory. */
+/*
+ * (Re)builds `ring` over the live nodes of nodes[0..nnodes), in
+ * nutcracker's server order (by name: shorter first, then bytewise), which
+ * is not necessarily the pool file's; indices still refer to `nodes`. The
+ * node strings are not kept. Frees the previous points on success.
+ * Returns 0, or -1 (ring left as it was) when out of memory, when `dist`
+ * is unknown, when a live node has weight 0, or when the live weights add
+ * up past UINT32_MAX.
+ */
 int hashkit_ring_build(struct hashkit_ring *ring, enum hashkit_dist dist,
                        const struct hashkit_node *nodes, uint32_t nnodes);
+
+/* Frees the points and empties the ring; safe to call twice. */
 void hashkit_ring_deinit(struct hashkit_ring *ring);
 
 /* The node index for a key hash, or UINT32_MAX when no node is live.
- * For HASHKIT_DIST_RANDOM the caller passes a random number as `hash`. */
+ * For HASHKIT_DIST_RANDOM the caller passes a random number as `hash`
+ * (nutcracker: random()); it picks live node hash % nlive, unweighted. */
 uint32_t hashkit_ring_pick(const struct hashkit_ring *ring, uint32_t hash);
 
 #endif

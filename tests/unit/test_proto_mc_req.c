@@ -426,7 +426,9 @@ test_parse_errors(void **state)
         { "verbosity x", MC_UNKNOWN, NULL },
         { "verbosity foo bar my", MC_UNKNOWN, NULL },
         { "verbosity 1 norepl", MC_UNKNOWN, NULL },
+        { "verbosity 1 2", MC_UNKNOWN, NULL },
         { "verbosity 1 noreply x", MC_UNKNOWN, NULL },
+        { "verbosity noreply", MC_OK, NULL },   /* silent, as memcached */
         { "flush_all x", MC_ERROR, E_EXPTIME },
         { "flush_all 1 x", MC_ERROR, E_FORMAT },
         { "flush_all 1 2 3", MC_ERROR, E_TOO_MANY },
