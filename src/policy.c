@@ -1,5 +1,6 @@
-/* policy: request → backend requests → reply, for plain (single-tier)
- * pools, as twemproxy routes them.
+/* policy: request → backend requests → reply. This file holds the pool
+ * set-up, the helpers shared by every path, and the plain (single-tier)
+ * paths, which route as twemproxy does.
  *
  *   msg ──► route each key ──► group keys per server ──► one frag per server
  *   frag replies ──► VALUE blocks in key order (slots when split) ──► reply
@@ -10,29 +11,23 @@
 
 #include <event2/buffer.h>
 
+#include "policy_int.h"
 #include "strata/log.h"
-#include "strata/policy.h"
 #include "strata/util.h"
 
-/* The part of a msg that went to one server. */
-struct policy_frag {
-    struct msg         *msg;
-    struct policy_pool *pool;
-    uint32_t            first;   /* range of msg->key_idx for this server */
-    uint32_t            count;
-    uint32_t            cursor;  /* next key of the range a VALUE may match */
-    bool                direct;  /* values go straight into msg->reply */
-};
+/* ---- set-up ---- */
 
 static int tier_init(struct policy_tier *t, const struct conf_tier *conf,
-                     const struct conf_pool *pool, struct event_base *base,
-                     const struct mc_limits *limits, struct stats_pool *stats,
-                     uint32_t first_stat, uint64_t seed, char *err, size_t errlen)
+                     const char *name, const struct conf_pool *pool,
+                     struct event_base *base, const struct mc_limits *limits,
+                     struct stats_pool *stats, uint32_t first_stat, uint64_t seed,
+                     char *err, size_t errlen)
 {
-    memset(t, 0, sizeof(*t));
     t->conf = conf;
+    snprintf(t->name, sizeof(t->name), "%s", name);
     t->nservers = conf->nservers;
     t->servers = util_xcalloc(conf->nservers, sizeof(*t->servers));
+    t->async_pending = util_xcalloc(conf->nservers, sizeof(*t->async_pending));
     for (uint32_t i = 0; i < conf->nservers; i++) {
         struct backend_server *s = &t->servers[i];
         if (backend_server_init(s, &conf->servers[i], conf, base, limits, stats,
@@ -51,27 +46,69 @@ static void tier_deinit(struct policy_tier *t)
         if (t->servers[i].conns != NULL)
             backend_server_deinit(&t->servers[i]);
     free(t->servers);
+    free(t->async_pending);
     router_deinit(&t->router);
+}
+
+static void tier_name(const struct policy_pool *pp, uint32_t i, char *out, size_t len)
+{
+    if (i == 0)
+        snprintf(out, len, "master");
+    else if (pp->slave != NULL && i == 1)
+        snprintf(out, len, "slave");
+    else if (i < 1 + (pp->slave != NULL) + pp->conf->nl1)
+        snprintf(out, len, "l1[%u]", i - 1 - (pp->slave != NULL));
+    else
+        snprintf(out, len, "replicas[%u]", i - 1 - (pp->slave != NULL) - pp->conf->nl1);
 }
 
 int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
                      struct event_base *base, const struct mc_limits *limits,
-                     struct stats_pool *stats, uint64_t seed,
-                     char *err, size_t errlen)
+                     struct stats_pool *stats, uint32_t async_limit,
+                     uint64_t seed, char *err, size_t errlen)
 {
     memset(pp, 0, sizeof(*pp));
     pp->conf = conf;
+    pp->base = base;
     pp->stats = stats;
+    pp->async_limit = async_limit;
+    pp->rng = seed | 1;
+    TAILQ_INIT(&pp->retrying);
     pp->scratch = evbuffer_new();
     if (pp->scratch == NULL)
         return -1;
-    return tier_init(&pp->master, &conf->master, conf, base, limits, stats, 0,
-                     seed, err, errlen);
+    pp->ntiers = stats_pool_tier_count(conf);
+    pp->tiers = util_xcalloc(pp->ntiers, sizeof(*pp->tiers));
+    pp->master = &pp->tiers[0];
+    uint32_t next = 1;
+    if (conf->slave != NULL)
+        pp->slave = &pp->tiers[next++];
+    pp->l1 = &pp->tiers[next];
+    pp->nl1 = conf->nl1;
+    pp->replicas = &pp->tiers[next + conf->nl1];
+    pp->nreplicas = conf->nreplicas;
+    uint32_t first_stat = 0;
+    for (uint32_t i = 0; i < pp->ntiers; i++) {
+        char name[24];
+        tier_name(pp, i, name, sizeof(name));
+        const struct conf_tier *ct = stats_pool_tier(conf, i);
+        pp->tiers[i].stats = &stats->tiers[i];
+        if (tier_init(&pp->tiers[i], ct, name, conf, base, limits, stats,
+                      first_stat, seed + i, err, errlen) != 0)
+            return -1;
+        first_stat += ct->nservers;
+    }
+    return 0;
 }
 
 void policy_pool_deinit(struct policy_pool *pp)
 {
-    tier_deinit(&pp->master);
+    pp->closing = true;
+    policy_async_cancel(pp);
+    for (uint32_t i = 0; pp->tiers != NULL && i < pp->ntiers; i++)
+        tier_deinit(&pp->tiers[i]);
+    free(pp->tiers);
+    pp->tiers = NULL;
     if (pp->scratch != NULL)
         evbuffer_free(pp->scratch);
     pp->scratch = NULL;
@@ -85,14 +122,17 @@ void policy_msg_deinit(struct msg *msg)
     free(msg->slots);
     free(msg->frags);
     free(msg->key_idx);
+    free(msg->kstate);
     msg->slots = NULL;
     msg->frags = NULL;
     msg->key_idx = NULL;
-    msg->slots_cap = msg->frags_cap = msg->key_idx_cap = 0;
+    msg->kstate = NULL;
+    msg->slots_cap = msg->frags_cap = msg->key_idx_cap = msg->kstate_cap = 0;
 }
 
-/* Puts ejected servers out of the ring and returning ones back in. */
-static void tier_refresh(struct policy_tier *t)
+/* ---- helpers shared by every path ---- */
+
+void policy_tier_refresh(struct policy_tier *t)
 {
     if (t->built_epoch == t->eject_epoch && t->next_rebuild_ms == 0)
         return;
@@ -114,7 +154,7 @@ static void tier_refresh(struct policy_tier *t)
     t->next_rebuild_ms = next;
 }
 
-static void msg_fail(struct msg *msg, const char *fmt, const char *reason)
+void policy_msg_fail(struct msg *msg, const char *fmt, const char *reason)
 {
     if (msg->failed)
         return;
@@ -122,15 +162,14 @@ static void msg_fail(struct msg *msg, const char *fmt, const char *reason)
     snprintf(msg->error, sizeof(msg->error), fmt, reason);
 }
 
-/* Ends a msg at once with an error line. */
-static void msg_reply_error(struct msg *msg, const char *line)
+void policy_reply_error(struct msg *msg, const char *line)
 {
     evbuffer_drain(msg->reply, evbuffer_get_length(msg->reply));
     evbuffer_add_printf(msg->reply, "%s\r\n", line);
     msg_complete(msg);
 }
 
-static void *grow(void *p, uint32_t *cap, uint32_t need, size_t size)
+void *policy_grow(void *p, uint32_t *cap, uint32_t need, size_t size)
 {
     if (need <= *cap)
         return p;
@@ -145,15 +184,13 @@ static void *grow(void *p, uint32_t *cap, uint32_t need, size_t size)
     return p;
 }
 
-static void frags_reserve(struct msg *msg, uint32_t n)
+void policy_frags_reserve(struct msg *msg, uint32_t n)
 {
-    msg->frags = grow(msg->frags, &msg->frags_cap, n, sizeof(*msg->frags));
+    msg->frags = policy_grow(msg->frags, &msg->frags_cap, n, sizeof(*msg->frags));
     memset(msg->frags, 0, (size_t)n * sizeof(*msg->frags));
 }
 
-/* ---- retrieval: get, gets, gat, gats ---- */
-
-static bool frag_match_key(struct policy_frag *f, const struct mc_rsp *rsp,
+bool policy_frag_match_key(struct policy_frag *f, const struct mc_rsp *rsp,
                            uint32_t *key)
 {
     const struct mc_req *req = &f->msg->req;
@@ -170,7 +207,7 @@ static bool frag_match_key(struct policy_frag *f, const struct mc_rsp *rsp,
     return false;
 }
 
-static void value_append(struct evbuffer *out, struct mc_rsp *rsp)
+void policy_value_append(struct evbuffer *out, struct mc_rsp *rsp)
 {
     evbuffer_add(out, rsp->line, rsp->line_len);
     evbuffer_add(out, "\r\n", 2);
@@ -178,21 +215,74 @@ static void value_append(struct evbuffer *out, struct mc_rsp *rsp)
     evbuffer_add(out, "\r\n", 2);
 }
 
+void policy_share(struct evbuffer *out, struct evbuffer *in)
+{
+    size_t len = evbuffer_get_length(in);
+    if (len == 0 || evbuffer_add_buffer_reference(out, in) == 0)
+        return;
+    /* in holds references itself: fall back to a copy. */
+    unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)len);
+    if (p != NULL)
+        evbuffer_add(out, p, len);
+}
+
+uint32_t policy_group_keys(struct policy_pool *pp, struct policy_tier *t,
+                           struct msg *msg, bool (*want)(const struct msg *, uint32_t),
+                           void (*unrouted)(struct msg *, uint32_t))
+{
+    const struct mc_req *req = &msg->req;
+    uint32_t n = req->nkeys;
+    msg->key_idx = policy_grow(msg->key_idx, &msg->key_idx_cap, 2 * n, sizeof(uint32_t));
+    uint32_t *srv = msg->key_idx + n;
+    policy_frags_reserve(msg, t->nservers);
+    for (uint32_t k = 0; k < n; k++) {
+        srv[k] = UINT32_MAX;
+        if (want != NULL && !want(msg, k))
+            continue;
+        srv[k] = router_pick(&t->router, req->line + req->keys[k].off, req->keys[k].len);
+        if (srv[k] == UINT32_MAX)
+            unrouted(msg, k);
+        else
+            msg->frags[srv[k]].count++;
+    }
+    uint32_t next = 0, used = 0;
+    for (uint32_t s = 0; s < t->nservers; s++) {
+        msg->frags[s].first = next;
+        next += msg->frags[s].count;
+        used += msg->frags[s].count > 0;
+    }
+    for (uint32_t k = 0; k < n; k++) {
+        if (srv[k] == UINT32_MAX)
+            continue;
+        struct policy_frag *f = &msg->frags[srv[k]];
+        msg->key_idx[f->first + f->cursor++] = k;
+    }
+    for (uint32_t s = 0; s < t->nservers; s++) {
+        msg->frags[s].cursor = 0;
+        msg->frags[s].msg = msg;
+        msg->frags[s].pool = pp;
+        msg->frags[s].tier = t;
+    }
+    return used;
+}
+
+/* ---- plain pools: retrieval (get, gets, gat, gats) ---- */
+
 static void retrieval_value(struct policy_frag *f, struct mc_rsp *rsp)
 {
     struct msg *msg = f->msg;
     uint32_t key;
-    if (!frag_match_key(f, rsp, &key)) {
-        msg_fail(msg, "SERVER_ERROR %s", "backend returned a key it was not asked for");
+    if (!policy_frag_match_key(f, rsp, &key)) {
+        policy_msg_fail(msg, "SERVER_ERROR %s", "backend returned a key it was not asked for");
         return;
     }
     if (f->direct) {
-        value_append(msg->reply, rsp);
+        policy_value_append(msg->reply, rsp);
         return;
     }
     if (msg->slots[key] == NULL)
         msg->slots[key] = evbuffer_new();
-    value_append(msg->slots[key], rsp);
+    policy_value_append(msg->slots[key], rsp);
 }
 
 static void retrieval_finish(struct msg *msg)
@@ -227,62 +317,34 @@ static void retrieval_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
     }
     if (ev == BACKEND_FAIL) {
         stats_pool_add(f->pool->stats, forward_error, 1);
-        msg_fail(msg, "SERVER_ERROR %s", reason);
+        policy_msg_fail(msg, "SERVER_ERROR %s", reason);
     } else if (rsp->type != MC_RSP_END) {
-        msg_fail(msg, "%s", rsp->line);   /* the server's own error line */
+        policy_msg_fail(msg, "%s", rsp->line);   /* the server's own error line */
     }
     if (--msg->pending == 0)
         retrieval_finish(msg);
 }
 
-/* Groups the keys of msg per server (a counting sort into msg->key_idx)
- * and fills one frag per server used. Returns false if a key has no
- * live server. */
-static bool retrieval_group(struct policy_pool *pp, struct policy_tier *t,
-                            struct msg *msg, uint32_t *srv)
+static void unrouted_fail(struct msg *msg, uint32_t k)
 {
-    const struct mc_req *req = &msg->req;
-    frags_reserve(msg, t->nservers);
-    for (uint32_t k = 0; k < req->nkeys; k++) {
-        srv[k] = router_pick(&t->router, req->line + req->keys[k].off, req->keys[k].len);
-        if (srv[k] == UINT32_MAX)
-            return false;
-        msg->frags[srv[k]].count++;
-    }
-    uint32_t next = 0;
-    for (uint32_t s = 0; s < t->nservers; s++) {
-        msg->frags[s].first = next;
-        next += msg->frags[s].count;
-    }
-    for (uint32_t k = 0; k < req->nkeys; k++) {
-        struct policy_frag *f = &msg->frags[srv[k]];
-        msg->key_idx[f->first + f->cursor++] = k;
-    }
-    for (uint32_t s = 0; s < t->nservers; s++) {
-        msg->frags[s].cursor = 0;
-        msg->frags[s].msg = msg;
-        msg->frags[s].pool = pp;
-    }
-    return true;
+    (void)k;
+    policy_msg_fail(msg, "%s", "SERVER_ERROR no server available");
 }
 
-static void dispatch_retrieval(struct policy_pool *pp, struct msg *msg,
-                               struct evbuffer *scratch)
+/* Reads msg's keys from one tier: twemproxy's multiget. */
+static void dispatch_retrieval(struct policy_pool *pp, struct policy_tier *t,
+                               struct msg *msg)
 {
-    struct policy_tier *t = &pp->master;
-    uint32_t n = msg->req.nkeys;
-    msg->key_idx = grow(msg->key_idx, &msg->key_idx_cap, 2 * n, sizeof(uint32_t));
-    if (!retrieval_group(pp, t, msg, msg->key_idx + n)) {
+    uint32_t used = policy_group_keys(pp, t, msg, NULL, unrouted_fail);
+    if (msg->failed) {
         stats_pool_add(pp->stats, forward_error, 1);
-        msg_reply_error(msg, "SERVER_ERROR no server available");
+        policy_reply_error(msg, msg->error);
         return;
     }
-    uint32_t used = 0;
-    for (uint32_t s = 0; s < t->nservers; s++)
-        used += msg->frags[s].count > 0;
+    uint32_t n = msg->req.nkeys;
     msg->nfrags = used;
     if (used > 1) {
-        msg->slots = grow(msg->slots, &msg->slots_cap, n, sizeof(*msg->slots));
+        msg->slots = policy_grow(msg->slots, &msg->slots_cap, n, sizeof(*msg->slots));
         stats_pool_add(pp->stats, fragments, used);
     }
     msg->pending = used;
@@ -291,12 +353,12 @@ static void dispatch_retrieval(struct policy_pool *pp, struct msg *msg,
         if (f->count == 0)
             continue;
         f->direct = used == 1;
-        mc_req_compose_line(scratch, &msg->req, msg->key_idx + f->first, f->count);
-        backend_send(&t->servers[s], msg->req.cmd, scratch, retrieval_cb, f);
+        mc_req_compose_line(pp->scratch, &msg->req, msg->key_idx + f->first, f->count);
+        backend_send(&t->servers[s], msg->req.cmd, pp->scratch, retrieval_cb, f);
     }
 }
 
-/* ---- one key, one-line reply: storage, delete, incr, decr, touch ---- */
+/* ---- plain pools: one key, one-line reply ---- */
 
 static void single_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                       const char *reason)
@@ -314,30 +376,29 @@ static void single_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
     msg_complete(msg);
 }
 
-static void dispatch_single(struct policy_pool *pp, struct msg *msg,
-                            struct evbuffer *scratch)
+static void dispatch_single(struct policy_pool *pp, struct msg *msg)
 {
-    struct policy_tier *t = &pp->master;
+    struct policy_tier *t = pp->master;
     const struct mc_token *key = &msg->req.keys[0];
     uint32_t s = router_pick(&t->router, msg->req.line + key->off, key->len);
     if (s == UINT32_MAX) {
         stats_pool_add(pp->stats, forward_error, 1);
-        msg_reply_error(msg, "SERVER_ERROR no server available");
+        policy_reply_error(msg, "SERVER_ERROR no server available");
         return;
     }
-    frags_reserve(msg, 1);
-    msg->frags[0] = (struct policy_frag){ .msg = msg, .pool = pp };
+    policy_frags_reserve(msg, 1);
+    msg->frags[0] = (struct policy_frag){ .msg = msg, .pool = pp, .tier = t };
     msg->nfrags = 1;
     msg->pending = 1;
-    mc_req_compose_line(scratch, &msg->req, NULL, 0);
+    mc_req_compose_line(pp->scratch, &msg->req, NULL, 0);
     if (mc_cmd_kind(msg->req.cmd) == MC_KIND_STORAGE) {
-        evbuffer_add_buffer(scratch, msg->req.data);
-        evbuffer_add(scratch, "\r\n", 2);
+        evbuffer_add_buffer(pp->scratch, msg->req.data);
+        evbuffer_add(pp->scratch, "\r\n", 2);
     }
-    backend_send(&t->servers[s], msg->req.cmd, scratch, single_cb, &msg->frags[0]);
+    backend_send(&t->servers[s], msg->req.cmd, pp->scratch, single_cb, &msg->frags[0]);
 }
 
-/* ---- flush_all: every server of the pool ---- */
+/* ---- flush_all: every server of every tier ---- */
 
 static void broadcast_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                          const char *reason)
@@ -345,53 +406,74 @@ static void broadcast_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
     struct policy_frag *f = arg;
     struct msg *msg = f->msg;
     if (ev == BACKEND_FAIL)
-        msg_fail(msg, "SERVER_ERROR %s", reason);
+        policy_msg_fail(msg, "SERVER_ERROR %s", reason);
     else if (rsp->type != MC_RSP_OK)
-        msg_fail(msg, "%s", rsp->line);
+        policy_msg_fail(msg, "%s", rsp->line);
     if (--msg->pending > 0)
         return;
     evbuffer_add_printf(msg->reply, "%s\r\n", msg->failed ? msg->error : "OK");
     msg_complete(msg);
 }
 
-static void dispatch_broadcast(struct policy_pool *pp, struct msg *msg,
-                               struct evbuffer *scratch)
+static void dispatch_broadcast(struct policy_pool *pp, struct msg *msg)
 {
-    struct policy_tier *t = &pp->master;
     if (!pp->conf->allow_flush) {
-        msg_reply_error(msg, "SERVER_ERROR flush_all is disabled for this pool "
-                             "(set allow_flush: true)");
+        policy_reply_error(msg, "SERVER_ERROR flush_all is disabled for this pool "
+                                "(set allow_flush: true)");
         return;
     }
-    frags_reserve(msg, t->nservers);
-    msg->nfrags = t->nservers;
-    msg->pending = t->nservers;
-    for (uint32_t s = 0; s < t->nservers; s++) {
-        msg->frags[s] = (struct policy_frag){ .msg = msg, .pool = pp };
-        mc_req_compose_line(scratch, &msg->req, NULL, 0);
-        backend_send(&t->servers[s], msg->req.cmd, scratch, broadcast_cb, &msg->frags[s]);
+    uint32_t total = 0;
+    for (uint32_t i = 0; i < pp->ntiers; i++)
+        total += pp->tiers[i].nservers;
+    policy_frags_reserve(msg, total);
+    msg->nfrags = total;
+    msg->pending = total;
+    uint32_t f = 0;
+    for (uint32_t i = 0; i < pp->ntiers; i++) {
+        struct policy_tier *t = &pp->tiers[i];
+        for (uint32_t s = 0; s < t->nservers; s++, f++) {
+            msg->frags[f] = (struct policy_frag){ .msg = msg, .pool = pp, .tier = t };
+            mc_req_compose_line(pp->scratch, &msg->req, NULL, 0);
+            backend_send(&t->servers[s], msg->req.cmd, pp->scratch, broadcast_cb,
+                         &msg->frags[f]);
+        }
     }
 }
 
 void policy_dispatch(struct policy_pool *pp, struct msg *msg)
 {
-    struct evbuffer *scratch = pp->scratch;
     msg->failed = false;
     msg->nfrags = 0;
-    tier_refresh(&pp->master);
-    switch (mc_cmd_kind(msg->req.cmd)) {
+    for (uint32_t i = 0; i < pp->ntiers; i++)
+        policy_tier_refresh(&pp->tiers[i]);
+    enum mc_cmd_kind kind = mc_cmd_kind(msg->req.cmd);
+    bool tiered = pp->conf->tiered;
+    switch (kind) {
     case MC_KIND_RETRIEVAL:
-        dispatch_retrieval(pp, msg, scratch);
+        if (tiered)
+            policy_tiered_read(pp, msg);
+        else
+            dispatch_retrieval(pp, pp->master, msg);
         break;
     case MC_KIND_STORAGE:
     case MC_KIND_KEYED:
-        dispatch_single(pp, msg, scratch);
+        if (tiered)
+            policy_tiered_write(pp, msg);
+        else
+            dispatch_single(pp, msg);
         break;
     case MC_KIND_BROADCAST:
-        dispatch_broadcast(pp, msg, scratch);
+        dispatch_broadcast(pp, msg);
         break;
     case MC_KIND_PROXY:
-        msg_reply_error(msg, "SERVER_ERROR internal: proxy command reached the policy");
+        policy_reply_error(msg, "SERVER_ERROR internal: proxy command reached the policy");
         break;
     }
+}
+
+/* Exposed for the tiered read path: a plain read of one tier. */
+void policy_read_tier(struct policy_pool *pp, struct policy_tier *t, struct msg *msg);
+void policy_read_tier(struct policy_pool *pp, struct policy_tier *t, struct msg *msg)
+{
+    dispatch_retrieval(pp, t, msg);
 }

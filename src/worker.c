@@ -111,8 +111,8 @@ int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
         wp->conf = &rt->conf->pools[p];
         wp->stats = &w->stats.pools[p];
         uint64_t seed = ((uint64_t)id + 1) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)util_now_ms();
-        if (policy_pool_init(&wp->policy, wp->conf, w->base, &rt->limits,
-                             wp->stats, seed, err, errlen) != 0)
+        if (policy_pool_init(&wp->policy, wp->conf, w->base, &rt->limits, wp->stats,
+                             rt->settings->async_queue_limit, seed, err, errlen) != 0)
             return -1;
         if (listener_open(wp, err, errlen) != 0)
             return -1;

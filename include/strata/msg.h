@@ -31,6 +31,10 @@ struct msg {
     uint32_t             key_idx_cap;
     struct evbuffer    **slots;    /* split multiget: VALUE blocks per key */
     uint32_t             slots_cap;
+    uint8_t             *kstate;   /* tiered reads: what each key found */
+    uint32_t             kstate_cap;
+    uint8_t              stage;    /* tiered reads: the tier being read */
+    uint32_t             l1;       /* tiered reads: the L1 chosen */
     uint32_t             pending;  /* backend requests still out */
     bool                 failed;   /* a fragment failed: reply is an error */
     char                 error[160]; /* the error line, without "\r\n" */

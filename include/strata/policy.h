@@ -1,11 +1,17 @@
-/* policy: turns a parsed request into backend requests on a pool's servers
- * and assembles the reply. A plain pool (servers: only) behaves as
- * twemproxy: each key goes to one server; a multi-key get is split per
- * server and merged back in key order. */
+/* policy: turns a parsed request into backend requests on a pool's tiers
+ * and assembles the reply.
+ *
+ * A plain pool (servers: only) behaves as twemproxy: each key goes to one
+ * server; a multi-key get is split per server and merged in key order.
+ * A tiered pool follows the Master-Slave-L1 table of docs/policies.md:
+ * reads L1 → master → slave with write-back, writes to master with an
+ * asynchronous, bounded fan-out to the other tiers. */
 #ifndef STRATA_POLICY_H
 #define STRATA_POLICY_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include "strata/backend.h"
 #include "strata/conf.h"
@@ -18,25 +24,43 @@ struct event_base;
 /* One tier of a pool in one worker: routing plus server connections. */
 struct policy_tier {
     const struct conf_tier *conf;
+    char                    name[24];       /* "master", "l1[0]", ... */
     struct router           router;
     struct backend_server  *servers;
     uint32_t                nservers;
-    uint32_t                eject_epoch;   /* bumped by backend on eject */
+    uint32_t               *async_pending;  /* per server: queued async writes */
+    uint32_t                eject_epoch;    /* bumped by backend on eject */
     uint32_t                built_epoch;
     int64_t                 next_rebuild_ms; /* an ejected server's return */
+    struct stats_tier      *stats;
 };
+
+struct policy_async_op;
+TAILQ_HEAD(policy_async_list, policy_async_op);
 
 struct policy_pool {
     const struct conf_pool *conf;
+    struct event_base      *base;
     struct stats_pool      *stats;
-    struct policy_tier      master;
     struct evbuffer        *scratch;    /* a request's bytes before sending */
+    uint32_t                async_limit; /* per destination server */
+    uint64_t                rng;        /* xorshift: choice of L1 */
+    struct policy_tier     *tiers;      /* master, slave, l1s, replicas */
+    uint32_t                ntiers;
+    struct policy_tier     *master;     /* == &tiers[0] */
+    struct policy_tier     *slave;      /* NULL if none */
+    struct policy_tier     *l1;
+    uint32_t                nl1;
+    struct policy_tier     *replicas;
+    uint32_t                nreplicas;
+    struct policy_async_list retrying;  /* deletes waiting to be resent */
+    bool                    closing;    /* shutting down: no more retries */
 };
 
 int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
                      struct event_base *base, const struct mc_limits *limits,
-                     struct stats_pool *stats, uint64_t seed,
-                     char *err, size_t errlen);
+                     struct stats_pool *stats, uint32_t async_limit,
+                     uint64_t seed, char *err, size_t errlen);
 void policy_pool_deinit(struct policy_pool *pp);
 
 /* Sends msg's backend requests. msg_complete(msg) follows, later or (for

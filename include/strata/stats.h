@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "strata/conf.h"
+#include "strata/stats_tier.h"
 
 struct evbuffer;
 
@@ -47,6 +48,8 @@ struct stats_pool {
     int64_t              f[STATS_POOL_NFIELDS];
     struct stats_server *servers;     /* every server of every tier */
     uint32_t             nservers;
+    struct stats_tier   *tiers;       /* tiered pools: master, slave, l1s, replicas */
+    uint32_t             ntiers;
 };
 
 /* One worker's counters, written only by that worker. */
@@ -76,6 +79,11 @@ static inline void stats_set(int64_t *field, int64_t v)
 uint32_t stats_pool_server_count(const struct conf_pool *pool);
 /* The conf_server at flat index i of that order. */
 const struct conf_server *stats_pool_server(const struct conf_pool *pool, uint32_t i);
+
+/* Number of tiers of a pool (1 for a plain pool), and the i-th in the
+ * order master, slave, each l1, each replica; NULL past the end. */
+uint32_t stats_pool_tier_count(const struct conf_pool *pool);
+const struct conf_tier *stats_pool_tier(const struct conf_pool *pool, uint32_t i);
 
 int stats_worker_init(struct stats_worker *sw, const struct conf *conf);
 void stats_worker_deinit(struct stats_worker *sw);

@@ -94,7 +94,7 @@ static void md5_tail(uint32_t st[4], const char *rest, size_t restlen,
         memcpy(buf, rest, restlen);
     }
     buf[restlen] = 0x80;
-    for (int i = 0; i < 8; i++) {
+    for (size_t i = 0; i < 8; i++) {
         buf[nblk * MD5_BLOCK_LEN - 8 + i] = (unsigned char)(bits >> (8 * i));
     }
     for (size_t i = 0; i < nblk; i++) {

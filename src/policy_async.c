@@ -1,0 +1,189 @@
+/* policy_async: writes to the tiers other than master. They never delay
+ * the client and never grow without bound:
+ *
+ *   write ─► per-server count < async_queue_limit? ─no─► dropped (counted)
+ *              │yes
+ *              ▼
+ *   backend pipeline ─► ok: sent │ error: failed │ delete: retry after
+ *                                                   100, 400, 1600 ms
+ *
+ * A lost delete means a stale read, so deletes are retried; a lost set or
+ * write-back only costs a later miss, so they are not. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "policy_int.h"
+#include "strata/log.h"
+#include "strata/util.h"
+
+#define ASYNC_DELETE_RETRIES 3
+#define ASYNC_RETRY_FIRST_MS 100
+
+struct policy_async_op {
+    TAILQ_ENTRY(policy_async_op) link;   /* in pp->retrying while waiting */
+    struct policy_pool *pp;
+    struct policy_tier *tier;
+    uint32_t            server;
+    enum mc_cmd         cmd;
+    uint8_t             attempt;
+    struct event       *timer;           /* deletes only */
+    uint8_t             klen;
+    char                key[MC_KEY_MAX + 1];
+};
+
+static void op_finish(struct policy_async_op *op)
+{
+    op->tier->async_pending[op->server]--;
+    stats_tier_add(op->tier->stats, async_pending, -1);
+    if (op->timer != NULL)
+        event_free(op->timer);
+    free(op);
+}
+
+static bool async_reply_ok(const struct mc_rsp *rsp)
+{
+    switch (rsp->type) {
+    case MC_RSP_STORED:
+    case MC_RSP_NOT_STORED:   /* write-back add: a newer value is there */
+    case MC_RSP_DELETED:
+    case MC_RSP_NOT_FOUND:
+    case MC_RSP_TOUCHED:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void async_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+                     const char *reason);
+
+static void op_send_delete(struct policy_async_op *op)
+{
+    struct evbuffer *out = op->pp->scratch;
+    evbuffer_add_printf(out, "delete %.*s\r\n", (int)op->klen, op->key);
+    backend_send(&op->tier->servers[op->server], MC_CMD_DELETE, out, async_cb, op);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct policy_async_op *op = arg;
+    TAILQ_REMOVE(&op->pp->retrying, op, link);
+    stats_tier_add(op->tier->stats, async_retried, 1);
+    op_send_delete(op);
+}
+
+static bool op_retry(struct policy_async_op *op)
+{
+    if (op->cmd != MC_CMD_DELETE || op->pp->closing ||
+        op->attempt >= ASYNC_DELETE_RETRIES)
+        return false;
+    if (op->timer == NULL)
+        op->timer = evtimer_new(op->pp->base, on_retry, op);
+    if (op->timer == NULL)
+        return false;
+    int64_t ms = (int64_t)ASYNC_RETRY_FIRST_MS << (2 * op->attempt);
+    op->attempt++;
+    struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+    TAILQ_INSERT_TAIL(&op->pp->retrying, op, link);
+    evtimer_add(op->timer, &tv);
+    return true;
+}
+
+static void async_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+                     const char *reason)
+{
+    struct policy_async_op *op = arg;
+    if (ev == BACKEND_VALUE)
+        return;
+    if (ev == BACKEND_DONE && async_reply_ok(rsp)) {
+        stats_tier_add(op->tier->stats, async_sent, 1);
+        op_finish(op);
+        return;
+    }
+    if (op_retry(op))
+        return;
+    stats_tier_add(op->tier->stats, async_failed, 1);
+    log_debug("async %s to tier %s failed: %s", mc_cmd_name(op->cmd), op->tier->name,
+              ev == BACKEND_FAIL ? reason : rsp->line);
+    op_finish(op);
+}
+
+void policy_async_send(struct policy_pool *pp, struct policy_tier *t, uint32_t s,
+                       enum mc_cmd cmd, struct evbuffer *bytes,
+                       const char *key, size_t klen)
+{
+    if (pp->closing) {
+        evbuffer_drain(bytes, evbuffer_get_length(bytes));
+        stats_tier_add(t->stats, async_failed, 1);
+        return;
+    }
+    if (t->async_pending[s] >= pp->async_limit) {
+        evbuffer_drain(bytes, evbuffer_get_length(bytes));
+        stats_tier_add(t->stats, async_dropped, 1);
+        return;
+    }
+    struct policy_async_op *op = util_xcalloc(1, sizeof(*op));
+    op->pp = pp;
+    op->tier = t;
+    op->server = s;
+    op->cmd = cmd;
+    if (cmd == MC_CMD_DELETE && klen <= MC_KEY_MAX) {
+        memcpy(op->key, key, klen);
+        op->klen = (uint8_t)klen;
+    }
+    t->async_pending[s]++;
+    stats_tier_add(t->stats, async_pending, 1);
+    backend_send(&t->servers[s], cmd, bytes, async_cb, op);
+}
+
+void policy_async_store_tier(struct policy_pool *pp, struct policy_tier *t,
+                             enum mc_cmd cmd, const char *key, size_t klen,
+                             uint32_t flags, int64_t exptime,
+                             struct evbuffer *data)
+{
+    uint32_t s = router_pick(&t->router, key, klen);
+    if (s == UINT32_MAX) {
+        stats_tier_add(t->stats, async_failed, 1);
+        return;
+    }
+    struct evbuffer *out = pp->scratch;
+    evbuffer_add_printf(out, "%s %.*s %u %lld %zu\r\n", mc_cmd_name(cmd), (int)klen, key,
+                        flags, (long long)exptime, evbuffer_get_length(data));
+    policy_share(out, data);
+    evbuffer_add(out, "\r\n", 2);
+    policy_async_send(pp, t, s, cmd, out, key, klen);
+}
+
+void policy_async_fanout_key(struct policy_pool *pp, enum mc_cmd cmd,
+                             const char *key, size_t klen, int64_t exptime)
+{
+    for (uint32_t i = 1; i < pp->ntiers; i++) {
+        struct policy_tier *t = &pp->tiers[i];
+        uint32_t s = router_pick(&t->router, key, klen);
+        if (s == UINT32_MAX) {
+            stats_tier_add(t->stats, async_failed, 1);
+            continue;
+        }
+        struct evbuffer *out = pp->scratch;
+        if (cmd == MC_CMD_TOUCH)
+            evbuffer_add_printf(out, "touch %.*s %lld\r\n", (int)klen, key, (long long)exptime);
+        else
+            evbuffer_add_printf(out, "delete %.*s\r\n", (int)klen, key);
+        policy_async_send(pp, t, s, cmd, out, key, klen);
+    }
+}
+
+void policy_async_cancel(struct policy_pool *pp)
+{
+    struct policy_async_op *op;
+    while ((op = TAILQ_FIRST(&pp->retrying)) != NULL) {
+        TAILQ_REMOVE(&pp->retrying, op, link);
+        stats_tier_add(op->tier->stats, async_failed, 1);
+        op_finish(op);
+    }
+}

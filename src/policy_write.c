@@ -1,0 +1,113 @@
+/* policy_write: writes to a tiered pool. Master answers the client; the
+ * other tiers (slave, every L1, every replica) follow asynchronously.
+ *
+ *   set                  ─► others now (set) ─► master, reply
+ *   add, cas, replace    ─► master, reply ─STORED─► others (set)
+ *   delete               ─► others now (delete, retried) ─► master, reply
+ *   incr, decr,
+ *   append, prepend      ─► master, reply ─success─► others (delete, retried)
+ *   touch                ─► master, reply ─TOUCHED─► others (touch)
+ *
+ * incr/decr/append/prepend invalidate instead of replaying: a replay on a
+ * tier that holds a different (or no) value would make it diverge, while
+ * a delete only costs one more master read. */
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "policy_int.h"
+#include "strata/util.h"
+
+static const char *msg_key(const struct msg *msg, size_t *len)
+{
+    *len = msg->req.keys[0].len;
+    return msg->req.line + msg->req.keys[0].off;
+}
+
+/* The value of a storage request goes to every other tier as a set. */
+static void fanout_value(struct policy_pool *pp, struct msg *msg)
+{
+    size_t klen;
+    const char *key = msg_key(msg, &klen);
+    for (uint32_t i = 1; i < pp->ntiers; i++)
+        policy_async_store_tier(pp, &pp->tiers[i], MC_CMD_SET, key, klen,
+                                msg->req.flags, msg->req.exptime, msg->req.data);
+}
+
+static void fanout_after_master(struct policy_pool *pp, struct msg *msg,
+                                const struct mc_rsp *rsp)
+{
+    size_t klen;
+    const char *key = msg_key(msg, &klen);
+    switch (msg->req.cmd) {
+    case MC_CMD_ADD:
+    case MC_CMD_CAS:
+    case MC_CMD_REPLACE:
+        if (rsp->type == MC_RSP_STORED)
+            fanout_value(pp, msg);
+        break;
+    case MC_CMD_APPEND:
+    case MC_CMD_PREPEND:
+        if (rsp->type == MC_RSP_STORED)
+            policy_async_fanout_key(pp, MC_CMD_DELETE, key, klen, 0);
+        break;
+    case MC_CMD_INCR:
+    case MC_CMD_DECR:
+        if (rsp->type == MC_RSP_NUMBER)
+            policy_async_fanout_key(pp, MC_CMD_DELETE, key, klen, 0);
+        break;
+    case MC_CMD_TOUCH:
+        if (rsp->type == MC_RSP_TOUCHED)
+            policy_async_fanout_key(pp, MC_CMD_TOUCH, key, klen, msg->req.exptime);
+        break;
+    default:
+        break;
+    }
+}
+
+static void master_write_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+                            const char *reason)
+{
+    struct policy_frag *f = arg;
+    struct msg *msg = f->msg;
+    if (ev == BACKEND_FAIL) {
+        stats_pool_add(f->pool->stats, forward_error, 1);
+        evbuffer_add_printf(msg->reply, "SERVER_ERROR %s\r\n", reason);
+    } else {
+        evbuffer_add(msg->reply, rsp->line, rsp->line_len);
+        evbuffer_add(msg->reply, "\r\n", 2);
+        fanout_after_master(f->pool, msg, rsp);
+    }
+    msg->pending = 0;
+    msg_complete(msg);
+}
+
+void policy_tiered_write(struct policy_pool *pp, struct msg *msg)
+{
+    struct policy_tier *m = pp->master;
+    size_t klen;
+    const char *key = msg_key(msg, &klen);
+    uint32_t s = router_pick(&m->router, key, klen);
+    if (s == UINT32_MAX) {
+        /* Nothing reaches the other tiers unless master took it. */
+        stats_pool_add(pp->stats, forward_error, 1);
+        policy_reply_error(msg, "SERVER_ERROR no server available");
+        return;
+    }
+    if (msg->req.cmd == MC_CMD_SET)
+        fanout_value(pp, msg);
+    else if (msg->req.cmd == MC_CMD_DELETE)
+        policy_async_fanout_key(pp, MC_CMD_DELETE, key, klen, 0);
+    policy_frags_reserve(msg, 1);
+    msg->frags[0] = (struct policy_frag){ .msg = msg, .pool = pp, .tier = m };
+    msg->nfrags = 1;
+    msg->pending = 1;
+    mc_req_compose_line(pp->scratch, &msg->req, NULL, 0);
+    if (mc_cmd_kind(msg->req.cmd) == MC_KIND_STORAGE) {
+        /* Shared, not moved: add/cas/replace fan the value out later. */
+        policy_share(pp->scratch, msg->req.data);
+        evbuffer_add(pp->scratch, "\r\n", 2);
+    }
+    backend_send(&m->servers[s], msg->req.cmd, pp->scratch, master_write_cb, &msg->frags[0]);
+}
