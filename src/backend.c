@@ -325,6 +325,8 @@ static void conn_open(struct backend_conn *c)
         conn_defer_fail(c, "backend connect failed: out of resources");
         return;
     }
+    if (s->limits->read_chunk > 0)
+        bufferevent_set_max_single_read(c->bev, s->limits->read_chunk);
     bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&s->addr,

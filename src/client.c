@@ -309,6 +309,7 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd)
     bufferevent_setwatermark(c->bev, EV_READ, 0,
                              rt->limits.max_line + rt->limits.max_value + 4096);
     bufferevent_setwatermark(c->bev, EV_WRITE, rt->settings->client_max_pending / 2, 0);
+    bufferevent_set_max_single_read(c->bev, rt->limits.read_chunk);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     stats_pool_add(wp->stats, client_connections, 1);

@@ -89,6 +89,7 @@ enum mc_status {
 struct mc_limits {
     size_t   max_line;           /* longest request line, without "\r\n" */
     uint32_t max_value;          /* largest data block */
+    size_t   read_chunk;         /* bytes read from a socket at once (-m) */
 };
 
 /* Lifecycle of a request reused across many parses: init allocates
