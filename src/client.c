@@ -16,8 +16,11 @@
 #include "strata/util.h"
 #include "strata/worker.h"
 
-/* Requests one client may have in flight before we stop reading it. */
-#define CLIENT_MAX_INFLIGHT 1024
+/* Requests one client may have in flight before we stop reading it. With
+ * reply bytes counted as well (client_must_pause), this bounds what a
+ * client that pipelines without reading can make us hold to about
+ * CLIENT_MAX_INFLIGHT values plus client_max_pending bytes. */
+#define CLIENT_MAX_INFLIGHT 128
 
 struct client {
     TAILQ_ENTRY(client) link;
@@ -25,6 +28,7 @@ struct client {
     struct bufferevent *bev;
     struct msg_list     msgs;        /* request order; head replies first */
     uint32_t            nmsgs;
+    size_t              held;        /* reply bytes of done msgs behind the head */
     struct msg         *parsing;     /* request being framed */
     bool                in_process;  /* client_process is on the stack */
     bool                paused;      /* stopped reading: backpressure */
@@ -81,6 +85,7 @@ static void client_write_done(struct client *c)
     while ((msg = TAILQ_FIRST(&c->msgs)) != NULL && msg->done) {
         TAILQ_REMOVE(&c->msgs, msg, link);
         c->nmsgs--;
+        c->held -= evbuffer_get_length(msg->reply);
         if (!msg->req.noreply)
             evbuffer_add_buffer(out, msg->reply);
         msg_put(msg);
@@ -95,6 +100,7 @@ void msg_complete(struct msg *msg)
         msg_put(msg);
         return;
     }
+    c->held += evbuffer_get_length(msg->reply);
     client_write_done(c);
     if (!c->in_process)
         client_process(c);
@@ -192,7 +198,7 @@ static bool client_read_one(struct client *c)
 
 static bool client_must_pause(struct client *c)
 {
-    size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
+    size_t out = evbuffer_get_length(bufferevent_get_output(c->bev)) + c->held;
     return c->nmsgs >= CLIENT_MAX_INFLIGHT ||
            out >= c->wp->worker->rt->settings->client_max_pending;
 }

@@ -11,6 +11,7 @@ how nutcracker differs).
 """
 
 import os
+import signal
 import sys
 import tempfile
 
@@ -80,6 +81,31 @@ def pytest_runtest_makereport(item, call):
             log = m.read_log()
             if log.strip():
                 rep.sections.append(("memcached %s" % m.addr, log[-4000:]))
+
+
+# A last-resort watchdog: every blocking call in the suite has its own
+# timeout, but should one be missed, SIGALRM fails the test instead of
+# letting the run hang.
+TEST_TIMEOUT = int(os.environ.get("TEST_TIMEOUT", "90"))
+
+
+class TestTookTooLong(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise TestTookTooLong("test exceeded %ds (TEST_TIMEOUT)" % TEST_TIMEOUT)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(TEST_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,16 @@ def free_port():
 
 
 def port_accepts(port, host=HOST, timeout=0.2):
+    """True if a TCP port (or a unix socket path, given as a str) accepts."""
     try:
+        if isinstance(port, str):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            try:
+                s.connect(port)
+            finally:
+                s.close()
+            return True
         with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
@@ -144,9 +153,9 @@ class Memcached:
         return cmd
 
     def start(self, timeout=5.0):
-        attempts = 1 if self.port else 5
-        for _ in range(attempts):
-            if not self.port or attempts > 1:
+        fixed = self.port is not None  # restart: same port, one try
+        for _ in range(1 if fixed else 5):
+            if not fixed:
                 self.port = free_port()
             self.logpath = os.path.join(self.workdir,
                                         "memcached-%d.log" % self.port)
@@ -317,7 +326,10 @@ class Proxy:
         return self.pool_port(next(iter(self.pools)))
 
     def pool_port(self, pool):
-        listen = str(self.pools[pool]["listen"])
+        """TCP port of a pool, or its unix socket path."""
+        listen = str(self.pools[pool]["listen"]).split()[0]
+        if listen.startswith("/"):
+            return listen
         return int(listen.rsplit(":", 1)[1])
 
     def argv(self):
@@ -371,6 +383,8 @@ class Proxy:
 
     def client(self, pool=None, timeout=DEFAULT_TIMEOUT):
         port = self.pool_port(pool) if pool else self.port
+        if isinstance(port, str):
+            return MCClient(None, timeout=timeout, unix_path=port)
         return MCClient(port, timeout=timeout)
 
     def diagnostics(self):
@@ -430,11 +444,22 @@ VALUE_RE = re.compile(rb"^VALUE (\S+) (\d+) (\d+)(?: (\d+))?\r\n$")
 class MCClient:
     """A minimal text-protocol client.  Every read has a deadline."""
 
-    def __init__(self, port, host=HOST, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, port, host=HOST, timeout=DEFAULT_TIMEOUT,
+                 unix_path=None):
         self.port = port
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if unix_path:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(unix_path)
+            except OSError:
+                self.sock.close()
+                raise
+        else:
+            self.sock = socket.create_connection((host, port),
+                                                 timeout=timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
         self.pos = 0  # consumed prefix of buf
 
@@ -731,11 +756,17 @@ class FakeBackend:
 
     mode 'silent'  : accepts, reads everything, never answers.
     mode 'garbage' : answers every received chunk with `garbage` bytes.
+    mode 'close'   : answers the first chunk with `garbage` bytes (e.g. half
+                     a reply), then closes the connection.
+    mode 'slow'    : answers each get/gets line with END after `delay`
+                     seconds (a slow but correct memcached for misses).
     Records all received bytes in .received (for routing checks)."""
 
-    def __init__(self, mode="silent", garbage=b"HELLO I AM NOT MEMCACHED\r\n"):
+    def __init__(self, mode="silent", garbage=b"HELLO I AM NOT MEMCACHED\r\n",
+                 delay=0.3):
         self.mode = mode
         self.garbage = garbage
+        self.delay = delay
         self.received = bytearray()
         self.lock = threading.Lock()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -773,6 +804,7 @@ class FakeBackend:
             self.threads.append(t)
 
     def _serve(self, c):
+        pending = b""
         while not self.stopping.is_set():
             try:
                 data = c.recv(65536)
@@ -784,11 +816,25 @@ class FakeBackend:
                 return
             with self.lock:
                 self.received += data
-            if self.mode == "garbage":
-                try:
+            try:
+                if self.mode == "garbage":
                     c.sendall(self.garbage)
-                except OSError:
+                elif self.mode == "close":
+                    c.sendall(self.garbage)
+                    c.close()
                     return
+                elif self.mode == "slow":
+                    pending += data
+                    while b"\r\n" in pending:
+                        line, pending = pending.split(b"\r\n", 1)
+                        if self.stopping.wait(self.delay):
+                            return
+                        if line.startswith((b"get ", b"gets ")):
+                            c.sendall(b"END\r\n")
+                        else:
+                            c.sendall(b"ERROR\r\n")
+            except OSError:
+                return
 
     def received_text(self):
         with self.lock:

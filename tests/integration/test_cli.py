@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from harness import (run_cli, pool_yaml, server_entries, free_port, HOST,
+from harness import (run_cli, pool_yaml, free_port, HOST,
                      port_accepts, wait_until, pid_alive, stop_pid, xchg,
                      MCClient)
-from conftest import simple_pool, proxy_binary, PROXY_KIND
+from conftest import simple_pool, proxy_binary
 
 
 def write(workdir, name, text):
@@ -199,13 +199,17 @@ def run_session(proxy, conns=8):
     (so several workers take part); returns the transcript."""
     clients = [proxy.client() for _ in range(conns)]
     out = []
+    ci = 0
     try:
-        for i, req in enumerate(SESSION):
-            c = clients[i % conns]
+        for req in SESSION:
+            c = clients[ci % conns]
             c.send(req)
             if b"noreply" in req:
+                # no ack: the next request goes on the same connection, so
+                # that it is ordered after this one
                 out.append((req, None))
                 continue
+            ci += 1
             out.append((req, c.read_reply()))
     finally:
         for c in clients:

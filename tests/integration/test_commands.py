@@ -4,6 +4,7 @@ The proxy sits in front of two memcached servers (fixture `pool2`); the
 `direct` helpers read what a memcached server actually holds.
 """
 
+import os
 import re
 import time
 
@@ -455,16 +456,31 @@ def test_control_char_in_key(cmd, ch, client, pool2):
 
 @pytest.mark.strata_only  # nutcracker closes the connection
 @pytest.mark.parametrize("request_", [
-    b"get\r\n", b"gets\r\n", b"set k 0 0\r\n", b"set k\r\n", b"add\r\n",
-    b"incr k\r\n", b"decr\r\n", b"touch k\r\n", b"delete\r\n",
-    b"gat 10\r\n",
+    b"get\r\n", b"gets\r\n", b"incr k\r\n", b"decr\r\n", b"touch k\r\n",
+    b"delete\r\n", b"gat 10\r\n", b"gats\r\n",
 ])
 def test_missing_arguments(request_, client, pool2):
+    """Framing is intact (no data block can follow): CLIENT_ERROR and the
+    connection stays usable."""
     _, servers = pool2
     before = backend_command_counts(servers)
     expect_client_error(client, request_)
     assert backend_command_counts(servers) == before, "reached a backend"
     still_usable(client)
+
+
+@pytest.mark.strata_only  # nutcracker closes the connection
+@pytest.mark.parametrize("request_", [
+    b"set k 0 0\r\n", b"set k\r\n", b"add\r\n", b"replace k 0\r\n",
+    b"append k 0 0\r\n",
+])
+def test_storage_command_missing_length(request_, client, pool2):
+    """Without a byte count the stream cannot be framed: CLIENT_ERROR, and
+    the proxy may close the connection afterwards."""
+    _, servers = pool2
+    before = backend_command_counts(servers)
+    expect_client_error(client, request_)
+    assert backend_command_counts(servers) == before, "reached a backend"
 
 
 @pytest.mark.strata_only  # nutcracker waits for the data forever
@@ -576,3 +592,46 @@ def test_real_client_pymemcache(pool2):
         assert c.touch("cnt", 100, noreply=False) is True
     finally:
         c.close()
+
+
+# ---------------------------------------------------------------- pools ----
+
+def test_two_pools_are_independent(memcached_factory, proxy_factory):
+    a, b = memcached_factory(2)
+    proxy = proxy_factory({"alpha": simple_pool([a]),
+                           "beta": simple_pool([b], hash="fnv1a_64")})
+    with proxy.client("alpha") as ca, proxy.client("beta") as cb:
+        xchg(ca, b"set same 0 0 5\r\nalpha\r\n", b"STORED\r\n")
+        xchg(cb, b"set same 0 0 4\r\nbeta\r\n", b"STORED\r\n")
+        xchg(ca, b"get same\r\n", b"VALUE same 0 5\r\nalpha\r\nEND\r\n")
+        xchg(cb, b"get same\r\n", b"VALUE same 0 4\r\nbeta\r\nEND\r\n")
+    with a.client() as d:
+        assert d.get("same") == b"alpha"
+    with b.client() as d:
+        assert d.get("same") == b"beta"
+
+
+def test_unix_socket_listener(workdir, memcached_factory, proxy_factory):
+    servers = memcached_factory(2)
+    path = os.path.join(workdir, "proxy.sock")
+    proxy = proxy_factory({"alpha": simple_pool(
+        servers, listen="%s 0666" % path)})
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o666)
+    with proxy.client() as c:
+        xchg(c, b"set us 0 0 2\r\nok\r\nget us\r\n",
+             b"STORED\r\nVALUE us 0 2\r\nok\r\nEND\r\n")
+    assert backend_value(servers, "us") == (b"ok", 0)
+
+
+@pytest.mark.strata_only  # nutcracker does not answer "stats"
+def test_stats_command(client):
+    client.send(b"stats\r\n")
+    lines = []
+    for _ in range(10000):
+        line = client.readline()
+        if line == b"END\r\n":
+            break
+        assert re.match(rb"^STAT \S+ [^\r\n]*\r\n$", line), line
+        lines.append(line)
+    assert lines, "no STAT lines"
+    xchg(client, b"get x\r\n", b"END\r\n")

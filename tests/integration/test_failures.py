@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from harness import xchg, key_owner, FakeBackend, HOST, server_entries
+from harness import xchg, key_owner, FakeBackend, HOST, assert_silent
 from conftest import simple_pool
 
 TIMEOUT_MS = 500
@@ -122,6 +122,7 @@ def test_backend_killed_mid_run(fpool):
     before = [r for r in results if r[4] < t_kill]
     after = [r for r in results if r[4] > t_kill + BOUND]
     assert before and after
+    assert any(r[0] == ka for r in after)
     for k, cmd, r, dt, _ in results:
         assert dt < BOUND, (k, cmd, r, dt)
         want = value_reply(k) if cmd == b"get" else b"STORED\r\n"
@@ -147,7 +148,6 @@ def test_multiget_with_a_dead_server(fpool):
         # exactly one reply: an error, or what the live server had
         assert is_server_error(r) or r == value_reply(kb), r
         xchg(c, ("get %s\r\n" % kb).encode(), value_reply(kb))
-        from harness import assert_silent
         assert_silent(c)
 
 
@@ -275,16 +275,19 @@ def test_backend_that_never_answers(memcached_factory, proxy_factory,
 # ------------------------------------------------------------ garbage ----
 
 GARBAGE = {
-    "text": b"HELLO I AM NOT MEMCACHED\r\n",
-    "binary": b"\x00\x01\xff\xfe\x80garbage\r\n",
-    "bad_value_block": b"VALUE sk1 0 5\r\nabcdefghij\r\nEND\r\n",
-    "truncated_value": b"VALUE x 0 99999\r\nab",
+    "text": ("garbage", b"HELLO I AM NOT MEMCACHED\r\n"),
+    "binary": ("garbage", b"\x00\x01\xff\xfe\x80garbage\r\n"),
+    "bad_value_block": ("garbage", b"VALUE sk1 0 5\r\nabcdefghij\r\nEND\r\n"),
+    "truncated_value": ("garbage", b"VALUE x 0 99999\r\nab"),
+    "close_mid_reply": ("close", b"VALUE sk1 0 10\r\nabc"),
+    "close_at_once": ("close", b""),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(GARBAGE))
 def test_backend_answering_garbage(kind, memcached_factory, proxy_factory):
-    fake = FakeBackend("garbage", GARBAGE[kind])
+    mode, garbage = GARBAGE[kind]
+    fake = FakeBackend(mode, garbage)
     try:
         (mc,) = memcached_factory(1)
         proxy = proxy_factory({"alpha": failure_pool(
@@ -308,3 +311,27 @@ def test_backend_answering_garbage(kind, memcached_factory, proxy_factory):
         assert proxy.alive()
     finally:
         fake.stop()
+
+
+def test_client_gone_with_requests_in_flight(memcached_factory,
+                                             proxy_factory, silent_backend):
+    """Clients that disconnect while their requests hang on a backend do not
+    hurt the proxy."""
+    (mc,) = memcached_factory(1)
+    proxy = proxy_factory({"alpha": failure_pool(
+        [mc, (HOST, silent_backend.port)])})
+    keys = ["sk%d" % i for i in range(20)]
+    fake_keys, real_keys, _, _ = _discover(proxy, silent_backend, keys)
+    kf, kr = fake_keys[0].encode(), real_keys[0].encode()
+    for i in range(30):
+        c = proxy.client()
+        c.send(b"get %s\r\nset %s 0 0 1\r\nx\r\nget %s %s\r\n"
+               % (kf, kr, kr, kf) * 5)
+        c.close()
+    time.sleep(TIMEOUT_MS / 1000.0 + 0.2)
+    assert proxy.alive()
+    with proxy.client() as c:
+        r, dt = c.timed(b"get %s\r\n" % kf, timeout=BOUND + 2)
+        assert is_server_error(r) and dt < BOUND, (r, dt)
+        xchg(c, b"set %s 0 0 2\r\nok\r\nget %s\r\n" % (kr, kr),
+             b"STORED\r\n" + value_reply(kr.decode(), "ok"))

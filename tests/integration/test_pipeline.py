@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from harness import xchg, key_owner, MCClient
+from harness import xchg, key_owner, MCClient, FakeBackend, HOST
 from conftest import simple_pool
 
 
@@ -224,3 +224,72 @@ def test_slow_reader_memory_bounded(pool4):
     assert proxy.alive()
     assert rss1 - rss0 < 64 * 1024, \
         "proxy RSS grew %d KiB while the client was not reading" % (rss1 - rss0)
+
+
+def test_order_kept_when_backends_answer_out_of_order(memcached_factory,
+                                                      proxy_factory):
+    """A slow server and a fast one: replies still come in request order."""
+    slow = FakeBackend("slow", delay=0.25)
+    try:
+        (mc,) = memcached_factory(1)
+        proxy = proxy_factory({"alpha": simple_pool([mc, (HOST, slow.port)])})
+        keys = ["ord%d" % i for i in range(8)]
+        with proxy.client() as c:
+            c.send(b"".join(b"get %s\r\n" % k.encode() for k in keys))
+            assert [c.read_reply() for _ in keys] == [b"END\r\n"] * len(keys)
+        seen = slow.received_text()
+        slow_keys = [k for k in keys if b"get %s\r\n" % k.encode() in seen]
+        fast_keys = [k for k in keys if k not in slow_keys]
+        assert slow_keys and fast_keys
+        ks, kf = slow_keys[0].encode(), fast_keys[0].encode()
+        with proxy.client() as c:
+            t0 = time.monotonic()
+            xchg(c, b"get %s\r\nset %s 0 0 4\r\nfast\r\nget %s\r\n"
+                 b"get %s %s\r\nget %s\r\n" % (ks, kf, kf, ks, kf, ks),
+                 b"END\r\nSTORED\r\nVALUE %s 0 4\r\nfast\r\nEND\r\n"
+                 b"VALUE %s 0 4\r\nfast\r\nEND\r\nEND\r\n" % (kf, kf))
+            assert time.monotonic() - t0 < 5
+    finally:
+        slow.stop()
+
+
+BIG_KEYS = ["big:%d" % i for i in range(24)]
+
+
+def _big(k):
+    i = int(k.split(":")[1])
+    return bytes((i + j) % 251 for j in range(256)) * (800 + 37 * i)
+
+
+def _store_big(proxy, servers):
+    with proxy.client(timeout=20) as c:
+        for k in BIG_KEYS[::2] + BIG_KEYS[1::2][:6]:
+            v = _big(k)
+            xchg(c, b"set %s 3 0 %d\r\n" % (k.encode(), len(v)) + v + b"\r\n",
+                 b"STORED\r\n")
+    owner = key_owner(servers, BIG_KEYS)
+    assert len(set(owner.values())) == 4
+    return [k for k in BIG_KEYS if k in owner]
+
+
+def test_multiget_of_large_values(pool4):
+    """~4 MB of values in one multi-get reply from 4 servers."""
+    proxy, servers = pool4
+    stored = _store_big(proxy, servers)
+    with proxy.client(timeout=20) as c:
+        vals = c.get_raw(BIG_KEYS)
+    assert sorted(v[0] for v in vals) == sorted(stored)
+    for k, flags, data, _ in vals:
+        assert flags == 3 and data == _big(k), k
+
+
+@pytest.mark.strata_only  # nutcracker does not keep request order
+def test_multiget_of_large_values_exact_bytes(pool4):
+    proxy, servers = pool4
+    stored = _store_big(proxy, servers)
+    want = b"".join(b"VALUE %s 3 %d\r\n" % (k.encode(), len(_big(k))) + _big(k)
+                    + b"\r\n" for k in stored) + b"END\r\n"
+    with proxy.client(timeout=20) as c:
+        xchg(c, ("get %s\r\n" % " ".join(BIG_KEYS)).encode(), want)
+        # twice in one write
+        xchg(c, ("get %s\r\n" % " ".join(BIG_KEYS)).encode() * 2, want * 2)
