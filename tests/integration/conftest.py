@@ -165,8 +165,20 @@ def proxy_factory(request, workdir):
         return p
 
     yield make
+    reports = []
     for p in started:
         p.stop()
+        out = p.read_output()
+        # A sanitizer build reports memory errors, leaks and undefined
+        # behaviour on stderr: any of them fails the test that ran it.
+        if any(m in out for m in SANITIZER_MARKS):
+            reports.append(p.diagnostics())
+    if reports:
+        pytest.fail("sanitizer report from the proxy:\n" + "\n".join(reports))
+
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "runtime error:")
 
 
 def simple_pool(servers, **kw):
