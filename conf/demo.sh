@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+py=/usr/bin/python3
+[ -x "$py" ] || py=python3
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
 run=$(mktemp -d /tmp/strata-demo.XXXXXX)
@@ -41,9 +43,9 @@ cat <<MSG
 
 Strata is serving pool 'demo' on 127.0.0.1:$listen in front of memcached on
 ports ${mc_ports[*]} (config: $run/demo.yml).
-  talk to it:   python3 -c 'import socket; s=socket.create_connection(("127.0.0.1",$listen)); s.sendall(b"set hello 0 0 5\r\nworld\r\nget hello\r\n"); import time; time.sleep(0.2); print(s.recv(999).decode())'
+  talk to it:   $py -c 'import socket; s=socket.create_connection(("127.0.0.1",$listen)); s.sendall(b"set hello 0 0 5\r\nworld\r\nget hello\r\n"); import time; time.sleep(0.2); print(s.recv(999).decode())'
   or:           telnet 127.0.0.1 $listen
-  stats (JSON): python3 -c 'import socket; print(socket.create_connection(("127.0.0.1",$stats)).recv(65536).decode())'
+  stats (JSON): $py -c 'import socket; print(socket.create_connection(("127.0.0.1",$stats)).recv(65536).decode())'
 Press Ctrl-C to stop.
 MSG
 wait "${pids[-1]}"
