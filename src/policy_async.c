@@ -5,7 +5,7 @@
  *              │yes
  *              ▼
  *   backend pipeline ─► ok: sent │ error: failed │ delete: retry after
- *                                                   100, 400, 1600 ms
+ *                                                   100, 400, 1600, 6400 ms
  *
  * A lost delete means a stale read, so deletes are retried; a lost set or
  * write-back only costs a later miss, so they are not. */
@@ -20,7 +20,7 @@
 #include "strata/log.h"
 #include "strata/util.h"
 
-#define ASYNC_DELETE_RETRIES 3
+#define ASYNC_DELETE_RETRIES 4   /* 100, 400, 1600, 6400 ms: rides out a restart */
 #define ASYNC_RETRY_FIRST_MS 100
 
 struct policy_async_op {

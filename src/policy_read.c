@@ -215,8 +215,9 @@ static void read_finish(struct policy_pool *pp, struct msg *msg)
 {
     for (uint32_t k = 0; k < msg->req.nkeys && !msg->failed; k++)
         if (key_lost(pp, msg, k))
-            policy_msg_fail(msg, "SERVER_ERROR %s", is_gets(msg) ?
-                            "master unavailable" : "master and slave unavailable");
+            policy_msg_fail(msg, "SERVER_ERROR %s",
+                            is_gets(msg) || pp->slave == NULL ? "master unavailable"
+                                                              : "master and slave unavailable");
     if (msg->failed) {
         for (uint32_t k = 0; k < msg->req.nkeys; k++)
             if (msg->slots[k] != NULL)

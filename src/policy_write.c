@@ -2,12 +2,18 @@
  * other tiers (slave, every L1, every replica) follow asynchronously.
  *
  *   set                  ─► others now (set) ─► master, reply
- *   add, cas, replace    ─► master, reply ─STORED─► others (set)
  *   delete               ─► others now (delete, retried) ─► master, reply
+ *   add, cas, replace    ─► L1s now (delete) ─► master, reply
+ *                              ─STORED─► others (set)
  *   incr, decr,
- *   append, prepend      ─► master, reply ─success─► others (delete, retried)
+ *   append, prepend      ─► L1s now (delete) ─► master, reply
+ *                              ─success─► others (delete, retried)
  *   touch                ─► master, reply ─TOUCHED─► others (touch)
  *
+ * The L1 deletes go out before master's request so that a read pipelined
+ * right behind the write, which starts at an L1, cannot find the old value
+ * there. The deletes after master's success close the window in which a
+ * concurrent reader wrote the old master value back to an L1.
  * incr/decr/append/prepend invalidate instead of replaying: a replay on a
  * tier that holds a different (or no) value would make it diverge, while
  * a delete only costs one more master read. */
@@ -33,6 +39,18 @@ static void fanout_value(struct policy_pool *pp, struct msg *msg)
     for (uint32_t i = 1; i < pp->ntiers; i++)
         policy_async_store_tier(pp, &pp->tiers[i], MC_CMD_SET, key, klen,
                                 msg->req.flags, msg->req.exptime, msg->req.data);
+}
+
+static void invalidate_l1(struct policy_pool *pp, const char *key, size_t klen)
+{
+    for (uint32_t i = 0; i < pp->nl1; i++) {
+        struct policy_tier *t = &pp->l1[i];
+        uint32_t s = router_pick(&t->router, key, klen);
+        if (s == UINT32_MAX)
+            continue;
+        evbuffer_add_printf(pp->scratch, "delete %.*s\r\n", (int)klen, key);
+        policy_async_send(pp, t, s, MC_CMD_DELETE, pp->scratch, key, klen);
+    }
 }
 
 static void fanout_after_master(struct policy_pool *pp, struct msg *msg,
@@ -95,10 +113,19 @@ void policy_tiered_write(struct policy_pool *pp, struct msg *msg)
         policy_reply_error(msg, "SERVER_ERROR no server available");
         return;
     }
-    if (msg->req.cmd == MC_CMD_SET)
+    switch (msg->req.cmd) {
+    case MC_CMD_SET:
         fanout_value(pp, msg);
-    else if (msg->req.cmd == MC_CMD_DELETE)
+        break;
+    case MC_CMD_DELETE:
         policy_async_fanout_key(pp, MC_CMD_DELETE, key, klen, 0);
+        break;
+    case MC_CMD_TOUCH:
+        break;
+    default:   /* master decides; meanwhile no L1 may serve the old value */
+        invalidate_l1(pp, key, klen);
+        break;
+    }
     policy_frags_reserve(msg, 1);
     msg->frags[0] = (struct policy_frag){ .msg = msg, .pool = pp, .tier = m };
     msg->nfrags = 1;

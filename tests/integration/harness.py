@@ -168,7 +168,9 @@ class Memcached:
                 log.close()
             ok = wait_until(lambda: self.proc.poll() is not None
                             or port_accepts(self.port), timeout)
-            if ok and self.proc.poll() is None:
+            # The port may accept because another process took it between
+            # free_port() and our bind: ours then exits at once.
+            if ok and not wait_until(lambda: self.proc.poll() is not None, 0.15):
                 return self
             _stop_popen(self.proc)
         raise HarnessError("memcached did not start on port %s: %s"
