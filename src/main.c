@@ -82,7 +82,8 @@ static void usage(FILE *out)
         "  -c, --conf-file=S      : set configuration file (default: %s)\n"
         "  -s, --stats-port=N     : set stats monitoring port (default: %d)\n"
         "  -a, --stats-addr=S     : set stats monitoring ip (default: %s)\n"
-        "  -i, --stats-interval=N : set stats aggregation interval in msec (default: %d msec)\n"
+        "  -i, --stats-interval=N : accepted as nutcracker's (default: %d msec); stats are\n"
+        "                           summed when the stats port is read, not every N msec\n"
         "  -p, --pid-file=S       : set pid file (default: off)\n"
         "  -m, --mbuf-size=N      : set size of read chunks in bytes (default: %d bytes)\n"
         "      --workers=N        : worker threads (default: online cores)\n"
@@ -90,6 +91,18 @@ static void usage(FILE *out)
         SETTINGS_DEFAULT_LOG_LEVEL, LOG_LEVEL_MAX, SETTINGS_DEFAULT_CONF_FILE,
         SETTINGS_DEFAULT_STATS_PORT, SETTINGS_DEFAULT_STATS_ADDR,
         SETTINGS_DEFAULT_STATS_INTERVAL, SETTINGS_DEFAULT_MBUF_SIZE);
+}
+
+/* nutcracker's banner for -V and -D: version, then the event backend. */
+static void show_version(FILE *out)
+{
+    const char *method = "unknown";
+    struct event_base *base = event_base_new();
+    if (base != NULL)
+        method = event_base_get_method(base);
+    fprintf(out, "This is strata-%s\nasync event backend: %s\n\n", PACKAGE_VERSION, method);
+    if (base != NULL)
+        event_base_free(base);
 }
 
 static bool parse_long(const char *s, long min, long max, long *out)
@@ -468,12 +481,10 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (cli.version) {
-        printf("This is strata-%s\n", PACKAGE_VERSION);
-        return 0;
-    }
-    if (cli.describe_stats) {
-        stats_describe();
+    if (cli.version || cli.describe_stats) {
+        show_version(stdout);
+        if (cli.describe_stats)
+            stats_describe(stdout);
         return 0;
     }
     if (load_config(&cli, &app) != 0) {

@@ -5,6 +5,7 @@
 #define STRATA_STATS_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "strata/conf.h"
 #include "strata/stats_tier.h"
@@ -88,12 +89,16 @@ const struct conf_tier *stats_pool_tier(const struct conf_pool *pool, uint32_t i
 int stats_worker_init(struct stats_worker *sw, const struct conf *conf);
 void stats_worker_deinit(struct stats_worker *sw);
 
-/* Sums the workers' counters and appends nutcracker's stats JSON. */
+/* Sums the workers' counters and appends nutcracker's stats JSON: the same
+ * field names, server names ("name", else "host:port"), order (pools and
+ * servers sorted as nutcracker sorts them) and separators. Computed when
+ * called, from live counters (nutcracker snapshots every -i ms). */
 void stats_json(struct evbuffer *out, const struct conf *conf,
                 struct stats_worker *const *workers, uint32_t nworkers,
                 int64_t start_time_s);
 
-/* Writes the -D description of every field to stdout. */
-void stats_describe(void);
+/* Writes the -D description of every field, nutcracker's sections first
+ * ("pool stats:", "server stats:"), then Strata's tier section. */
+void stats_describe(FILE *out);
 
 #endif
