@@ -67,6 +67,15 @@ void client_close_all(struct worker *w)
         client_close(c);
 }
 
+bool client_output_pending(struct worker *w)
+{
+    struct client *c;
+    TAILQ_FOREACH(c, &w->clients, link)
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+            return true;
+    return false;
+}
+
 uint32_t client_requests_in_flight(struct worker *w)
 {
     uint32_t framing = 0;

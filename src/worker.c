@@ -64,7 +64,10 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
     struct worker *w = arg;
-    if (client_requests_in_flight(w) > 0 && util_now_ms() < w->drain_deadline_ms) {
+    /* Answered means written: replies still in an output buffer would be
+     * lost by closing the client now. */
+    bool busy = client_requests_in_flight(w) > 0 || client_output_pending(w);
+    if (busy && util_now_ms() < w->drain_deadline_ms) {
         struct timeval tv = { 0, 10 * 1000 };
         evtimer_add(w->drain_ev, &tv);
         return;

@@ -10,6 +10,7 @@
 #ifndef STRATA_CLIENT_H
 #define STRATA_CLIENT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <event2/util.h>
@@ -23,5 +24,7 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd);
 void client_close_all(struct worker *w);
 /* Requests taken from the worker's clients and not yet answered. */
 uint32_t client_requests_in_flight(struct worker *w);
+/* True while some client still has reply bytes not yet written. */
+bool client_output_pending(struct worker *w);
 
 #endif
