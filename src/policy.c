@@ -376,26 +376,41 @@ static void single_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
     msg_complete(msg);
 }
 
-static void dispatch_single(struct policy_pool *pp, struct msg *msg)
+uint32_t policy_pick_or_fail(struct policy_pool *pp, struct policy_tier *t,
+                             struct msg *msg)
 {
-    struct policy_tier *t = pp->master;
     const struct mc_token *key = &msg->req.keys[0];
     uint32_t s = router_pick(&t->router, msg->req.line + key->off, key->len);
     if (s == UINT32_MAX) {
         stats_pool_add(pp->stats, forward_error, 1);
         policy_reply_error(msg, "SERVER_ERROR no server available");
-        return;
     }
+    return s;
+}
+
+void policy_send_keyed(struct policy_pool *pp, struct policy_tier *t, uint32_t s,
+                       struct msg *msg, backend_cb cb, bool keep_value)
+{
     policy_frags_reserve(msg, 1);
     msg->frags[0] = (struct policy_frag){ .msg = msg, .pool = pp, .tier = t };
     msg->nfrags = 1;
     msg->pending = 1;
     mc_req_compose_line(pp->scratch, &msg->req, NULL, 0);
     if (mc_cmd_kind(msg->req.cmd) == MC_KIND_STORAGE) {
-        evbuffer_add_buffer(pp->scratch, msg->req.data);
+        if (keep_value)
+            policy_share(pp->scratch, msg->req.data);
+        else
+            evbuffer_add_buffer(pp->scratch, msg->req.data);
         evbuffer_add(pp->scratch, "\r\n", 2);
     }
-    backend_send(&t->servers[s], msg->req.cmd, pp->scratch, single_cb, &msg->frags[0]);
+    backend_send(&t->servers[s], msg->req.cmd, pp->scratch, cb, &msg->frags[0]);
+}
+
+static void dispatch_single(struct policy_pool *pp, struct msg *msg)
+{
+    uint32_t s = policy_pick_or_fail(pp, pp->master, msg);
+    if (s != UINT32_MAX)
+        policy_send_keyed(pp, pp->master, s, msg, single_cb, false);
 }
 
 /* ---- flush_all: every server of every tier ---- */
@@ -471,8 +486,6 @@ void policy_dispatch(struct policy_pool *pp, struct msg *msg)
     }
 }
 
-/* Exposed for the tiered read path: a plain read of one tier. */
-void policy_read_tier(struct policy_pool *pp, struct policy_tier *t, struct msg *msg);
 void policy_read_tier(struct policy_pool *pp, struct policy_tier *t, struct msg *msg)
 {
     dispatch_retrieval(pp, t, msg);

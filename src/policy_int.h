@@ -38,6 +38,18 @@ uint32_t policy_group_keys(struct policy_pool *pp, struct policy_tier *t,
                            struct msg *msg, bool (*want)(const struct msg *, uint32_t),
                            void (*unrouted)(struct msg *, uint32_t));
 
+/* The server of msg's (single) key in tier t; UINT32_MAX after replying
+ * "SERVER_ERROR no server available" when the tier has no live server. */
+uint32_t policy_pick_or_fail(struct policy_pool *pp, struct policy_tier *t,
+                             struct msg *msg);
+/* Sends msg's one-key request to server s of t as the client wrote it
+ * (less noreply); cb gets msg->frags[0]. keep_value shares the data block
+ * instead of moving it, so it can still be fanned out afterwards. */
+void policy_send_keyed(struct policy_pool *pp, struct policy_tier *t, uint32_t s,
+                       struct msg *msg, backend_cb cb, bool keep_value);
+/* A plain read of msg's keys from one tier (policy.c). */
+void policy_read_tier(struct policy_pool *pp, struct policy_tier *t, struct msg *msg);
+
 /* Tiered pools (policy_read.c, policy_write.c). */
 void policy_tiered_read(struct policy_pool *pp, struct msg *msg);
 void policy_tiered_write(struct policy_pool *pp, struct msg *msg);

@@ -30,8 +30,6 @@ enum read_stage {
     STAGE_DONE,
 };
 
-void policy_read_tier(struct policy_pool *pp, struct policy_tier *t, struct msg *msg);
-
 static void read_round(struct policy_pool *pp, struct msg *msg);
 
 static bool is_gets(const struct msg *msg)
@@ -272,16 +270,6 @@ static void read_round(struct policy_pool *pp, struct msg *msg)
     read_finish(pp, msg);
 }
 
-static uint32_t pick_l1(struct policy_pool *pp)
-{
-    uint64_t x = pp->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    pp->rng = x;
-    return (uint32_t)((x >> 32) % pp->nl1);
-}
-
 void policy_tiered_read(struct policy_pool *pp, struct msg *msg)
 {
     if (msg->req.cmd == MC_CMD_GAT || msg->req.cmd == MC_CMD_GATS) {
@@ -292,7 +280,7 @@ void policy_tiered_read(struct policy_pool *pp, struct msg *msg)
     msg->slots = policy_grow(msg->slots, &msg->slots_cap, n, sizeof(*msg->slots));
     msg->kstate = policy_grow(msg->kstate, &msg->kstate_cap, n, sizeof(*msg->kstate));
     memset(msg->kstate, 0, n);
-    msg->l1 = pp->nl1 > 0 ? pick_l1(pp) : 0;
+    msg->l1 = pp->nl1 > 0 ? util_xorshift(&pp->rng) % pp->nl1 : 0;
     msg->stage = pp->nl1 > 0 && !is_gets(msg) ? STAGE_L1 : STAGE_MASTER;
     read_round(pp, msg);
 }

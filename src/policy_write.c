@@ -103,16 +103,12 @@ static void master_write_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp
 
 void policy_tiered_write(struct policy_pool *pp, struct msg *msg)
 {
-    struct policy_tier *m = pp->master;
     size_t klen;
     const char *key = msg_key(msg, &klen);
-    uint32_t s = router_pick(&m->router, key, klen);
-    if (s == UINT32_MAX) {
-        /* Nothing reaches the other tiers unless master took it. */
-        stats_pool_add(pp->stats, forward_error, 1);
-        policy_reply_error(msg, "SERVER_ERROR no server available");
+    /* Nothing reaches the other tiers unless master can take it. */
+    uint32_t s = policy_pick_or_fail(pp, pp->master, msg);
+    if (s == UINT32_MAX)
         return;
-    }
     switch (msg->req.cmd) {
     case MC_CMD_SET:
         fanout_value(pp, msg);
@@ -126,15 +122,6 @@ void policy_tiered_write(struct policy_pool *pp, struct msg *msg)
         invalidate_l1(pp, key, klen);
         break;
     }
-    policy_frags_reserve(msg, 1);
-    msg->frags[0] = (struct policy_frag){ .msg = msg, .pool = pp, .tier = m };
-    msg->nfrags = 1;
-    msg->pending = 1;
-    mc_req_compose_line(pp->scratch, &msg->req, NULL, 0);
-    if (mc_cmd_kind(msg->req.cmd) == MC_KIND_STORAGE) {
-        /* Shared, not moved: add/cas/replace fan the value out later. */
-        policy_share(pp->scratch, msg->req.data);
-        evbuffer_add(pp->scratch, "\r\n", 2);
-    }
-    backend_send(&m->servers[s], msg->req.cmd, pp->scratch, master_write_cb, &msg->frags[0]);
+    /* The value is shared, not moved: add/cas/replace fan it out later. */
+    policy_send_keyed(pp, pp->master, s, msg, master_write_cb, true);
 }

@@ -62,22 +62,12 @@ void router_hash_key(const struct conf_tier *tier, const char **key, size_t *len
     *len = (size_t)(close - start - 1);
 }
 
-static uint32_t router_random(struct router *r)
-{
-    uint64_t x = r->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    r->rng = x;
-    return (uint32_t)(x >> 32);
-}
-
 uint32_t router_pick(struct router *r, const char *key, size_t len)
 {
     if (r->ring.nlive == 0)
         return UINT32_MAX;
     if (r->conf->distribution == HASHKIT_DIST_RANDOM)
-        return hashkit_ring_pick(&r->ring, router_random(r));
+        return hashkit_ring_pick(&r->ring, util_xorshift(&r->rng));
     router_hash_key(r->conf, &key, &len);
     return hashkit_ring_pick(&r->ring, hashkit_hash(r->conf->hash, key, len));
 }

@@ -20,6 +20,18 @@ int64_t util_wall_s(void);
 int util_resolve(const struct conf_addr *addr, struct sockaddr_storage *ss,
                  socklen_t *len, char *err, size_t errlen);
 
+/* xorshift64: cheap per-worker randomness (random distribution, L1
+ * choice); *state must not be 0. Returns the high 32 bits. */
+static inline uint32_t util_xorshift(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    return (uint32_t)(x >> 32);
+}
+
 /* Allocation that aborts on failure: the proxy cannot serve without it. */
 void *util_xcalloc(size_t n, size_t size);
 char *util_xstrdup(const char *s);

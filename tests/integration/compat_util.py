@@ -13,10 +13,9 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 
 import harness
-from harness import HOST, Memcached, Proxy, free_port, wait_until
+from harness import HOST, Memcached, Proxy, free_port, stats_raw, wait_until  # noqa: F401
 
 
 def nutcracker_bin():
@@ -34,21 +33,6 @@ def have_nutcracker():
 
 # ------------------------------------------------------------- stats ----
 
-def stats_raw(port, timeout=3.0):
-    """The bytes the stats port sends before it closes (bounded)."""
-    s = socket.create_connection((HOST, port), timeout=timeout)
-    data = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            s.settimeout(max(0.05, deadline - time.monotonic()))
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    return data
 
 
 def stats_doc(port, timeout=3.0):

@@ -5,6 +5,7 @@ stops processes by PID and puts a timeout on every blocking call, so a
 broken proxy makes a test fail, never hang.
 """
 
+import json
 import os
 import re
 import shutil
@@ -914,3 +915,27 @@ def backend_command_counts(servers):
                 if len(parts) == 3 and parts[1].decode() in total:
                     total[parts[1].decode()] += int(parts[2])
     return total
+
+
+# --------------------------------------------------------------- stats ----
+
+def stats_raw(port, timeout=3.0):
+    """The bytes a stats port sends before it closes (bounded in time)."""
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    return data
+
+
+def read_stats(port, timeout=3.0):
+    """The stats port's JSON document, parsed."""
+    return json.loads(stats_raw(port, timeout).decode())

@@ -6,14 +6,13 @@ directly (raw sockets) to see what each tier holds.  Everything is on
 127.0.0.1 with kernel-chosen ports; every wait is bounded.
 """
 
-import json
 import os
 import socket
 import time
 
 import pytest
 
-from harness import HOST, MCClient, wait_until
+from harness import HOST, MCClient, read_stats, wait_until  # noqa: F401
 
 TIMEOUT_MS = 500          # pool timeout of every tiered test pool
 BACKFILL_TTL = 60         # backfill_ttl of every tiered test pool
@@ -173,20 +172,6 @@ def stays(pred, duration=0.3, interval=0.05):
 
 # --------------------------------------------------------------- stats ----
 
-def read_stats(port, timeout=3.0):
-    s = socket.create_connection((HOST, port), timeout=timeout)
-    data = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            s.settimeout(max(0.05, deadline - time.monotonic()))
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    return json.loads(data.decode())
 
 
 def tier_stats(proxy, pool, tier):

@@ -1,16 +1,14 @@
 """Command-line behaviour: -t, -V, -h, --workers, -d/-p, signals, -s."""
 
-import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
-from harness import (run_cli, pool_yaml, free_port, HOST,
+from harness import (run_cli, read_stats, pool_yaml, free_port, HOST,
                      port_accepts, wait_until, pid_alive, stop_pid, xchg,
                      MCClient)
 from conftest import simple_pool, proxy_binary
@@ -369,20 +367,6 @@ def test_other_twemproxy_flags_accepted(memcached_factory, proxy_factory):
 
 # --------------------------------------------------------------- stats ----
 
-def read_stats(port, timeout=3.0):
-    s = socket.create_connection((HOST, port), timeout=timeout)
-    data = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            s.settimeout(max(0.05, deadline - time.monotonic()))
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    return json.loads(data.decode())
 
 
 def test_stats_port_json(memcached_factory, proxy_factory):
