@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 flags=""
+export STRATA_SANITIZERS=0
 if [ "${1:-}" = "--sanitizers" ]; then
     flags="--enable-sanitizers"
+    STRATA_SANITIZERS=1     # the integration tests scale their time bounds
 fi
 [ -x configure ] || ./autogen.sh
 # Reconfigure when the wanted build differs from the configured one.

@@ -56,6 +56,13 @@ def port_accepts(port, host=HOST, timeout=0.2):
         return False
 
 
+# A sanitizer build (tests/run.sh --sanitizers) runs several times slower
+# and keeps freed memory in quarantine: time bounds are scaled and RSS
+# bounds are not checked there.
+SANITIZED = os.environ.get("STRATA_SANITIZERS") == "1"
+TIME_SCALE = float(os.environ.get("STRATA_TIME_SCALE", "3" if SANITIZED else "1"))
+
+
 def wait_until(pred, timeout, interval=0.01):
     """Poll pred() until it is true or timeout seconds pass; bounded."""
     deadline = time.monotonic() + timeout

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from harness import HOST, MCClient, read_stats, wait_until  # noqa: F401
+from harness import HOST, TIME_SCALE, MCClient, read_stats, wait_until  # noqa: F401
 
 TIMEOUT_MS = 500          # pool timeout of every tiered test pool
 BACKFILL_TTL = 60         # backfill_ttl of every tiered test pool
-SLACK = 0.75              # seconds allowed beyond a timeout
+SLACK = 0.75 * TIME_SCALE  # seconds allowed beyond a timeout
 ASYNC_WAIT = 3.0          # bound for an async write to land
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from compat_util import (have_nutcracker, placement, pool_servers,
                          stats_doc, wait_stats)
-from harness import HOST, key_owner
+from harness import HOST, TIME_SCALE, key_owner
 
 pytestmark = [
     pytest.mark.needs_nutcracker,
@@ -25,7 +25,7 @@ pytestmark = [
 TIMEOUT_MS = 300
 RETRY_MS = 1500
 LIMIT = 2
-SLACK = 0.5
+SLACK = 0.5 * TIME_SCALE
 KEYS = ["ek%d" % i for i in range(120)]
 VICTIM = 1     # index of the memcached that fails
 

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from harness import xchg, key_owner, FakeBackend, HOST, assert_silent
+from harness import xchg, key_owner, FakeBackend, HOST, TIME_SCALE, assert_silent
 from conftest import simple_pool
 
 TIMEOUT_MS = 500
-SLACK = 0.75  # seconds allowed beyond the pool timeout
+SLACK = 0.75 * TIME_SCALE  # seconds allowed beyond the pool timeout
 BOUND = TIMEOUT_MS / 1000.0 + SLACK
 RETRY_MS = 1000
 

@@ -5,6 +5,8 @@ import time
 
 import pytest
 
+import harness
+
 from harness import xchg, key_owner, MCClient, FakeBackend, HOST
 from conftest import simple_pool
 
@@ -222,7 +224,7 @@ def test_slow_reader_memory_bounded(pool4):
         t.join(5)
         assert not err
     assert proxy.alive()
-    assert rss1 - rss0 < 64 * 1024, \
+    assert harness.SANITIZED or rss1 - rss0 < 64 * 1024, \
         "proxy RSS grew %d KiB while the client was not reading" % (rss1 - rss0)
 
 

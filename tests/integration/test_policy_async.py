@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+import harness
+
 from harness import xchg
 from policy_util import (tiers, held, put, eventually, mc_stats,  # noqa: F401
                          tiered_pool, value_reply, read_stats, rss_kb,
@@ -60,7 +62,7 @@ def test_queue_overflow_drops_and_memory_stays_bounded(
             took = time.monotonic() - t0
             assert got == b"STORED\r\n" * batch
             # far less than one replica timeout per request
-            assert took < 2.0, took
+            assert took < 2.0 * harness.TIME_SCALE, took
 
     with proxy.client("beta") as c:
         fire(c, 0, 1000)                 # warm up buffers and caches
@@ -73,7 +75,8 @@ def test_queue_overflow_drops_and_memory_stays_bounded(
     assert st["async_pending"] == limit, st
     assert st["async_sent"] == 0 and st["async_failed"] == 0, st
     # at most `limit` values of 4 KiB wait for the replica
-    assert rss1 - rss0 < 4 * 1024 + limit * 8, (rss0, rss1)
+    if not harness.SANITIZED:
+        assert rss1 - rss0 < 4 * 1024 + limit * 8, (rss0, rss1)
     # master got every one
     assert mc_stats(ms[0])["cmd_set"] == 11000
 
@@ -146,7 +149,7 @@ def test_cross_dc_replica_down_writes_unaffected(memcached_factory,
     with proxy.client("sessions") as c:
         for i in range(10):
             r, took = c.timed(("set cd%d 0 0 1\r\nx\r\n" % i).encode())
-            assert r == b"STORED\r\n" and took < 0.3, (r, took)
+            assert r == b"STORED\r\n" and took < 0.3 * harness.TIME_SCALE, (r, took)
     assert eventually(lambda: held(reps[0], "cd9") is not None)
     assert eventually(lambda: read_stats(proxy.stats_port)["sessions"][
         "tier:replicas[1]"]["async_failed"] >= 10)

@@ -6,14 +6,14 @@ import time
 
 import pytest
 
-from harness import xchg, key_owner
+from harness import TIME_SCALE, xchg, key_owner
 from policy_util import (tiers, relay_factory, held, put, eventually,  # noqa: F401
                          tiered_pool, value_reply, read_stats, TIMEOUT_MS,
                          SLACK)
 
 pytestmark = pytest.mark.strata_only
 
-PROMPT = 0.3                             # a dead (refusing) server
+PROMPT = 0.3 * TIME_SCALE                # a dead (refusing) server
 BOUND = TIMEOUT_MS / 1000.0 + SLACK      # a hung server
 
 
