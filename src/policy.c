@@ -360,7 +360,7 @@ static void dispatch_retrieval(struct policy_pool *pp, struct policy_tier *t,
 
 /* ---- plain pools: one key, one-line reply ---- */
 
-static void single_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+void policy_single_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                       const char *reason)
 {
     struct policy_frag *f = arg;
@@ -371,6 +371,8 @@ static void single_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
     } else {
         evbuffer_add(msg->reply, rsp->line, rsp->line_len);
         evbuffer_add(msg->reply, "\r\n", 2);
+        if (f->pool->conf->tiered)
+            policy_write_after_master(f->pool, msg, rsp);
     }
     msg->pending = 0;
     msg_complete(msg);
@@ -410,7 +412,7 @@ static void dispatch_single(struct policy_pool *pp, struct msg *msg)
 {
     uint32_t s = policy_pick_or_fail(pp, pp->master, msg);
     if (s != UINT32_MAX)
-        policy_send_keyed(pp, pp->master, s, msg, single_cb, false);
+        policy_send_keyed(pp, pp->master, s, msg, policy_single_cb, false);
 }
 
 /* ---- flush_all: every server of every tier ---- */

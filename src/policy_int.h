@@ -47,6 +47,13 @@ uint32_t policy_pick_or_fail(struct policy_pool *pp, struct policy_tier *t,
  * instead of moving it, so it can still be fanned out afterwards. */
 void policy_send_keyed(struct policy_pool *pp, struct policy_tier *t, uint32_t s,
                        struct msg *msg, backend_cb cb, bool keep_value);
+/* The callback of a one-key request to master: master's line is the
+ * reply; in a tiered pool the fan-out that depends on it follows. */
+void policy_single_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+                      const char *reason);
+/* Tiered pools: what the other tiers get once master has answered. */
+void policy_write_after_master(struct policy_pool *pp, struct msg *msg,
+                               const struct mc_rsp *rsp);
 /* A plain read of msg's keys from one tier (policy.c). */
 void policy_read_tier(struct policy_pool *pp, struct policy_tier *t, struct msg *msg);
 

@@ -53,8 +53,8 @@ static void invalidate_l1(struct policy_pool *pp, const char *key, size_t klen)
     }
 }
 
-static void fanout_after_master(struct policy_pool *pp, struct msg *msg,
-                                const struct mc_rsp *rsp)
+void policy_write_after_master(struct policy_pool *pp, struct msg *msg,
+                               const struct mc_rsp *rsp)
 {
     size_t klen;
     const char *key = msg_key(msg, &klen);
@@ -84,23 +84,6 @@ static void fanout_after_master(struct policy_pool *pp, struct msg *msg,
     }
 }
 
-static void master_write_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
-                            const char *reason)
-{
-    struct policy_frag *f = arg;
-    struct msg *msg = f->msg;
-    if (ev == BACKEND_FAIL) {
-        stats_pool_add(f->pool->stats, forward_error, 1);
-        evbuffer_add_printf(msg->reply, "SERVER_ERROR %s\r\n", reason);
-    } else {
-        evbuffer_add(msg->reply, rsp->line, rsp->line_len);
-        evbuffer_add(msg->reply, "\r\n", 2);
-        fanout_after_master(f->pool, msg, rsp);
-    }
-    msg->pending = 0;
-    msg_complete(msg);
-}
-
 void policy_tiered_write(struct policy_pool *pp, struct msg *msg)
 {
     size_t klen;
@@ -123,5 +106,5 @@ void policy_tiered_write(struct policy_pool *pp, struct msg *msg)
         break;
     }
     /* The value is shared, not moved: add/cas/replace fan it out later. */
-    policy_send_keyed(pp, pp->master, s, msg, master_write_cb, true);
+    policy_send_keyed(pp, pp->master, s, msg, policy_single_cb, true);
 }
