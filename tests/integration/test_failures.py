@@ -113,7 +113,7 @@ def test_backend_killed_mid_run(fpool):
     time.sleep(0.3)
     t_kill = time.monotonic()
     servers[0].kill()
-    time.sleep(1.5)
+    time.sleep(BOUND + 1.0)     # long enough for results past t_kill + BOUND
     stop.set()
     t.join(BOUND + 5)
     assert not t.is_alive()
