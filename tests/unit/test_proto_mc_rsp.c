@@ -16,51 +16,7 @@
 
 static const struct mc_limits lim = { .max_line = 300, .max_value = 1024 };
 
-struct sbuf {
-    char   *p;
-    size_t  len;
-    size_t  cap;
-};
-
-static void
-sbuf_add(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void
-sbuf_printf(struct sbuf *b, const char *fmt, ...)
-{
-    char tmp[1024];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    assert_true(n >= 0 && (size_t)n < sizeof(tmp));
-    sbuf_add(b, tmp, (size_t)n);
-}
-
-static void
-sbuf_add_escaped(struct sbuf *b, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\r')
-            sbuf_add(b, "\\r", 2);
-        else if (s[i] == '\n')
-            sbuf_add(b, "\\n", 2);
-        else
-            sbuf_add(b, s + i, 1);
-    }
-}
+#include "test_sbuf.h"
 
 static int
 rsp_setup(void **state)
