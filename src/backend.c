@@ -10,28 +10,29 @@
 #include <sys/time.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "strata/backend.h"
+#include "strata/conn.h"
 #include "strata/log.h"
 #include "strata/util.h"
+
+/* Request records kept for reuse per worker. */
+#define BACKEND_REQ_CACHE_MAX 4096
 
 struct backend_req {
     TAILQ_ENTRY(backend_req) link;
     enum mc_cmd  cmd;
-    bool         value_seen;   /* retrieval: VALUE or END expected */
     size_t       bytes;
     int64_t      deadline_ms;  /* INT64_MAX: no timeout */
     backend_cb   cb;
     void        *arg;
 };
 
-TAILQ_HEAD(backend_req_list, backend_req);
-
 struct backend_conn {
     struct backend_server  *server;
-    struct bufferevent     *bev;       /* NULL while disconnected */
+    struct conn            *conn;      /* NULL while disconnected */
+    uint32_t                generation; /* bumped when conn closes */
     bool                    connected;
     struct backend_req_list inflight;  /* sent or queued, oldest first */
     uint32_t                ninflight;
@@ -44,33 +45,49 @@ struct backend_conn {
 
 static void conn_reset(struct backend_conn *c, const char *reason);
 
-/* Per-request bookkeeping is small and frequent: keep freed ones. */
-static __thread struct backend_req *req_cache[256];
-static __thread unsigned req_ncache;
-
-static struct backend_req *req_get(void)
+void backend_worker_init(struct backend_worker *bw, struct conn_loop *loop)
 {
-    if (req_ncache > 0)
-        return req_cache[--req_ncache];
-    return util_xcalloc(1, sizeof(struct backend_req));
+    bw->loop = loop;
+    TAILQ_INIT(&bw->free);
+    bw->nfree = 0;
 }
 
-static void req_put(struct backend_req *r)
+void backend_worker_deinit(struct backend_worker *bw)
 {
-    if (req_ncache < UTIL_ARRAY_LEN(req_cache))
-        req_cache[req_ncache++] = r;
-    else
+    struct backend_req *r;
+    while ((r = TAILQ_FIRST(&bw->free)) != NULL) {
+        TAILQ_REMOVE(&bw->free, r, link);
         free(r);
+    }
+    bw->nfree = 0;
 }
 
-void backend_thread_cleanup(void)
+/* A record from the free list, or a new one (a record is small and
+ * fixed: failing to allocate one aborts, as util_xcalloc does). */
+static struct backend_req *req_get(struct backend_worker *bw)
 {
-    while (req_ncache > 0)
-        free(req_cache[--req_ncache]);
+    struct backend_req *r = TAILQ_FIRST(&bw->free);
+    if (r == NULL)
+        return util_xcalloc(1, sizeof(*r));
+    TAILQ_REMOVE(&bw->free, r, link);
+    bw->nfree--;
+    return r;
 }
+
+static void req_put(struct backend_worker *bw, struct backend_req *r)
+{
+    if (bw->nfree >= BACKEND_REQ_CACHE_MAX) {
+        free(r);
+        return;
+    }
+    TAILQ_INSERT_HEAD(&bw->free, r, link);
+    bw->nfree++;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg);
 
 int backend_server_init(struct backend_server *s, const struct conf_server *conf,
-                        const struct conf_tier *tier, struct event_base *base,
+                        const struct conf_tier *tier, struct backend_worker *bw,
                         const struct mc_limits *limits, struct stats_pool *pool_stats,
                         struct stats_server *stats, uint32_t *eject_epoch,
                         char *err, size_t errlen)
@@ -78,7 +95,7 @@ int backend_server_init(struct backend_server *s, const struct conf_server *conf
     memset(s, 0, sizeof(*s));
     s->conf = conf;
     s->tier = tier;
-    s->base = base;
+    s->bw = bw;
     s->limits = limits;
     s->pool_stats = pool_stats;
     s->stats = stats;
@@ -92,15 +109,20 @@ int backend_server_init(struct backend_server *s, const struct conf_server *conf
         c->server = s;
         TAILQ_INIT(&c->inflight);
         mc_rsp_init(&c->rsp);
+        c->timer = evtimer_new(bw->loop->base, on_timer, c);
+        if (c->timer == NULL) {
+            snprintf(err, errlen, "server %s: out of memory", conf->text);
+            return -1;
+        }
     }
     return 0;
 }
 
 static void conn_close(struct backend_conn *c)
 {
-    if (c->bev != NULL) {
-        bufferevent_free(c->bev);
-        c->bev = NULL;
+    if (c->conn != NULL) {
+        conn_destroy(&c->conn);
+        c->generation++;
         if (c->connected)
             stats_server_add(c->server->stats, server_connections, -1);
     }
@@ -110,8 +132,10 @@ static void conn_close(struct backend_conn *c)
 
 void backend_server_deinit(struct backend_server *s)
 {
-    for (uint32_t i = 0; i < s->nconns; i++) {
+    for (uint32_t i = 0; s->conns != NULL && i < s->nconns; i++) {
         struct backend_conn *c = &s->conns[i];
+        if (c->timer == NULL)
+            continue;
         conn_reset(c, "proxy shutting down");
         if (c->timer != NULL)
             event_free(c->timer);
@@ -192,19 +216,18 @@ static void conn_reset(struct backend_conn *c, const char *reason)
     c->inflight_bytes = 0;
     c->reset_pending = false;
     conn_close(c);
-    if (c->timer != NULL)
-        evtimer_del(c->timer);
+    evtimer_del(c->timer);
     struct backend_req *r;
     while ((r = TAILQ_FIRST(&failed)) != NULL) {
         TAILQ_REMOVE(&failed, r, link);
         r->cb(r->arg, BACKEND_FAIL, NULL, reason);
-        req_put(r);
+        req_put(c->server->bw, r);
     }
 }
 
 static void conn_fail(struct backend_conn *c, const char *reason)
 {
-    if (c->ninflight > 0 || c->bev != NULL)
+    if (c->ninflight > 0 || c->conn != NULL)
         log_info("server %s: %s", c->server->conf->text, reason);
     server_failed(c->server);
     conn_reset(c, reason);
@@ -254,20 +277,22 @@ static bool conn_deliver(struct backend_conn *c, struct mc_rsp *rsp)
     stats_server_add(c->server->stats, responses, 1);
     server_succeeded(c->server);
     head->cb(head->arg, BACKEND_DONE, rsp, NULL);
-    req_put(head);
+    req_put(c->server->bw, head);
     timer_arm(c);
     return true;
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+/* Frames and delivers every whole reply unit in the input. */
+static void on_input(struct conn *conn, void *arg)
 {
     struct backend_conn *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = conn_input(conn);
+    uint32_t generation = c->generation;
     for (;;) {
         size_t before = evbuffer_get_length(in);
         enum mc_status st = mc_rsp_read(in, &c->rsp, c->server->limits);
         if (st == MC_AGAIN)
-            return;
+            break;
         stats_server_add(c->server->stats, response_bytes,
                          (int64_t)(before - evbuffer_get_length(in)));
         if (st != MC_OK || !conn_deliver(c, &c->rsp)) {
@@ -276,36 +301,49 @@ static void on_read(struct bufferevent *bev, void *arg)
             return;
         }
         mc_rsp_reset(&c->rsp);
-        if (c->bev == NULL)   /* a callback reset us */
+        if (c->generation != generation)   /* a callback reset us */
             return;
     }
-}
-
-static void on_event(struct bufferevent *bev, short what, void *arg)
-{
-    (void)bev;
-    struct backend_conn *c = arg;
-    if (what & BEV_EVENT_CONNECTED) {
-        c->connected = true;
-        stats_server_add(c->server->stats, server_connections, 1);
-        evutil_socket_t fd = bufferevent_getfd(c->bev);
-        int one = 1;
-        if (c->server->addr.ss_family != AF_UNIX)
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (conn_eof(conn)) {
+        stats_server_add(c->server->stats, server_eof, 1);
+        conn_fail(c, "backend closed the connection");
         return;
     }
+    conn_want_read(conn, true);   /* restart reading if the input was full */
+}
+
+static void on_drained(struct conn *conn, void *arg)
+{
+    (void)conn; (void)arg;
+}
+
+static void on_connected(struct conn *conn, void *arg)
+{
+    struct backend_conn *c = arg;
+    c->connected = true;
+    stats_server_add(c->server->stats, server_connections, 1);
+    int one = 1;
+    if (c->server->addr.ss_family != AF_UNIX)
+        setsockopt(conn_fd(conn), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void on_error(struct conn *conn, void *arg, const char *why)
+{
+    (void)conn;
+    struct backend_conn *c = arg;
     char reason[96];
-    if (what & BEV_EVENT_EOF) {
-        stats_server_add(c->server->stats, server_eof, 1);
-        snprintf(reason, sizeof(reason), "backend closed the connection");
-    } else {
-        stats_server_add(c->server->stats, server_err, 1);
-        snprintf(reason, sizeof(reason), "backend %s: %s",
-                 c->connected ? "connection error" : "connect failed",
-                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-    }
+    stats_server_add(c->server->stats, server_err, 1);
+    snprintf(reason, sizeof(reason), "backend %s: %s",
+             c->connected ? "connection error" : "connect failed", why);
     conn_fail(c, reason);
 }
+
+static const struct conn_ops backend_conn_ops = {
+    .on_input = on_input,
+    .on_drained = on_drained,
+    .on_connected = on_connected,
+    .on_error = on_error,
+};
 
 static void conn_defer_fail(struct backend_conn *c, const char *reason)
 {
@@ -315,48 +353,50 @@ static void conn_defer_fail(struct backend_conn *c, const char *reason)
     evtimer_add(c->timer, &zero);
 }
 
+/* Starts connecting; a failure is reported from the loop, never from
+ * here, so backend_send never calls back into its caller. */
 static void conn_open(struct backend_conn *c)
 {
     struct backend_server *s = c->server;
-    if (c->timer == NULL)
-        c->timer = evtimer_new(s->base, on_timer, c);
-    c->bev = bufferevent_socket_new(s->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (c->bev == NULL) {
-        conn_defer_fail(c, "backend connect failed: out of resources");
-        return;
-    }
-    if (s->limits->read_chunk > 0)
-        bufferevent_set_max_single_read(c->bev, s->limits->read_chunk);
-    bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&s->addr,
-                                   (int)s->addrlen) != 0) {
+    const char *why = NULL;
+    /* A backend reply bigger than the largest value is refused by the
+     * framing anyway; stop reading well past it. */
+    size_t read_max = (size_t)s->limits->max_value + s->limits->max_line + 4096;
+    c->conn = conn_connect(s->bw->loop, (struct sockaddr *)&s->addr, s->addrlen,
+                           read_max, &backend_conn_ops, c, &why);
+    if (c->conn == NULL) {
         char reason[96];
-        snprintf(reason, sizeof(reason), "backend connect failed: %s",
-                 strerror(errno));
+        snprintf(reason, sizeof(reason), "backend connect failed: %s", why);
         conn_defer_fail(c, reason);
-        return;
     }
 }
 
 void backend_server_connect(struct backend_server *s)
 {
     for (uint32_t i = 0; i < s->nconns; i++)
-        if (s->conns[i].bev == NULL && !s->conns[i].reset_pending)
+        if (s->conns[i].conn == NULL && !s->conns[i].reset_pending)
             conn_open(&s->conns[i]);
+}
+
+/* Fails one request that could not be queued, from the loop. */
+static void send_fail_later(struct backend_conn *c, const char *reason)
+{
+    if (!c->reset_pending)
+        conn_defer_fail(c, reason);
 }
 
 void backend_send(struct backend_server *s, enum mc_cmd cmd,
                   struct evbuffer *bytes, backend_cb cb, void *arg)
 {
     struct backend_conn *c = &s->conns[s->next_conn++ % s->nconns];
-    if (c->bev == NULL && !c->reset_pending)
+    if (c->conn == NULL && !c->reset_pending)
         conn_open(c);
-    struct backend_req *r = req_get();
+    size_t len = evbuffer_get_length(bytes);
+    struct backend_req *r = req_get(s->bw);
     int timeout = s->tier->timeout_ms;
     *r = (struct backend_req){
         .cmd = cmd,
-        .bytes = evbuffer_get_length(bytes),
+        .bytes = len,
         .deadline_ms = timeout >= 0 ? util_now_ms() + timeout : INT64_MAX,
         .cb = cb,
         .arg = arg,
@@ -364,15 +404,17 @@ void backend_send(struct backend_server *s, enum mc_cmd cmd,
     bool was_idle = TAILQ_EMPTY(&c->inflight);
     TAILQ_INSERT_TAIL(&c->inflight, r, link);
     c->ninflight++;
-    c->inflight_bytes += r->bytes;
+    c->inflight_bytes += len;
     stats_server_add(s->stats, requests, 1);
-    stats_server_add(s->stats, request_bytes, (int64_t)r->bytes);
+    stats_server_add(s->stats, request_bytes, (int64_t)len);
     stats_server_add(s->stats, out_queue, 1);
-    stats_server_add(s->stats, out_queue_bytes, (int64_t)r->bytes);
-    if (c->bev != NULL)
-        evbuffer_add_buffer(bufferevent_get_output(c->bev), bytes);
-    else
-        evbuffer_drain(bytes, r->bytes);  /* failing anyway: reset_pending */
+    stats_server_add(s->stats, out_queue_bytes, (int64_t)len);
+    if (c->conn != NULL && evbuffer_add_buffer(conn_output(c->conn), bytes) == 0) {
+        conn_send(c->conn);
+    } else {
+        evbuffer_drain(bytes, len);
+        send_fail_later(c, "backend send failed: out of memory");
+    }
     if (was_idle && !c->reset_pending)
         timer_arm(c);
 }

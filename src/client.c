@@ -8,10 +8,9 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/event.h>
 
 #include "strata/client.h"
+#include "strata/conn.h"
 #include "strata/log.h"
 #include "strata/util.h"
 #include "strata/worker.h"
@@ -25,18 +24,19 @@
 struct client {
     TAILQ_ENTRY(client) link;
     struct worker_pool *wp;
-    struct bufferevent *bev;
+    struct conn        *conn;
     struct msg_list     msgs;        /* request order; head replies first */
     uint32_t            nmsgs;
     size_t              held;        /* reply bytes of done msgs behind the head */
     struct msg         *parsing;     /* request being framed */
     bool                in_process;  /* client_process is on the stack */
     bool                paused;      /* stopped reading: backpressure */
-    bool                quitting;    /* quit, fatal input or EOF: no more reads */
+    bool                quitting;    /* quit or fatal input: no more requests */
+    bool                eof_seen;    /* the peer closed its side (counted) */
     bool                closing;     /* waiting for output to drain */
 };
 
-static void client_process(struct client *c);
+static bool client_process(struct client *c);
 
 static void client_close(struct client *c)
 {
@@ -56,7 +56,7 @@ static void client_close(struct client *c)
     stats_add(&w->stats.curr_connections, -1);
     if (c->wp->conf->client_connections > 0)
         __atomic_fetch_sub(&w->rt->pool_clients[c->wp->index], 1, __ATOMIC_RELAXED);
-    bufferevent_free(c->bev);
+    conn_destroy(&c->conn);
     free(c);
 }
 
@@ -71,7 +71,7 @@ bool client_output_pending(struct worker *w)
 {
     struct client *c;
     TAILQ_FOREACH(c, &w->clients, link)
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        if (evbuffer_get_length(conn_output(c->conn)) > 0)
             return true;
     return false;
 }
@@ -89,16 +89,21 @@ uint32_t client_requests_in_flight(struct worker *w)
  * socket's output, in request order. */
 static void client_write_done(struct client *c)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = conn_output(c->conn);
     struct msg *msg;
+    bool wrote = false;
     while ((msg = TAILQ_FIRST(&c->msgs)) != NULL && msg->done) {
         TAILQ_REMOVE(&c->msgs, msg, link);
         c->nmsgs--;
         c->held -= evbuffer_get_length(msg->reply);
-        if (!msg->req.noreply)
+        if (!msg->req.noreply && evbuffer_get_length(msg->reply) > 0) {
             evbuffer_add_buffer(out, msg->reply);
+            wrote = true;
+        }
         msg_put(msg);
     }
+    if (wrote)
+        conn_send(c->conn);
 }
 
 void msg_complete(struct msg *msg)
@@ -177,7 +182,7 @@ static bool client_read_one(struct client *c)
         return false;
     struct msg *msg = c->parsing;
     const char *err = NULL;
-    enum mc_status st = mc_req_read(bufferevent_get_input(c->bev), &msg->req,
+    enum mc_status st = mc_req_read(conn_input(c->conn), &msg->req,
                                     &w->rt->limits, &err);
     if (st == MC_AGAIN)
         return false;
@@ -207,7 +212,7 @@ static bool client_read_one(struct client *c)
 
 static bool client_must_pause(struct client *c)
 {
-    size_t out = evbuffer_get_length(bufferevent_get_output(c->bev)) + c->held;
+    size_t out = evbuffer_get_length(conn_output(c->conn)) + c->held;
     return c->nmsgs >= CLIENT_MAX_INFLIGHT ||
            out >= c->wp->worker->rt->settings->client_max_pending;
 }
@@ -216,22 +221,25 @@ static bool client_must_pause(struct client *c)
  * drained. Returns true if the client is gone. */
 static bool client_maybe_close(struct client *c)
 {
-    if (!c->quitting || c->nmsgs > 0)
+    /* After EOF the input may still hold requests a pause held back. */
+    bool no_more = c->quitting || (conn_eof(c->conn) && !c->paused);
+    if (!no_more || c->nmsgs > 0)
         return false;
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    if (evbuffer_get_length(conn_output(c->conn)) == 0) {
         client_close(c);
         return true;
     }
     c->closing = true;
-    bufferevent_disable(c->bev, EV_READ);
-    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    conn_want_read(c->conn, false);
     return false;
 }
 
-static void client_process(struct client *c)
+/* Frames and runs what the input holds, unless backpressure says wait.
+ * Returns false if the client is gone. */
+static bool client_process(struct client *c)
 {
     if (c->in_process || c->closing)
-        return;
+        return true;
     c->in_process = true;
     c->paused = false;
     while (!c->quitting) {
@@ -244,44 +252,53 @@ static void client_process(struct client *c)
     }
     c->in_process = false;
     client_write_done(c);
-    client_maybe_close(c);
+    if (client_maybe_close(c))
+        return false;
+    conn_want_read(c->conn, !c->paused && !c->quitting);
+    return true;
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
-{
-    (void)bev;
-    client_process(arg);
-}
-
-static void on_write(struct bufferevent *bev, void *arg)
+static void on_input(struct conn *conn, void *arg)
 {
     struct client *c = arg;
-    if (c->closing) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            client_close(c);
-        return;
-    }
-    if (c->paused)
-        client_process(c);
-}
-
-static void on_event(struct bufferevent *bev, short what, void *arg)
-{
-    (void)bev;
-    struct client *c = arg;
-    if (what & BEV_EVENT_EOF) {
+    if (conn_eof(conn) && !c->eof_seen) {
         /* Half-closed: answer what was sent, then close. */
+        c->eof_seen = true;
         stats_pool_add(c->wp->stats, client_eof, 1);
-        client_process(c);
-        if (c->closing)
-            return;
-        c->quitting = true;
-        client_maybe_close(c);
-        return;
     }
+    client_process(c);
+}
+
+static void on_drained(struct conn *conn, void *arg)
+{
+    (void)conn;
+    struct client *c = arg;
+    if (c->closing)
+        client_close(c);
+    else if (c->paused)
+        client_process(c);
+}
+
+static void on_connected(struct conn *conn, void *arg)
+{
+    (void)conn; (void)arg;
+}
+
+static void on_error(struct conn *conn, void *arg, const char *reason)
+{
+    (void)conn;
+    struct client *c = arg;
+    log_debug("client: %s", reason);
     stats_pool_add(c->wp->stats, client_err, 1);
     client_close(c);
 }
+
+static const struct conn_ops client_conn_ops = {
+    .on_input = on_input,
+    .on_drained = on_drained,
+    .on_connected = on_connected,
+    .on_error = on_error,
+};
 
 static bool client_admit(struct worker_pool *wp)
 {
@@ -305,8 +322,11 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd)
         return;
     }
     struct client *c = util_xcalloc(1, sizeof(*c));
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (c->bev == NULL) {
+    const struct runtime *rt = w->rt;
+    /* Stop reading the socket once a whole largest request is buffered. */
+    size_t read_max = rt->limits.max_line + rt->limits.max_value + 4096;
+    c->conn = conn_create(&w->loop, fd, read_max, &client_conn_ops, c);
+    if (c->conn == NULL) {
         close(fd);
         free(c);
         return;
@@ -314,19 +334,11 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd)
     c->wp = wp;
     TAILQ_INIT(&c->msgs);
     TAILQ_INSERT_TAIL(&w->clients, c, link);
-    const struct runtime *rt = w->rt;
     int one = 1;
-    if (w->rt->unix_fds[wp->index] < 0)
+    if (rt->unix_fds[wp->index] < 0)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (wp->conf->tcpkeepalive)   /* twemproxy: keepalive on client sockets */
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-    /* Stop reading the socket once a whole largest request is buffered. */
-    bufferevent_setwatermark(c->bev, EV_READ, 0,
-                             rt->limits.max_line + rt->limits.max_value + 4096);
-    bufferevent_setwatermark(c->bev, EV_WRITE, rt->settings->client_max_pending / 2, 0);
-    bufferevent_set_max_single_read(c->bev, rt->limits.read_chunk);
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     stats_pool_add(wp->stats, client_connections, 1);
     stats_add(&w->stats.total_connections, 1);
     stats_add(&w->stats.curr_connections, 1);

@@ -12,6 +12,7 @@
 #include <event2/buffer.h>
 
 #include "policy_int.h"
+#include "strata/conn.h"
 #include "strata/log.h"
 #include "strata/util.h"
 
@@ -19,7 +20,7 @@
 
 static int tier_init(struct policy_tier *t, const struct conf_tier *conf,
                      const char *name, const struct conf_pool *pool,
-                     struct event_base *base, const struct mc_limits *limits,
+                     struct backend_worker *bw, const struct mc_limits *limits,
                      struct stats_pool *stats, uint32_t first_stat, uint64_t seed,
                      char *err, size_t errlen)
 {
@@ -30,7 +31,7 @@ static int tier_init(struct policy_tier *t, const struct conf_tier *conf,
     t->async_pending = util_xcalloc(conf->nservers, sizeof(*t->async_pending));
     for (uint32_t i = 0; i < conf->nservers; i++) {
         struct backend_server *s = &t->servers[i];
-        if (backend_server_init(s, &conf->servers[i], conf, base, limits, stats,
+        if (backend_server_init(s, &conf->servers[i], conf, bw, limits, stats,
                                 &stats->servers[first_stat + i], &t->eject_epoch,
                                 err, errlen) != 0)
             return -1;
@@ -63,13 +64,13 @@ static void tier_name(const struct policy_pool *pp, uint32_t i, char *out, size_
 }
 
 int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
-                     struct event_base *base, const struct mc_limits *limits,
+                     struct backend_worker *bw, const struct mc_limits *limits,
                      struct stats_pool *stats, uint32_t async_limit,
                      uint64_t seed, char *err, size_t errlen)
 {
     memset(pp, 0, sizeof(*pp));
     pp->conf = conf;
-    pp->base = base;
+    pp->base = bw->loop->base;
     pp->stats = stats;
     pp->async_limit = async_limit;
     pp->rng = seed | 1;
@@ -93,7 +94,7 @@ int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
         tier_name(pp, i, name, sizeof(name));
         const struct conf_tier *ct = stats_pool_tier(conf, i);
         pp->tiers[i].stats = &stats->tiers[i];
-        if (tier_init(&pp->tiers[i], ct, name, conf, base, limits, stats,
+        if (tier_init(&pp->tiers[i], ct, name, conf, bw, limits, stats,
                       first_stat, seed + i, err, errlen) != 0)
             return -1;
         first_stat += ct->nservers;

@@ -73,7 +73,7 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
         return;
     }
     client_close_all(w);
-    event_base_loopbreak(w->base);
+    conn_loop_stop(&w->loop);
 }
 
 static void on_stop(evutil_socket_t fd, short what, void *arg)
@@ -102,8 +102,14 @@ int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
         snprintf(err, errlen, "cannot create an event base");
         return -1;
     }
+    conn_loop_init(&w->loop, w->base, rt->limits.read_chunk);
+    backend_worker_init(&w->backends, &w->loop);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->drain_ev = evtimer_new(w->base, on_drain, w);
+    if (w->stop_ev == NULL || w->drain_ev == NULL) {
+        snprintf(err, errlen, "cannot create the worker's events");
+        return -1;
+    }
     stats_worker_init(&w->stats, rt->conf);
     w->npools = rt->conf->npools;
     w->pools = util_xcalloc(w->npools, sizeof(*w->pools));
@@ -114,7 +120,7 @@ int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
         wp->conf = &rt->conf->pools[p];
         wp->stats = &w->stats.pools[p];
         uint64_t seed = ((uint64_t)id + 1) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)util_now_ms();
-        if (policy_pool_init(&wp->policy, wp->conf, w->base, &rt->limits, wp->stats,
+        if (policy_pool_init(&wp->policy, wp->conf, &w->backends, &rt->limits, wp->stats,
                              rt->settings->async_queue_limit, seed, err, errlen) != 0)
             return -1;
         if (listener_open(wp, err, errlen) != 0)
@@ -127,11 +133,12 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     log_info("worker %u started", w->id);
-    event_base_dispatch(w->base);
+    if (conn_loop_run(&w->loop) != 0)
+        log_error("worker %u: event loop failed", w->id);
     client_close_all(w);
     for (uint32_t p = 0; p < w->npools; p++)
         policy_pool_deinit(&w->pools[p].policy);
-    backend_thread_cleanup();
+    conn_loop_flush(&w->loop);
     log_info("worker %u stopped", w->id);
     return NULL;
 }
@@ -172,6 +179,7 @@ void worker_deinit(struct worker *w)
     }
     free(w->pools);
     msg_cache_deinit(&w->msgs);
+    backend_worker_deinit(&w->backends);
     stats_worker_deinit(&w->stats);
     if (w->stop_ev != NULL)
         event_free(w->stop_ev);

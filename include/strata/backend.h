@@ -13,15 +13,17 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include "strata/conf.h"
 #include "strata/proto_mc.h"
 #include "strata/stats.h"
 
-struct event_base;
 struct evbuffer;
+struct conn_loop;
 struct backend_conn;
+struct backend_req;
 
 enum backend_event {
     BACKEND_VALUE,   /* one VALUE of a retrieval reply: rsp */
@@ -34,10 +36,23 @@ enum backend_event {
 typedef void (*backend_cb)(void *arg, enum backend_event ev,
                            struct mc_rsp *rsp, const char *reason);
 
+TAILQ_HEAD(backend_req_list, backend_req);
+
+/* What the backend servers of one worker share: the worker's loop and a
+ * free list of request records, so the request path does not allocate. */
+struct backend_worker {
+    struct conn_loop        *loop;
+    struct backend_req_list  free;
+    uint32_t                 nfree;
+};
+
+void backend_worker_init(struct backend_worker *bw, struct conn_loop *loop);
+void backend_worker_deinit(struct backend_worker *bw);
+
 struct backend_server {
     const struct conf_server *conf;
     const struct conf_tier   *tier;
-    struct event_base        *base;
+    struct backend_worker    *bw;
     const struct mc_limits   *limits;
     struct stats_server      *stats;
     struct stats_pool        *pool_stats;
@@ -52,7 +67,7 @@ struct backend_server {
 };
 
 int backend_server_init(struct backend_server *s, const struct conf_server *conf,
-                        const struct conf_tier *tier, struct event_base *base,
+                        const struct conf_tier *tier, struct backend_worker *bw,
                         const struct mc_limits *limits, struct stats_pool *pool_stats,
                         struct stats_server *stats, uint32_t *eject_epoch,
                         char *err, size_t errlen);
@@ -70,9 +85,6 @@ bool backend_server_live(const struct backend_server *s, int64_t now_ms);
  * the event loop, never inside this call. */
 void backend_send(struct backend_server *s, enum mc_cmd cmd,
                   struct evbuffer *req, backend_cb cb, void *arg);
-
-/* Frees this thread's cache of request records (at worker exit). */
-void backend_thread_cleanup(void);
 
 /* Requests queued or in flight on the server's connections. */
 uint32_t backend_server_pending(const struct backend_server *s);

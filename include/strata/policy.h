@@ -58,7 +58,7 @@ struct policy_pool {
 };
 
 int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
-                     struct event_base *base, const struct mc_limits *limits,
+                     struct backend_worker *bw, const struct mc_limits *limits,
                      struct stats_pool *stats, uint32_t async_limit,
                      uint64_t seed, char *err, size_t errlen);
 void policy_pool_deinit(struct policy_pool *pp);

@@ -9,7 +9,9 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "strata/backend.h"
 #include "strata/conf.h"
+#include "strata/conn.h"
 #include "strata/msg.h"
 #include "strata/policy.h"
 #include "strata/proto_mc.h"
@@ -48,6 +50,8 @@ struct worker {
     pthread_t              thread;
     bool                   started;
     struct event_base     *base;
+    struct conn_loop       loop;        /* batches of events, then writes */
+    struct backend_worker  backends;    /* shared by every backend server */
     const struct runtime  *rt;
     struct worker_pool    *pools;
     uint32_t               npools;

@@ -19,6 +19,7 @@
 #include <event2/event.h>
 
 #include "strata/backend.h"
+#include "strata/conn.h"
 #include "strata/msg.h"
 #include "strata/policy.h"
 #include "strata/stats.h"
@@ -115,6 +116,8 @@ static struct conf_pool pool;
 static struct conf conf;
 static struct stats_worker sw;
 static struct event_base *base;
+static struct conn_loop loop;
+static struct backend_worker bw;
 static struct policy_pool pp;
 static struct msg_cache cache;
 static struct mc_limits limits = { .max_line = 4096, .max_value = 1 << 20,
@@ -176,8 +179,10 @@ static void pool_up(const struct topo *tp)
     assert_int_equal(stats_worker_init(&sw, &conf), 0);
     base = event_base_new();
     assert_non_null(base);
+    conn_loop_init(&loop, base, 0);
+    backend_worker_init(&bw, &loop);
     char err[256] = "";
-    assert_int_equal(policy_pool_init(&pp, &pool, base, &limits, &sw.pools[0],
+    assert_int_equal(policy_pool_init(&pp, &pool, &bw, &limits, &sw.pools[0],
                                       tp->async_limit ? tp->async_limit : 100,
                                       12345, err, sizeof(err)), 0);
     msg_cache_init(&cache);
@@ -197,6 +202,7 @@ static void pool_down(void)
     for (int i = 0; i < nmsgs; i++)
         msg_put(msgs[i]);
     msg_cache_deinit(&cache);
+    backend_worker_deinit(&bw);
     stats_worker_deinit(&sw);
     event_base_free(base);
     for (int i = 0; i < nsent; i++)
