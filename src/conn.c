@@ -329,3 +329,5 @@ struct evbuffer *conn_output(struct conn *c) { return c->out; }
 int conn_fd(const struct conn *c) { return c->fd; }
 bool conn_eof(const struct conn *c) { return c->eof; }
 bool conn_connected(const struct conn *c) { return !c->connecting; }
+bool conn_write_blocked(const struct conn *c) { return c->write_armed && !c->connecting; }
+bool conn_reading(const struct conn *c) { return c->read_armed; }

@@ -83,6 +83,10 @@ struct evbuffer *conn_output(struct conn *c);
 int conn_fd(const struct conn *c);
 bool conn_eof(const struct conn *c);
 bool conn_connected(const struct conn *c);
+/* True while the kernel refuses bytes and write interest is armed. */
+bool conn_write_blocked(const struct conn *c);
+/* True while read interest is armed. */
+bool conn_reading(const struct conn *c);
 
 /* Bytes were added to the output: they are written at the end of the
  * batch. */
