@@ -85,7 +85,7 @@ static void usage(FILE *out)
         "  -i, --stats-interval=N : accepted as nutcracker's (default: %d msec); stats are\n"
         "                           summed when the stats port is read, not every N msec\n"
         "  -p, --pid-file=S       : set pid file (default: off)\n"
-        "  -m, --mbuf-size=N      : set size of read chunks in bytes (default: %d bytes)\n"
+        "  -m, --mbuf-size=N      : set size of read chunks in bytes, at least 64 KB are used (default: %d bytes)\n"
         "      --workers=N        : worker threads (default: online cores)\n"
         "  -C, --settings=S       : daemon settings file, libconfig syntax (default: none)\n",
         SETTINGS_DEFAULT_LOG_LEVEL, LOG_LEVEL_MAX, SETTINGS_DEFAULT_CONF_FILE,
