@@ -46,7 +46,7 @@ void conn_loop_init(struct conn_loop *l, struct event_base *base, size_t read_ex
 int conn_loop_run(struct conn_loop *l)
 {
     while (!l->stopping) {
-        if (event_base_loop(l->base, EVLOOP_ONCE) < 0)
+        if (event_base_loop(l->base, EVLOOP_ONCE | EVLOOP_NO_EXIT_ON_EMPTY) < 0)
             return -1;
         conn_loop_flush(l);
     }
