@@ -100,6 +100,8 @@ static const char *reply_of(const struct msg *msg)
 /* ---- the pool under test ---- */
 
 struct topo {
+    bool     plain;        /* servers: only (twemproxy's pool) */
+    bool     allow_flush;
     uint32_t nmasters;
     bool     slave;
     uint32_t nl1;
@@ -157,7 +159,8 @@ static void pool_up(const struct topo *tp)
     nmsgs = 0;
     memset(&pool, 0, sizeof(pool));
     pool.name = "beta";
-    pool.tiered = true;
+    pool.tiered = !tp->plain;
+    pool.allow_flush = tp->allow_flush;
     pool.timeout_ms = 500;
     pool.backfill_ttl = 60;
     pool.server_connections = 1;
@@ -240,6 +243,22 @@ static int setup_small_queue(void **state)
     (void)state;
     struct topo tp = { .nmasters = 1, .slave = true, .nl1 = 1, .nreplicas = 1,
                        .async_limit = 2 };
+    pool_up(&tp);
+    return 0;
+}
+
+static int setup_plain(void **state)
+{
+    (void)state;
+    struct topo tp = { .plain = true, .nmasters = 3 };
+    pool_up(&tp);
+    return 0;
+}
+
+static int setup_plain_flush(void **state)
+{
+    (void)state;
+    struct topo tp = { .plain = true, .allow_flush = true, .nmasters = 3 };
     pool_up(&tp);
     return 0;
 }
@@ -1159,6 +1178,203 @@ static void test_async_retry_cancelled_at_shutdown(void **state)
     memset(&pp, 0, sizeof(pp));
 }
 
+/* ============================ plain pools ============================ */
+
+/* The n-th key (n = 0, 1, ...) that routes to master server s. */
+static void key_on(uint32_t s, int n, char *out, size_t len)
+{
+    for (int i = 0; i < 10000; i++) {
+        snprintf(out, len, "key%d", i);
+        if (router_pick(&pp.master->router, out, strlen(out)) == s && n-- == 0)
+            return;
+    }
+    fail_msg("no key on server %u", s);
+}
+
+/* Keys a, b, c on master[0], [1], [2] and d on master[0] again; the
+ * request "get a b c d" and each server's share of it. */
+struct split {
+    char a[16], b[16], c[16], d[16];
+    char wire[80], to0[48], to1[32], to2[32];
+};
+
+static void split_keys(struct split *k)
+{
+    key_on(0, 0, k->a, sizeof(k->a));
+    key_on(1, 0, k->b, sizeof(k->b));
+    key_on(2, 0, k->c, sizeof(k->c));
+    key_on(0, 1, k->d, sizeof(k->d));
+    snprintf(k->wire, sizeof(k->wire), "get %s %s %s %s\r\n", k->a, k->b, k->c, k->d);
+    snprintf(k->to0, sizeof(k->to0), "get %s %s\r\n", k->a, k->d);
+    snprintf(k->to1, sizeof(k->to1), "get %s\r\n", k->b);
+    snprintf(k->to2, sizeof(k->to2), "get %s\r\n", k->c);
+}
+
+/* "VALUE <key> 0 <len>\r\n<data>\r\n" */
+static const char *value_of(char *out, size_t len, const char *key, const char *data)
+{
+    snprintf(out, len, "VALUE %s 0 %zu\r\n%s\r\n", key, strlen(data), data);
+    return out;
+}
+
+static void test_plain_multiget_split_and_merged_in_key_order(void **state)
+{
+    (void)state;
+    struct split k;
+    split_keys(&k);
+    char va[64], vb[64], vd[64], rsp0[160], want[320];
+    struct msg *m = request(k.wire);
+    expect_pending(3, "master[0]", k.to0, "master[1]", k.to1, "master[2]", k.to2);
+    /* answers in the reverse order of the keys; d before a on server 0 */
+    snprintf(rsp0, sizeof(rsp0), "%s%sEND\r\n", value_of(va, sizeof(va), k.a, "1"),
+             value_of(vd, sizeof(vd), k.d, "4444"));
+    reply_to("master[2]", k.to2, "END\r\n");   /* c missed */
+    assert_null(reply_of(m));
+    reply_to("master[0]", k.to0, rsp0);
+    assert_null(reply_of(m));
+    char rsp1[128];
+    snprintf(rsp1, sizeof(rsp1), "%sEND\r\n", value_of(vb, sizeof(vb), k.b, "22"));
+    reply_to("master[1]", k.to1, rsp1);
+    snprintf(want, sizeof(want), "%s%s%sEND\r\n", va, vb, vd);
+    expect_reply(m, want);
+    assert_int_equal(sw.pools[0].f[STATS_fragments], 3);
+}
+
+static void test_plain_multiget_one_server_is_direct(void **state)
+{
+    (void)state;
+    struct split k;
+    split_keys(&k);
+    char wire[48], va[64], vd[64], rsp[160];
+    snprintf(wire, sizeof(wire), "get %s %s\r\n", k.d, k.a);
+    struct msg *m = request(wire);
+    expect_pending(1, "master[0]", wire);
+    snprintf(rsp, sizeof(rsp), "%s%sEND\r\n", value_of(vd, sizeof(vd), k.d, "d"),
+             value_of(va, sizeof(va), k.a, "a"));
+    reply_to("master[0]", wire, rsp);
+    expect_reply(m, rsp);
+}
+
+static void test_plain_multiget_server_failure_fails_all(void **state)
+{
+    (void)state;
+    struct split k;
+    split_keys(&k);
+    char va[64], vb[64], rsp[160];
+    struct msg *m = request(k.wire);
+    snprintf(rsp, sizeof(rsp), "%sEND\r\n", value_of(va, sizeof(va), k.a, "1"));
+    reply_to("master[0]", k.to0, rsp);
+    fail_to("master[2]", k.to2, "backend timed out");
+    assert_null(reply_of(m));   /* master[1] is still out */
+    snprintf(rsp, sizeof(rsp), "%sEND\r\n", value_of(vb, sizeof(vb), k.b, "2"));
+    reply_to("master[1]", k.to1, rsp);
+    expect_reply(m, "SERVER_ERROR backend timed out\r\n");
+    expect_pending(0);
+}
+
+static void test_plain_multiget_error_line_fails_all(void **state)
+{
+    (void)state;
+    struct split k;
+    split_keys(&k);
+    struct msg *m = request(k.wire);
+    reply_to("master[1]", k.to1, "SERVER_ERROR out of memory storing object\r\n");
+    reply_to("master[0]", k.to0, "END\r\n");
+    reply_to("master[2]", k.to2, "END\r\n");
+    expect_reply(m, "SERVER_ERROR out of memory storing object\r\n");
+}
+
+static void test_plain_multiget_unasked_key_is_an_error(void **state)
+{
+    (void)state;
+    struct split k;
+    split_keys(&k);
+    char vb[64], rsp[160];
+    struct msg *m = request(k.wire);
+    /* server 2 answers with b, which it was not asked for */
+    snprintf(rsp, sizeof(rsp), "%sEND\r\n", value_of(vb, sizeof(vb), k.b, "2"));
+    reply_to("master[2]", k.to2, rsp);
+    reply_to("master[1]", k.to1, rsp);
+    reply_to("master[0]", k.to0, "END\r\n");
+    expect_reply(m, "SERVER_ERROR backend returned a key it was not asked for\r\n");
+}
+
+static void test_plain_single_key_commands(void **state)
+{
+    (void)state;
+    char key[16], wire[64], label[16];
+    key_on(1, 0, key, sizeof(key));
+    snprintf(label, sizeof(label), "master[1]");
+    snprintf(wire, sizeof(wire), "set %s 0 0 1\r\nv\r\n", key);
+    struct msg *m = request(wire);
+    expect_pending(1, label, wire);   /* no other tier: nothing else */
+    reply_to(label, wire, "STORED\r\n");
+    expect_reply(m, "STORED\r\n");
+    snprintf(wire, sizeof(wire), "incr %s 5\r\n", key);
+    m = request(wire);
+    fail_to(label, wire, "backend connect failed");
+    expect_reply(m, "SERVER_ERROR backend connect failed\r\n");
+}
+
+static void test_plain_no_server_available_is_immediate(void **state)
+{
+    (void)state;
+    for (uint32_t i = 0; i < pp.master->nservers; i++)
+        pp.master->servers[i].ejected_until_ms = INT64_MAX;
+    pp.master->eject_epoch++;
+    struct msg *m = request("get a b c\r\n");   /* done before dispatch returned */
+    expect_reply(m, "SERVER_ERROR no server available\r\n");
+    m = request("delete a\r\n");
+    expect_reply(m, "SERVER_ERROR no server available\r\n");
+    expect_pending(0);
+    assert_int_equal(sw.pools[0].f[STATS_forward_error], 2);
+}
+
+static void test_plain_flush_all_disabled_is_immediate(void **state)
+{
+    (void)state;
+    struct msg *m = request("flush_all\r\n");
+    expect_reply(m, "SERVER_ERROR flush_all is disabled for this pool "
+                    "(set allow_flush: true)\r\n");
+    expect_pending(0);
+}
+
+static void test_plain_flush_all_every_server(void **state)
+{
+    (void)state;
+    struct msg *m = request("flush_all 10\r\n");
+    expect_pending(3, "master[0]", "flush_all 10\r\n", "master[1]", "flush_all 10\r\n",
+                   "master[2]", "flush_all 10\r\n");
+    reply_to("master[1]", "flush_all 10\r\n", "OK\r\n");
+    reply_to("master[0]", "flush_all 10\r\n", "OK\r\n");
+    assert_null(reply_of(m));
+    reply_to("master[2]", "flush_all 10\r\n", "OK\r\n");
+    expect_reply(m, "OK\r\n");
+    m = request("flush_all\r\n");
+    fail_to("master[0]", "flush_all\r\n", "backend timed out");
+    answer_all("OK\r\n");
+    expect_reply(m, "SERVER_ERROR backend timed out\r\n");
+}
+
+/* The records a request used go back to the worker's cache and are
+ * reused: a second request allocates nothing new. */
+static void test_plain_request_records_recycled(void **state)
+{
+    (void)state;
+    struct split k;
+    split_keys(&k);
+    struct msg *m = request(k.wire);
+    assert_int_equal(pcache.nreqs, 0);
+    answer_all("END\r\n");
+    expect_reply(m, "END\r\n");
+    assert_int_equal(pcache.nreqs, 1);
+    m = request(k.wire);
+    assert_int_equal(pcache.nreqs, 0);
+    answer_all("END\r\n");
+    expect_reply(m, "END\r\n");
+    assert_int_equal(pcache.nreqs, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1208,6 +1424,18 @@ int main(void)
         SMALL(test_async_delete_retry_succeeds),
         SMALL(test_async_set_not_retried),
         SMALL(test_async_retry_cancelled_at_shutdown),
+#define PLAIN(t) cmocka_unit_test_setup_teardown(t, setup_plain, teardown)
+        PLAIN(test_plain_multiget_split_and_merged_in_key_order),
+        PLAIN(test_plain_multiget_one_server_is_direct),
+        PLAIN(test_plain_multiget_server_failure_fails_all),
+        PLAIN(test_plain_multiget_error_line_fails_all),
+        PLAIN(test_plain_multiget_unasked_key_is_an_error),
+        PLAIN(test_plain_single_key_commands),
+        PLAIN(test_plain_no_server_available_is_immediate),
+        PLAIN(test_plain_flush_all_disabled_is_immediate),
+        cmocka_unit_test_setup_teardown(test_plain_flush_all_every_server,
+                                        setup_plain_flush, teardown),
+        PLAIN(test_plain_request_records_recycled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
