@@ -461,20 +461,30 @@ static const char *l1_tier(const struct msg *msg)
     return l1_index(msg) == 0 ? "l1[0]" : "l1[1]";
 }
 
+/* The n-th key (n = 0, 1, ...) that routes to master server s. */
+static void key_on(uint32_t s, int n, char *out, size_t len)
+{
+    for (int i = 0; i < 10000; i++) {
+        snprintf(out, len, "key%d", i);
+        if (router_pick(&pp.master->router, out, strlen(out)) == s && n-- == 0)
+            return;
+    }
+    fail_msg("no key on server %u", s);
+}
+
 /* Two keys that the two master servers split between them. */
 static void keys_on_both_masters(char *k0, char *k1)
 {
-    k0[0] = k1[0] = '\0';
-    for (int i = 0; i < 1000 && (k0[0] == '\0' || k1[0] == '\0'); i++) {
-        char k[16];
-        snprintf(k, sizeof(k), "key%d", i);
-        uint32_t s = router_pick(&pp.master->router, k, strlen(k));
-        if (s == 0 && k0[0] == '\0')
-            strcpy(k0, k);
-        if (s == 1 && k1[0] == '\0')
-            strcpy(k1, k);
-    }
-    assert_true(k0[0] != '\0' && k1[0] != '\0');
+    key_on(0, 0, k0, 16);
+    key_on(1, 0, k1, 16);
+}
+
+/* Takes every master server out of the ring, or puts them back. */
+static void masters_live(bool live)
+{
+    for (uint32_t i = 0; i < pp.master->nservers; i++)
+        pp.master->servers[i].ejected_until_ms = live ? 0 : INT64_MAX;
+    pp.master->eject_epoch++;
 }
 
 /* ================================ get ================================ */
@@ -1006,10 +1016,7 @@ static void test_touch_replayed(void **state)
 static void test_write_without_live_master_sends_nothing(void **state)
 {
     (void)state;
-    /* take both master servers out of the ring */
-    for (uint32_t i = 0; i < pp.master->nservers; i++)
-        pp.master->servers[i].ejected_until_ms = INT64_MAX;
-    pp.master->eject_epoch++;
+    masters_live(false);   /* both master servers out of the ring */
     struct msg *m = request("set k 0 0 1\r\nv\r\n");
     expect_reply(m, "SERVER_ERROR no server available\r\n");
     expect_pending(0);
@@ -1021,9 +1028,7 @@ static void test_write_without_live_master_sends_nothing(void **state)
     reply_to(l1_of(m3), "get k\r\n", "END\r\n");
     reply_to("slave[0]", "get k\r\n", "VALUE k 0 1\r\ns\r\nEND\r\n");
     expect_reply(m3, "VALUE k 0 1\r\ns\r\nEND\r\n");
-    for (uint32_t i = 0; i < pp.master->nservers; i++)
-        pp.master->servers[i].ejected_until_ms = 0;
-    pp.master->eject_epoch++;
+    masters_live(true);
 }
 
 /* ============================ master + replicas ====================== */
@@ -1180,17 +1185,6 @@ static void test_async_retry_cancelled_at_shutdown(void **state)
 
 /* ============================ plain pools ============================ */
 
-/* The n-th key (n = 0, 1, ...) that routes to master server s. */
-static void key_on(uint32_t s, int n, char *out, size_t len)
-{
-    for (int i = 0; i < 10000; i++) {
-        snprintf(out, len, "key%d", i);
-        if (router_pick(&pp.master->router, out, strlen(out)) == s && n-- == 0)
-            return;
-    }
-    fail_msg("no key on server %u", s);
-}
-
 /* Keys a, b, c on master[0], [1], [2] and d on master[0] again; the
  * request "get a b c d" and each server's share of it. */
 struct split {
@@ -1319,9 +1313,7 @@ static void test_plain_single_key_commands(void **state)
 static void test_plain_no_server_available_is_immediate(void **state)
 {
     (void)state;
-    for (uint32_t i = 0; i < pp.master->nservers; i++)
-        pp.master->servers[i].ejected_until_ms = INT64_MAX;
-    pp.master->eject_epoch++;
+    masters_live(false);
     struct msg *m = request("get a b c\r\n");   /* done before dispatch returned */
     expect_reply(m, "SERVER_ERROR no server available\r\n");
     m = request("delete a\r\n");

@@ -12,6 +12,7 @@
 #include <event2/buffer.h>
 
 #include "strata/proto_mc.h"
+#include "test_line.h"
 
 static const struct mc_limits limits = { .max_line = 2048, .max_value = 1 << 20,
                                          .read_chunk = 16384 };
@@ -43,18 +44,8 @@ teardown(void **state)
 static void
 parse_line(struct mc_req *req, const char *line)
 {
-    const char *err = NULL;
-    size_t n = strlen(line);
-
-    mc_req_reset(req);
-    if (n + 1 > req->line_cap) {
-        req->line = realloc(req->line, n + 1);
-        assert_non_null(req->line);
-        req->line_cap = n + 1;
-    }
-    memcpy(req->line, line, n + 1);
-    req->line_len = n;
-    assert_int_equal(mc_req_parse(req, &limits, &err), MC_OK);
+    const char *err;
+    assert_int_equal(test_req_parse(req, line, &limits, &err), MC_OK);
 }
 
 static void
