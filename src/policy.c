@@ -125,6 +125,7 @@ void policy_cache_init(struct policy_cache *pc)
     pc->nops = 0;
 }
 
+/* Frees r with its arrays and slots. */
 static void req_destroy(struct policy_req *r)
 {
     for (uint32_t i = 0; i < r->slots_cap; i++)

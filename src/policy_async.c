@@ -39,6 +39,7 @@ struct policy_async_op {
 
 /* ---- records, recycled through the worker's policy_cache ---- */
 
+/* A zeroed op from the cache (or new); NULL when out of memory. */
 static struct policy_async_op *op_get(struct policy_cache *pc)
 {
     struct policy_async_op *op = TAILQ_FIRST(&pc->ops);
@@ -53,6 +54,8 @@ static struct policy_async_op *op_get(struct policy_cache *pc)
     return op;
 }
 
+/* Frees the op's timer and keeps the op for reuse, or frees it when the
+ * cache is full. */
 static void op_put(struct policy_async_op *op)
 {
     struct policy_cache *pc = op->cache;

@@ -100,6 +100,9 @@ void policy_tiered_write(struct policy_pool *pp, struct policy_req *r)
         invalidate_l1(pp, key, klen);
         break;
     }
-    /* The value is shared, not moved: add/cas/replace fan it out later. */
+    /* The value is shared, not moved: add/cas/replace fan it out later.
+     * Should master's request fail to compose (out of memory), the client
+     * gets SERVER_ERROR and the fan-out above still stands: the same
+     * outcome as a master that fails after the fan-out was sent. */
     policy_send_keyed(pp, pp->master, s, r, policy_single_cb, true);
 }
