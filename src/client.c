@@ -37,6 +37,7 @@ struct client {
 };
 
 static bool client_process(struct client *c);
+static void client_msg_done(struct msg *msg);
 
 static void client_close(struct client *c)
 {
@@ -45,9 +46,9 @@ static void client_close(struct client *c)
     while ((msg = TAILQ_FIRST(&c->msgs)) != NULL) {
         TAILQ_REMOVE(&c->msgs, msg, link);
         msg->client = NULL;
-        if (msg->done || msg->pending == 0)
+        if (msg->done)
             msg_put(msg);
-        /* else: the policy still holds it; msg_complete releases it */
+        /* else: the policy still holds it; client_msg_done releases it */
     }
     if (c->parsing != NULL)
         msg_put(c->parsing);
@@ -106,7 +107,10 @@ static void client_write_done(struct client *c)
         conn_send(c->conn);
 }
 
-void msg_complete(struct msg *msg)
+/* The done callback of every msg: its reply is whole. Writes what can be
+ * written in order and resumes reading; a msg whose client has gone is
+ * released. */
+static void client_msg_done(struct msg *msg)
 {
     struct client *c = msg->client;
     msg->done = true;
@@ -123,7 +127,7 @@ void msg_complete(struct msg *msg)
 static void msg_reply_now(struct msg *msg, const char *fmt, const char *arg)
 {
     evbuffer_add_printf(msg->reply, fmt, arg);
-    msg_complete(msg);
+    client_msg_done(msg);
 }
 
 static void reply_stats(struct client *c, struct msg *msg)
@@ -140,7 +144,7 @@ static void reply_stats(struct client *c, struct msg *msg)
         "STAT total_connections %lld\r\nEND\r\n",
         (long)getpid(), (long long)(now - rt->start_time_s), (long long)now,
         PACKAGE_VERSION, rt->nworkers, (long long)curr, (long long)total);
-    msg_complete(msg);
+    client_msg_done(msg);
 }
 
 /* Runs one parsed request: the proxy answers version, verbosity, stats
@@ -151,7 +155,7 @@ static void client_execute(struct client *c, struct msg *msg)
     case MC_CMD_QUIT:
         c->quitting = true;
         msg->req.noreply = true;
-        msg_complete(msg);
+        client_msg_done(msg);
         break;
     case MC_CMD_VERSION:
         msg_reply_now(msg, "VERSION %s\r\n", PACKAGE_VERSION);
@@ -168,7 +172,7 @@ static void client_execute(struct client *c, struct msg *msg)
             reply_stats(c, msg);
         break;
     default:
-        policy_dispatch(&c->wp->policy, msg);
+        policy_dispatch(&c->wp->policy, msg, client_msg_done);
         break;
     }
 }

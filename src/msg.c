@@ -6,7 +6,6 @@
 #include <event2/buffer.h>
 
 #include "strata/msg.h"
-#include "strata/policy.h"
 #include "strata/util.h"
 
 #define MSG_CACHE_MAX 4096
@@ -21,7 +20,6 @@ void msg_cache_init(struct msg_cache *mc)
 static void msg_destroy(struct msg *msg)
 {
     mc_req_deinit(&msg->req);
-    policy_msg_deinit(msg);
     if (msg->reply != NULL)
         evbuffer_free(msg->reply);
     free(msg);
@@ -44,7 +42,9 @@ struct msg *msg_get(struct msg_cache *mc)
         TAILQ_REMOVE(&mc->free, msg, link);
         mc->nfree--;
     } else {
-        msg = util_xcalloc(1, sizeof(*msg));
+        msg = calloc(1, sizeof(*msg));
+        if (msg == NULL)
+            return NULL;
         mc_req_init(&msg->req);
         msg->reply = evbuffer_new();
         msg->cache = mc;
@@ -62,11 +62,7 @@ void msg_put(struct msg *msg)
     struct msg_cache *mc = msg->cache;
     mc->busy--;
     msg->client = NULL;
-    msg->pending = 0;
-    msg->failed = false;
     msg->done = false;
-    msg->nfrags = 0;
-    msg->error[0] = '\0';
     mc_req_reset(&msg->req);
     evbuffer_drain(msg->reply, evbuffer_get_length(msg->reply));
     if (mc->nfree >= MSG_CACHE_MAX) {

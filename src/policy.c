@@ -65,12 +65,13 @@ static void tier_name(const struct policy_pool *pp, uint32_t i, char *out, size_
 
 int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
                      struct backend_worker *bw, const struct mc_limits *limits,
-                     struct stats_pool *stats, uint32_t async_limit,
-                     uint64_t seed, char *err, size_t errlen)
+                     struct stats_pool *stats, struct policy_cache *cache,
+                     uint32_t async_limit, uint64_t seed, char *err, size_t errlen)
 {
     memset(pp, 0, sizeof(*pp));
     pp->conf = conf;
     pp->base = bw->loop->base;
+    pp->cache = cache;
     pp->stats = stats;
     pp->async_limit = async_limit;
     pp->rng = seed | 1;
@@ -115,20 +116,84 @@ void policy_pool_deinit(struct policy_pool *pp)
     pp->scratch = NULL;
 }
 
-void policy_msg_deinit(struct msg *msg)
+/* ---- request records ---- */
+
+void policy_cache_init(struct policy_cache *pc)
 {
-    for (uint32_t i = 0; i < msg->slots_cap; i++)
-        if (msg->slots[i] != NULL)
-            evbuffer_free(msg->slots[i]);
-    free(msg->slots);
-    free(msg->frags);
-    free(msg->key_idx);
-    free(msg->kstate);
-    msg->slots = NULL;
-    msg->frags = NULL;
-    msg->key_idx = NULL;
-    msg->kstate = NULL;
-    msg->slots_cap = msg->frags_cap = msg->key_idx_cap = msg->kstate_cap = 0;
+    TAILQ_INIT(&pc->reqs);
+    pc->nreqs = 0;
+    TAILQ_INIT(&pc->ops);
+    pc->nops = 0;
+}
+
+/* Frees r with its arrays and slots. */
+static void req_destroy(struct policy_req *r)
+{
+    for (uint32_t i = 0; i < r->slots_cap; i++)
+        if (r->slots[i] != NULL)
+            evbuffer_free(r->slots[i]);
+    free(r->slots);
+    free(r->frags);
+    free(r->key_idx);
+    free(r->kstate);
+    free(r);
+}
+
+void policy_cache_deinit(struct policy_cache *pc)
+{
+    struct policy_req *r;
+    while ((r = TAILQ_FIRST(&pc->reqs)) != NULL) {
+        TAILQ_REMOVE(&pc->reqs, r, link);
+        req_destroy(r);
+    }
+    pc->nreqs = 0;
+    policy_async_cache_deinit(pc);
+}
+
+struct policy_req *policy_req_get(struct policy_cache *pc)
+{
+    struct policy_req *r = TAILQ_FIRST(&pc->reqs);
+    if (r != NULL) {
+        TAILQ_REMOVE(&pc->reqs, r, link);
+        pc->nreqs--;
+        return r;
+    }
+    r = calloc(1, sizeof(*r));
+    if (r != NULL)
+        r->cache = pc;
+    return r;
+}
+
+/* Forgets r's request, emptying the slots it used, and keeps r for reuse
+ * (or frees it when the cache is full). */
+static void req_put(struct policy_req *r)
+{
+    struct policy_cache *pc = r->cache;
+    uint32_t n = r->msg->req.nkeys < r->slots_cap ? r->msg->req.nkeys : r->slots_cap;
+    for (uint32_t k = 0; k < n; k++)
+        if (r->slots[k] != NULL)
+            evbuffer_drain(r->slots[k], evbuffer_get_length(r->slots[k]));
+    r->msg = NULL;
+    r->done = NULL;
+    r->pool = NULL;
+    r->nfrags = 0;
+    r->pending = 0;
+    r->failed = false;
+    r->error[0] = '\0';
+    if (pc->nreqs >= POLICY_CACHE_MAX) {
+        req_destroy(r);
+        return;
+    }
+    TAILQ_INSERT_HEAD(&pc->reqs, r, link);
+    pc->nreqs++;
+}
+
+void policy_req_finish(struct policy_req *r)
+{
+    struct msg *msg = r->msg;
+    policy_done_cb done = r->done;
+    req_put(r);
+    done(msg);
 }
 
 /* ---- helpers shared by every path ---- */
@@ -155,49 +220,75 @@ void policy_tier_refresh(struct policy_tier *t)
     t->next_rebuild_ms = next;
 }
 
-void policy_msg_fail(struct msg *msg, const char *fmt, const char *reason)
+void policy_req_fail(struct policy_req *r, const char *fmt, const char *reason)
 {
-    if (msg->failed)
+    if (r->failed)
         return;
-    msg->failed = true;
-    snprintf(msg->error, sizeof(msg->error), fmt, reason);
+    r->failed = true;
+    snprintf(r->error, sizeof(r->error), fmt, reason);
 }
 
-void policy_reply_error(struct msg *msg, const char *line)
+void policy_reply_line(struct policy_req *r, const char *line)
 {
-    evbuffer_drain(msg->reply, evbuffer_get_length(msg->reply));
-    evbuffer_add_printf(msg->reply, "%s\r\n", line);
-    msg_complete(msg);
+    struct evbuffer *reply = r->msg->reply;
+    evbuffer_drain(reply, evbuffer_get_length(reply));
+    if (mc_compose_reply_line(reply, line) != 0)
+        log_error("out of memory writing a reply: %s", line);
+    policy_req_finish(r);
 }
 
 void *policy_grow(void *p, uint32_t *cap, uint32_t need, size_t size)
 {
+    if (need == 0)
+        need = 1;
     if (need <= *cap)
         return p;
     uint32_t n = *cap > 0 ? *cap : 4;
     while (n < need)
         n *= 2;
-    p = realloc(p, (size_t)n * size);
-    if (p == NULL)
-        abort();
-    memset((char *)p + (size_t)*cap * size, 0, (size_t)(n - *cap) * size);
+    void *grown = realloc(p, (size_t)n * size);
+    if (grown == NULL)
+        return NULL;
+    memset((char *)grown + (size_t)*cap * size, 0, (size_t)(n - *cap) * size);
     *cap = n;
-    return p;
+    return grown;
 }
 
-void policy_frags_reserve(struct msg *msg, uint32_t n)
+int policy_frags_reserve(struct policy_req *r, uint32_t n)
 {
-    msg->frags = policy_grow(msg->frags, &msg->frags_cap, n, sizeof(*msg->frags));
-    memset(msg->frags, 0, (size_t)n * sizeof(*msg->frags));
+    struct policy_frag *f = policy_grow(r->frags, &r->frags_cap, n, sizeof(*f));
+    if (f == NULL)
+        return -1;
+    r->frags = f;
+    memset(f, 0, (size_t)n * sizeof(*f));
+    return 0;
+}
+
+int policy_slots_reserve(struct policy_req *r)
+{
+    struct evbuffer **sl = policy_grow(r->slots, &r->slots_cap, r->msg->req.nkeys,
+                                       sizeof(*sl));
+    if (sl == NULL)
+        return -1;
+    r->slots = sl;
+    return 0;
+}
+
+struct evbuffer *policy_slot(struct policy_req *r, uint32_t k)
+{
+    if (r->slots[k] == NULL)
+        r->slots[k] = evbuffer_new();
+    return r->slots[k];
 }
 
 bool policy_frag_match_key(struct policy_frag *f, const struct mc_rsp *rsp,
                            uint32_t *key)
 {
-    const struct mc_req *req = &f->msg->req;
+    const struct policy_req *r = f->req;
+    const struct mc_req *req = &r->msg->req;
     const char *k = rsp->line + rsp->key.off;
     for (; f->cursor < f->count; f->cursor++) {
-        uint32_t idx = f->msg->key_idx[f->first + f->cursor];
+        uint32_t idx = r->key_idx[f->first + f->cursor];
         const struct mc_token *t = &req->keys[idx];
         if (t->len == rsp->key.len && memcmp(req->line + t->off, k, t->len) == 0) {
             *key = idx;
@@ -208,155 +299,152 @@ bool policy_frag_match_key(struct policy_frag *f, const struct mc_rsp *rsp,
     return false;
 }
 
-void policy_value_append(struct evbuffer *out, struct mc_rsp *rsp)
+/* Routes the wanted keys: srv[k] is the server of key k in t, UINT32_MAX
+ * for a key not wanted or not routable; counts keys per frag. */
+static void group_route(struct policy_tier *t, struct policy_req *r, uint32_t *srv,
+                        bool (*want)(const struct policy_req *, uint32_t),
+                        void (*unrouted)(struct policy_req *, uint32_t))
 {
-    evbuffer_add(out, rsp->line, rsp->line_len);
-    evbuffer_add(out, "\r\n", 2);
-    evbuffer_add_buffer(out, rsp->data);
-    evbuffer_add(out, "\r\n", 2);
-}
-
-void policy_share(struct evbuffer *out, struct evbuffer *in)
-{
-    size_t len = evbuffer_get_length(in);
-    if (len == 0 || evbuffer_add_buffer_reference(out, in) == 0)
-        return;
-    /* in holds references itself: fall back to a copy. */
-    unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)len);
-    if (p != NULL)
-        evbuffer_add(out, p, len);
-}
-
-uint32_t policy_group_keys(struct policy_pool *pp, struct policy_tier *t,
-                           struct msg *msg, bool (*want)(const struct msg *, uint32_t),
-                           void (*unrouted)(struct msg *, uint32_t))
-{
-    const struct mc_req *req = &msg->req;
-    uint32_t n = req->nkeys;
-    msg->key_idx = policy_grow(msg->key_idx, &msg->key_idx_cap, 2 * n, sizeof(uint32_t));
-    uint32_t *srv = msg->key_idx + n;
-    policy_frags_reserve(msg, t->nservers);
-    for (uint32_t k = 0; k < n; k++) {
+    const struct mc_req *req = &r->msg->req;
+    for (uint32_t k = 0; k < req->nkeys; k++) {
         srv[k] = UINT32_MAX;
-        if (want != NULL && !want(msg, k))
+        if (want != NULL && !want(r, k))
             continue;
         srv[k] = router_pick(&t->router, req->line + req->keys[k].off, req->keys[k].len);
         if (srv[k] == UINT32_MAX)
-            unrouted(msg, k);
+            unrouted(r, k);
         else
-            msg->frags[srv[k]].count++;
+            r->frags[srv[k]].count++;
     }
+}
+
+int policy_group_keys(struct policy_pool *pp, struct policy_tier *t, struct policy_req *r,
+                      bool (*want)(const struct policy_req *, uint32_t),
+                      void (*unrouted)(struct policy_req *, uint32_t))
+{
+    uint32_t n = r->msg->req.nkeys;
+    uint32_t *idx = policy_grow(r->key_idx, &r->key_idx_cap, 2 * n, sizeof(uint32_t));
+    if (idx == NULL || policy_frags_reserve(r, t->nservers) != 0)
+        return -1;
+    r->key_idx = idx;
+    uint32_t *srv = idx + n;
+    group_route(t, r, srv, want, unrouted);
     uint32_t next = 0, used = 0;
     for (uint32_t s = 0; s < t->nservers; s++) {
-        msg->frags[s].first = next;
-        next += msg->frags[s].count;
-        used += msg->frags[s].count > 0;
+        r->frags[s].first = next;
+        next += r->frags[s].count;
+        used += r->frags[s].count > 0;
     }
     for (uint32_t k = 0; k < n; k++) {
         if (srv[k] == UINT32_MAX)
             continue;
-        struct policy_frag *f = &msg->frags[srv[k]];
-        msg->key_idx[f->first + f->cursor++] = k;
+        struct policy_frag *f = &r->frags[srv[k]];
+        idx[f->first + f->cursor++] = k;
     }
-    for (uint32_t s = 0; s < t->nservers; s++) {
-        msg->frags[s].cursor = 0;
-        msg->frags[s].msg = msg;
-        msg->frags[s].pool = pp;
-        msg->frags[s].tier = t;
-    }
-    return used;
+    for (uint32_t s = 0; s < t->nservers; s++)
+        r->frags[s] = (struct policy_frag){ .req = r, .pool = pp, .tier = t,
+                                            .first = r->frags[s].first,
+                                            .count = r->frags[s].count };
+    return (int)used;
 }
 
 /* ---- plain pools: retrieval (get, gets, gat, gats) ---- */
 
 static void retrieval_value(struct policy_frag *f, struct mc_rsp *rsp)
 {
-    struct msg *msg = f->msg;
+    struct policy_req *r = f->req;
     uint32_t key;
     if (!policy_frag_match_key(f, rsp, &key)) {
-        policy_msg_fail(msg, "SERVER_ERROR %s", "backend returned a key it was not asked for");
+        policy_req_fail(r, "SERVER_ERROR %s", "backend returned a key it was not asked for");
         return;
     }
-    if (f->direct) {
-        policy_value_append(msg->reply, rsp);
-        return;
-    }
-    if (msg->slots[key] == NULL)
-        msg->slots[key] = evbuffer_new();
-    policy_value_append(msg->slots[key], rsp);
+    struct evbuffer *out = f->direct ? r->msg->reply : policy_slot(r, key);
+    if (out == NULL || mc_compose_value(out, rsp) != 0)
+        policy_req_fail(r, "%s", POLICY_ERR_NOMEM);
 }
 
-static void retrieval_finish(struct msg *msg)
+/* All frags are in: the values in key order then END, or the error. */
+static void retrieval_finish(struct policy_req *r)
 {
-    bool split = msg->nfrags > 1;
-    if (msg->failed) {
-        evbuffer_drain(msg->reply, evbuffer_get_length(msg->reply));
-        evbuffer_add_printf(msg->reply, "%s\r\n", msg->error);
-    }
-    for (uint32_t k = 0; split && k < msg->req.nkeys; k++) {
-        if (msg->slots[k] == NULL)
-            continue;
-        if (msg->failed)
-            evbuffer_drain(msg->slots[k], evbuffer_get_length(msg->slots[k]));
-        else
-            evbuffer_add_buffer(msg->reply, msg->slots[k]);
-    }
-    if (!msg->failed)
-        evbuffer_add(msg->reply, "END\r\n", 5);
-    msg_complete(msg);
+    struct evbuffer *reply = r->msg->reply;
+    bool split = r->nfrags > 1;
+    for (uint32_t k = 0; split && !r->failed && k < r->msg->req.nkeys; k++)
+        if (r->slots[k] != NULL && evbuffer_add_buffer(reply, r->slots[k]) != 0)
+            policy_req_fail(r, "%s", POLICY_ERR_NOMEM);
+    if (!r->failed && mc_compose_reply_line(reply, "END") != 0)
+        policy_req_fail(r, "%s", POLICY_ERR_NOMEM);
+    if (r->failed)
+        policy_reply_line(r, r->error);
+    else
+        policy_req_finish(r);
 }
 
 static void retrieval_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                          const char *reason)
 {
     struct policy_frag *f = arg;
-    struct msg *msg = f->msg;
+    struct policy_req *r = f->req;
     if (ev == BACKEND_VALUE) {
-        if (!msg->failed)
+        if (!r->failed)
             retrieval_value(f, rsp);
         return;
     }
     if (ev == BACKEND_FAIL) {
         stats_pool_add(f->pool->stats, forward_error, 1);
-        policy_msg_fail(msg, "SERVER_ERROR %s", reason);
+        policy_req_fail(r, "SERVER_ERROR %s", reason);
     } else if (rsp->type != MC_RSP_END) {
-        policy_msg_fail(msg, "%s", rsp->line);   /* the server's own error line */
+        policy_req_fail(r, "%s", rsp->line);   /* the server's own error line */
     }
-    if (--msg->pending == 0)
-        retrieval_finish(msg);
+    if (--r->pending == 0)
+        retrieval_finish(r);
 }
 
-static void unrouted_fail(struct msg *msg, uint32_t k)
+static void unrouted_fail(struct policy_req *r, uint32_t k)
 {
     (void)k;
-    policy_msg_fail(msg, "%s", "SERVER_ERROR no server available");
+    policy_req_fail(r, "%s", "SERVER_ERROR no server available");
 }
 
-/* Reads msg's keys from one tier: twemproxy's multiget. */
-static void dispatch_retrieval(struct policy_pool *pp, struct policy_tier *t,
-                               struct msg *msg)
+/* Sends each used frag its share of the keys; a frag whose request cannot
+ * be composed fails the whole request. r->pending counts the frags sent. */
+static void retrieval_send(struct policy_pool *pp, struct policy_tier *t,
+                           struct policy_req *r)
 {
-    uint32_t used = policy_group_keys(pp, t, msg, NULL, unrouted_fail);
-    if (msg->failed) {
-        stats_pool_add(pp->stats, forward_error, 1);
-        policy_reply_error(msg, msg->error);
-        return;
-    }
-    uint32_t n = msg->req.nkeys;
-    msg->nfrags = used;
-    if (used > 1) {
-        msg->slots = policy_grow(msg->slots, &msg->slots_cap, n, sizeof(*msg->slots));
-        stats_pool_add(pp->stats, fragments, used);
-    }
-    msg->pending = used;
+    const struct mc_req *req = &r->msg->req;
+    r->pending = 0;
     for (uint32_t s = 0; s < t->nservers; s++) {
-        struct policy_frag *f = &msg->frags[s];
+        struct policy_frag *f = &r->frags[s];
         if (f->count == 0)
             continue;
-        f->direct = used == 1;
-        mc_req_compose_line(pp->scratch, &msg->req, msg->key_idx + f->first, f->count);
-        backend_send(&t->servers[s], msg->req.cmd, pp->scratch, retrieval_cb, f);
+        f->direct = r->nfrags == 1;
+        if (mc_compose_get(pp->scratch, req->cmd, req, r->key_idx + f->first,
+                           f->count) != 0) {
+            policy_req_fail(r, "%s", POLICY_ERR_COMPOSE);
+            continue;
+        }
+        r->pending++;
+        backend_send(&t->servers[s], req->cmd, pp->scratch, retrieval_cb, f);
     }
+}
+
+/* Reads the request's keys from one tier: twemproxy's multiget. */
+static void dispatch_retrieval(struct policy_pool *pp, struct policy_tier *t,
+                               struct policy_req *r)
+{
+    int used = policy_group_keys(pp, t, r, NULL, unrouted_fail);
+    if (used < 0 || (used > 1 && policy_slots_reserve(r) != 0))
+        policy_req_fail(r, "%s", POLICY_ERR_NOMEM);
+    if (r->failed) {
+        stats_pool_add(pp->stats, forward_error, 1);
+        policy_reply_line(r, r->error);
+        return;
+    }
+    r->nfrags = (uint32_t)used;
+    if (used > 1)
+        stats_pool_add(pp->stats, fragments, used);
+    retrieval_send(pp, t, r);
+    if (r->pending == 0)   /* nothing could be sent */
+        retrieval_finish(r);
 }
 
 /* ---- plain pools: one key, one-line reply ---- */
@@ -365,131 +453,175 @@ void policy_single_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                       const char *reason)
 {
     struct policy_frag *f = arg;
-    struct msg *msg = f->msg;
+    struct policy_req *r = f->req;
+    r->pending = 0;
     if (ev == BACKEND_FAIL) {
         stats_pool_add(f->pool->stats, forward_error, 1);
-        evbuffer_add_printf(msg->reply, "SERVER_ERROR %s\r\n", reason);
-    } else {
-        evbuffer_add(msg->reply, rsp->line, rsp->line_len);
-        evbuffer_add(msg->reply, "\r\n", 2);
-        if (f->pool->conf->tiered)
-            policy_write_after_master(f->pool, msg, rsp);
+        policy_req_fail(r, "SERVER_ERROR %s", reason);
+        policy_reply_line(r, r->error);
+        return;
     }
-    msg->pending = 0;
-    msg_complete(msg);
+    if (mc_compose_reply_line(r->msg->reply, rsp->line) != 0) {
+        policy_reply_line(r, POLICY_ERR_NOMEM);
+        return;
+    }
+    if (f->pool->conf->tiered)
+        policy_write_after_master(f->pool, r, rsp);
+    policy_req_finish(r);
 }
 
 uint32_t policy_pick_or_fail(struct policy_pool *pp, struct policy_tier *t,
-                             struct msg *msg)
+                             struct policy_req *r)
 {
-    const struct mc_token *key = &msg->req.keys[0];
-    uint32_t s = router_pick(&t->router, msg->req.line + key->off, key->len);
+    const struct mc_req *req = &r->msg->req;
+    uint32_t s = router_pick(&t->router, req->line + req->keys[0].off, req->keys[0].len);
     if (s == UINT32_MAX) {
         stats_pool_add(pp->stats, forward_error, 1);
-        policy_reply_error(msg, "SERVER_ERROR no server available");
+        policy_reply_line(r, "SERVER_ERROR no server available");
     }
     return s;
 }
 
-void policy_send_keyed(struct policy_pool *pp, struct policy_tier *t, uint32_t s,
-                       struct msg *msg, backend_cb cb, bool keep_value)
+/* The request as a backend gets it, data block included, into out. */
+static int compose_keyed(struct evbuffer *out, struct mc_req *req, bool keep_value)
 {
-    policy_frags_reserve(msg, 1);
-    msg->frags[0] = (struct policy_frag){ .msg = msg, .pool = pp, .tier = t };
-    msg->nfrags = 1;
-    msg->pending = 1;
-    mc_req_compose_line(pp->scratch, &msg->req, NULL, 0);
-    if (mc_cmd_kind(msg->req.cmd) == MC_KIND_STORAGE) {
-        if (keep_value)
-            policy_share(pp->scratch, msg->req.data);
-        else
-            evbuffer_add_buffer(pp->scratch, msg->req.data);
-        evbuffer_add(pp->scratch, "\r\n", 2);
-    }
-    backend_send(&t->servers[s], msg->req.cmd, pp->scratch, cb, &msg->frags[0]);
+    if (mc_req_compose_line(out, req, NULL, 0) != 0)
+        return -1;
+    if (mc_cmd_kind(req->cmd) != MC_KIND_STORAGE)
+        return 0;
+    return mc_compose_block(out, req->data, keep_value);
 }
 
-static void dispatch_single(struct policy_pool *pp, struct msg *msg)
+int policy_send_keyed(struct policy_pool *pp, struct policy_tier *t, uint32_t s,
+                      struct policy_req *r, backend_cb cb, bool keep_value)
 {
-    uint32_t s = policy_pick_or_fail(pp, pp->master, msg);
+    if (policy_frags_reserve(r, 1) != 0) {
+        policy_reply_line(r, POLICY_ERR_NOMEM);
+        return -1;
+    }
+    if (compose_keyed(pp->scratch, &r->msg->req, keep_value) != 0) {
+        evbuffer_drain(pp->scratch, evbuffer_get_length(pp->scratch));
+        policy_reply_line(r, POLICY_ERR_COMPOSE);
+        return -1;
+    }
+    r->frags[0] = (struct policy_frag){ .req = r, .pool = pp, .tier = t };
+    r->nfrags = 1;
+    r->pending = 1;
+    backend_send(&t->servers[s], r->msg->req.cmd, pp->scratch, cb, &r->frags[0]);
+    return 0;
+}
+
+static void dispatch_single(struct policy_pool *pp, struct policy_req *r)
+{
+    uint32_t s = policy_pick_or_fail(pp, pp->master, r);
     if (s != UINT32_MAX)
-        policy_send_keyed(pp, pp->master, s, msg, policy_single_cb, false);
+        policy_send_keyed(pp, pp->master, s, r, policy_single_cb, false);
 }
 
 /* ---- flush_all: every server of every tier ---- */
+
+static void broadcast_finish(struct policy_req *r)
+{
+    policy_reply_line(r, r->failed ? r->error : "OK");
+}
 
 static void broadcast_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                          const char *reason)
 {
     struct policy_frag *f = arg;
-    struct msg *msg = f->msg;
+    struct policy_req *r = f->req;
     if (ev == BACKEND_FAIL)
-        policy_msg_fail(msg, "SERVER_ERROR %s", reason);
+        policy_req_fail(r, "SERVER_ERROR %s", reason);
     else if (rsp->type != MC_RSP_OK)
-        policy_msg_fail(msg, "%s", rsp->line);
-    if (--msg->pending > 0)
-        return;
-    evbuffer_add_printf(msg->reply, "%s\r\n", msg->failed ? msg->error : "OK");
-    msg_complete(msg);
+        policy_req_fail(r, "%s", rsp->line);
+    if (--r->pending == 0)
+        broadcast_finish(r);
 }
 
-static void dispatch_broadcast(struct policy_pool *pp, struct msg *msg)
+static uint32_t pool_server_count(const struct policy_pool *pp)
 {
-    if (!pp->conf->allow_flush) {
-        policy_reply_error(msg, "SERVER_ERROR flush_all is disabled for this pool "
-                                "(set allow_flush: true)");
-        return;
-    }
     uint32_t total = 0;
     for (uint32_t i = 0; i < pp->ntiers; i++)
         total += pp->tiers[i].nservers;
-    policy_frags_reserve(msg, total);
-    msg->nfrags = total;
-    msg->pending = total;
-    uint32_t f = 0;
+    return total;
+}
+
+static void dispatch_broadcast(struct policy_pool *pp, struct policy_req *r)
+{
+    if (!pp->conf->allow_flush) {
+        policy_reply_line(r, "SERVER_ERROR flush_all is disabled for this pool "
+                              "(set allow_flush: true)");
+        return;
+    }
+    uint32_t total = pool_server_count(pp), f = 0;
+    if (policy_frags_reserve(r, total) != 0) {
+        policy_reply_line(r, POLICY_ERR_NOMEM);
+        return;
+    }
+    r->nfrags = total;
+    r->pending = 0;
     for (uint32_t i = 0; i < pp->ntiers; i++) {
         struct policy_tier *t = &pp->tiers[i];
         for (uint32_t s = 0; s < t->nservers; s++, f++) {
-            msg->frags[f] = (struct policy_frag){ .msg = msg, .pool = pp, .tier = t };
-            mc_req_compose_line(pp->scratch, &msg->req, NULL, 0);
-            backend_send(&t->servers[s], msg->req.cmd, pp->scratch, broadcast_cb,
-                         &msg->frags[f]);
+            r->frags[f] = (struct policy_frag){ .req = r, .pool = pp, .tier = t };
+            if (mc_req_compose_line(pp->scratch, &r->msg->req, NULL, 0) != 0) {
+                policy_req_fail(r, "%s", POLICY_ERR_COMPOSE);
+                continue;
+            }
+            r->pending++;
+            backend_send(&t->servers[s], r->msg->req.cmd, pp->scratch, broadcast_cb,
+                         &r->frags[f]);
         }
     }
+    if (r->pending == 0)
+        broadcast_finish(r);
 }
 
-void policy_dispatch(struct policy_pool *pp, struct msg *msg)
+static void dispatch_req(struct policy_pool *pp, struct policy_req *r)
 {
-    msg->failed = false;
-    msg->nfrags = 0;
-    for (uint32_t i = 0; i < pp->ntiers; i++)
-        policy_tier_refresh(&pp->tiers[i]);
-    enum mc_cmd_kind kind = mc_cmd_kind(msg->req.cmd);
     bool tiered = pp->conf->tiered;
-    switch (kind) {
+    switch (mc_cmd_kind(r->msg->req.cmd)) {
     case MC_KIND_RETRIEVAL:
         if (tiered)
-            policy_tiered_read(pp, msg);
+            policy_tiered_read(pp, r);
         else
-            dispatch_retrieval(pp, pp->master, msg);
+            dispatch_retrieval(pp, pp->master, r);
         break;
     case MC_KIND_STORAGE:
     case MC_KIND_KEYED:
         if (tiered)
-            policy_tiered_write(pp, msg);
+            policy_tiered_write(pp, r);
         else
-            dispatch_single(pp, msg);
+            dispatch_single(pp, r);
         break;
     case MC_KIND_BROADCAST:
-        dispatch_broadcast(pp, msg);
+        dispatch_broadcast(pp, r);
         break;
     case MC_KIND_PROXY:
-        policy_reply_error(msg, "SERVER_ERROR internal: proxy command reached the policy");
+        policy_reply_line(r, "SERVER_ERROR internal: proxy command reached the policy");
         break;
     }
 }
 
-void policy_read_tier(struct policy_pool *pp, struct policy_tier *t, struct msg *msg)
+void policy_dispatch(struct policy_pool *pp, struct msg *msg, policy_done_cb done)
 {
-    dispatch_retrieval(pp, t, msg);
+    struct policy_req *r = policy_req_get(pp->cache);
+    if (r == NULL) {
+        evbuffer_drain(msg->reply, evbuffer_get_length(msg->reply));
+        if (mc_compose_reply_line(msg->reply, POLICY_ERR_NOMEM) != 0)
+            log_error("out of memory: a request gets an empty reply");
+        done(msg);
+        return;
+    }
+    r->msg = msg;
+    r->done = done;
+    r->pool = pp;
+    for (uint32_t i = 0; i < pp->ntiers; i++)
+        policy_tier_refresh(&pp->tiers[i]);
+    dispatch_req(pp, r);
+}
+
+void policy_read_tier(struct policy_pool *pp, struct policy_tier *t, struct policy_req *r)
+{
+    dispatch_retrieval(pp, t, r);
 }

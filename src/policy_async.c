@@ -24,7 +24,9 @@
 #define ASYNC_RETRY_FIRST_MS 100
 
 struct policy_async_op {
-    TAILQ_ENTRY(policy_async_op) link;   /* in pp->retrying while waiting */
+    TAILQ_ENTRY(policy_async_op) link;   /* in pp->retrying while waiting,
+                                            in cache->ops while free */
+    struct policy_cache *cache;          /* where it returns */
     struct policy_pool *pp;
     struct policy_tier *tier;
     uint32_t            server;
@@ -35,13 +37,56 @@ struct policy_async_op {
     char                key[MC_KEY_MAX + 1];
 };
 
+/* ---- records, recycled through the worker's policy_cache ---- */
+
+/* A zeroed op from the cache (or new); NULL when out of memory. */
+static struct policy_async_op *op_get(struct policy_cache *pc)
+{
+    struct policy_async_op *op = TAILQ_FIRST(&pc->ops);
+    if (op != NULL) {
+        TAILQ_REMOVE(&pc->ops, op, link);
+        pc->nops--;
+    } else if ((op = malloc(sizeof(*op))) == NULL) {
+        return NULL;
+    }
+    memset(op, 0, sizeof(*op));
+    op->cache = pc;
+    return op;
+}
+
+/* Frees the op's timer and keeps the op for reuse, or frees it when the
+ * cache is full. */
+static void op_put(struct policy_async_op *op)
+{
+    struct policy_cache *pc = op->cache;
+    if (op->timer != NULL)
+        event_free(op->timer);
+    op->timer = NULL;
+    if (pc->nops >= POLICY_CACHE_MAX) {
+        free(op);
+        return;
+    }
+    TAILQ_INSERT_HEAD(&pc->ops, op, link);
+    pc->nops++;
+}
+
+void policy_async_cache_deinit(struct policy_cache *pc)
+{
+    struct policy_async_op *op;
+    while ((op = TAILQ_FIRST(&pc->ops)) != NULL) {
+        TAILQ_REMOVE(&pc->ops, op, link);
+        free(op);
+    }
+    pc->nops = 0;
+}
+
+/* ---- sending and retrying ---- */
+
 static void op_finish(struct policy_async_op *op)
 {
     op->tier->async_pending[op->server]--;
     stats_tier_add(op->tier->stats, async_pending, -1);
-    if (op->timer != NULL)
-        event_free(op->timer);
-    free(op);
+    op_put(op);
 }
 
 static bool async_reply_ok(const struct mc_rsp *rsp)
@@ -61,25 +106,24 @@ static bool async_reply_ok(const struct mc_rsp *rsp)
 static void async_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                      const char *reason);
 
-static void op_send_delete(struct policy_async_op *op)
-{
-    struct evbuffer *out = op->pp->scratch;
-    evbuffer_add_printf(out, "delete %.*s\r\n", (int)op->klen, op->key);
-    backend_send(&op->tier->servers[op->server], MC_CMD_DELETE, out, async_cb, op);
-}
-
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
     struct policy_async_op *op = arg;
+    struct evbuffer *out = op->pp->scratch;
     TAILQ_REMOVE(&op->pp->retrying, op, link);
     stats_tier_add(op->tier->stats, async_retried, 1);
-    op_send_delete(op);
+    if (mc_compose_delete(out, op->key, op->klen) != 0) {
+        stats_tier_add(op->tier->stats, async_failed, 1);
+        op_finish(op);
+        return;
+    }
+    backend_send(&op->tier->servers[op->server], MC_CMD_DELETE, out, async_cb, op);
 }
 
 static bool op_retry(struct policy_async_op *op)
 {
-    if (op->cmd != MC_CMD_DELETE || op->pp->closing ||
+    if (op->cmd != MC_CMD_DELETE || op->pp->closing || op->klen == 0 ||
         op->attempt >= ASYNC_DELETE_RETRIES)
         return false;
     if (op->timer == NULL)
@@ -89,8 +133,9 @@ static bool op_retry(struct policy_async_op *op)
     int64_t ms = (int64_t)ASYNC_RETRY_FIRST_MS << (2 * op->attempt);
     op->attempt++;
     struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+    if (evtimer_add(op->timer, &tv) != 0)
+        return false;
     TAILQ_INSERT_TAIL(&op->pp->retrying, op, link);
-    evtimer_add(op->timer, &tv);
     return true;
 }
 
@@ -113,21 +158,31 @@ static void async_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
     op_finish(op);
 }
 
+/* Drops bytes that will not be sent and counts them under `field`. */
+static void async_drop(struct policy_tier *t, struct evbuffer *bytes,
+                       enum stats_tier_field field)
+{
+    evbuffer_drain(bytes, evbuffer_get_length(bytes));
+    stats_add(&t->stats->f[field], 1);
+}
+
 void policy_async_send(struct policy_pool *pp, struct policy_tier *t, uint32_t s,
                        enum mc_cmd cmd, struct evbuffer *bytes,
                        const char *key, size_t klen)
 {
     if (pp->closing) {
-        evbuffer_drain(bytes, evbuffer_get_length(bytes));
-        stats_tier_add(t->stats, async_failed, 1);
+        async_drop(t, bytes, STATS_TIER_async_failed);
         return;
     }
     if (t->async_pending[s] >= pp->async_limit) {
-        evbuffer_drain(bytes, evbuffer_get_length(bytes));
-        stats_tier_add(t->stats, async_dropped, 1);
+        async_drop(t, bytes, STATS_TIER_async_dropped);
         return;
     }
-    struct policy_async_op *op = util_xcalloc(1, sizeof(*op));
+    struct policy_async_op *op = op_get(pp->cache);
+    if (op == NULL) {
+        async_drop(t, bytes, STATS_TIER_async_failed);
+        return;
+    }
     op->pp = pp;
     op->tier = t;
     op->server = s;
@@ -141,22 +196,48 @@ void policy_async_send(struct policy_pool *pp, struct policy_tier *t, uint32_t s
     backend_send(&t->servers[s], cmd, bytes, async_cb, op);
 }
 
+/* The server of key in t, or UINT32_MAX after counting an async failure. */
+static uint32_t async_pick(struct policy_tier *t, const char *key, size_t klen)
+{
+    uint32_t s = router_pick(&t->router, key, klen);
+    if (s == UINT32_MAX)
+        stats_tier_add(t->stats, async_failed, 1);
+    return s;
+}
+
+/* Sends what was composed into pp->scratch (rc 0) to server s of t; a
+ * failed compose (rc -1) is counted as an async failure. */
+static void async_send_composed(struct policy_pool *pp, struct policy_tier *t, uint32_t s,
+                                enum mc_cmd cmd, int rc, const char *key, size_t klen)
+{
+    if (rc != 0)
+        async_drop(t, pp->scratch, STATS_TIER_async_failed);
+    else
+        policy_async_send(pp, t, s, cmd, pp->scratch, key, klen);
+}
+
 void policy_async_store_tier(struct policy_pool *pp, struct policy_tier *t,
                              enum mc_cmd cmd, const char *key, size_t klen,
                              uint32_t flags, int64_t exptime,
                              struct evbuffer *data)
 {
-    uint32_t s = router_pick(&t->router, key, klen);
-    if (s == UINT32_MAX) {
-        stats_tier_add(t->stats, async_failed, 1);
+    uint32_t s = async_pick(t, key, klen);
+    if (s == UINT32_MAX)
         return;
-    }
-    struct evbuffer *out = pp->scratch;
-    evbuffer_add_printf(out, "%s %.*s %u %lld %zu\r\n", mc_cmd_name(cmd), (int)klen, key,
-                        flags, (long long)exptime, evbuffer_get_length(data));
-    policy_share(out, data);
-    evbuffer_add(out, "\r\n", 2);
-    policy_async_send(pp, t, s, cmd, out, key, klen);
+    int rc = mc_compose_storage(pp->scratch, cmd, key, klen, flags, exptime,
+                                evbuffer_get_length(data));
+    if (rc == 0)
+        rc = mc_compose_block(pp->scratch, data, true);
+    async_send_composed(pp, t, s, cmd, rc, key, klen);
+}
+
+void policy_async_delete_tier(struct policy_pool *pp, struct policy_tier *t,
+                              const char *key, size_t klen)
+{
+    uint32_t s = async_pick(t, key, klen);
+    if (s != UINT32_MAX)
+        async_send_composed(pp, t, s, MC_CMD_DELETE,
+                            mc_compose_delete(pp->scratch, key, klen), key, klen);
 }
 
 void policy_async_fanout_key(struct policy_pool *pp, enum mc_cmd cmd,
@@ -164,17 +245,14 @@ void policy_async_fanout_key(struct policy_pool *pp, enum mc_cmd cmd,
 {
     for (uint32_t i = 1; i < pp->ntiers; i++) {
         struct policy_tier *t = &pp->tiers[i];
-        uint32_t s = router_pick(&t->router, key, klen);
-        if (s == UINT32_MAX) {
-            stats_tier_add(t->stats, async_failed, 1);
+        if (cmd == MC_CMD_DELETE) {
+            policy_async_delete_tier(pp, t, key, klen);
             continue;
         }
-        struct evbuffer *out = pp->scratch;
-        if (cmd == MC_CMD_TOUCH)
-            evbuffer_add_printf(out, "touch %.*s %lld\r\n", (int)klen, key, (long long)exptime);
-        else
-            evbuffer_add_printf(out, "delete %.*s\r\n", (int)klen, key);
-        policy_async_send(pp, t, s, cmd, out, key, klen);
+        uint32_t s = async_pick(t, key, klen);
+        if (s != UINT32_MAX)
+            async_send_composed(pp, t, s, cmd,
+                                mc_compose_touch(pp->scratch, key, klen, exptime), key, klen);
     }
 }
 

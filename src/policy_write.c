@@ -25,45 +25,40 @@
 #include "policy_int.h"
 #include "strata/util.h"
 
-static const char *msg_key(const struct msg *msg, size_t *len)
+static const char *req_key(const struct policy_req *r, size_t *len)
 {
-    *len = msg->req.keys[0].len;
-    return msg->req.line + msg->req.keys[0].off;
+    *len = r->msg->req.keys[0].len;
+    return r->msg->req.line + r->msg->req.keys[0].off;
 }
 
 /* The value of a storage request goes to every other tier as a set. */
-static void fanout_value(struct policy_pool *pp, struct msg *msg)
+static void fanout_value(struct policy_pool *pp, struct policy_req *r)
 {
+    const struct mc_req *req = &r->msg->req;
     size_t klen;
-    const char *key = msg_key(msg, &klen);
+    const char *key = req_key(r, &klen);
     for (uint32_t i = 1; i < pp->ntiers; i++)
         policy_async_store_tier(pp, &pp->tiers[i], MC_CMD_SET, key, klen,
-                                msg->req.flags, msg->req.exptime, msg->req.data);
+                                req->flags, req->exptime, req->data);
 }
 
 static void invalidate_l1(struct policy_pool *pp, const char *key, size_t klen)
 {
-    for (uint32_t i = 0; i < pp->nl1; i++) {
-        struct policy_tier *t = &pp->l1[i];
-        uint32_t s = router_pick(&t->router, key, klen);
-        if (s == UINT32_MAX)
-            continue;
-        evbuffer_add_printf(pp->scratch, "delete %.*s\r\n", (int)klen, key);
-        policy_async_send(pp, t, s, MC_CMD_DELETE, pp->scratch, key, klen);
-    }
+    for (uint32_t i = 0; i < pp->nl1; i++)
+        policy_async_delete_tier(pp, &pp->l1[i], key, klen);
 }
 
-void policy_write_after_master(struct policy_pool *pp, struct msg *msg,
+void policy_write_after_master(struct policy_pool *pp, struct policy_req *r,
                                const struct mc_rsp *rsp)
 {
     size_t klen;
-    const char *key = msg_key(msg, &klen);
-    switch (msg->req.cmd) {
+    const char *key = req_key(r, &klen);
+    switch (r->msg->req.cmd) {
     case MC_CMD_ADD:
     case MC_CMD_CAS:
     case MC_CMD_REPLACE:
         if (rsp->type == MC_RSP_STORED)
-            fanout_value(pp, msg);
+            fanout_value(pp, r);
         break;
     case MC_CMD_APPEND:
     case MC_CMD_PREPEND:
@@ -77,24 +72,24 @@ void policy_write_after_master(struct policy_pool *pp, struct msg *msg,
         break;
     case MC_CMD_TOUCH:
         if (rsp->type == MC_RSP_TOUCHED)
-            policy_async_fanout_key(pp, MC_CMD_TOUCH, key, klen, msg->req.exptime);
+            policy_async_fanout_key(pp, MC_CMD_TOUCH, key, klen, r->msg->req.exptime);
         break;
     default:
         break;
     }
 }
 
-void policy_tiered_write(struct policy_pool *pp, struct msg *msg)
+void policy_tiered_write(struct policy_pool *pp, struct policy_req *r)
 {
     size_t klen;
-    const char *key = msg_key(msg, &klen);
+    const char *key = req_key(r, &klen);
     /* Nothing reaches the other tiers unless master can take it. */
-    uint32_t s = policy_pick_or_fail(pp, pp->master, msg);
+    uint32_t s = policy_pick_or_fail(pp, pp->master, r);
     if (s == UINT32_MAX)
         return;
-    switch (msg->req.cmd) {
+    switch (r->msg->req.cmd) {
     case MC_CMD_SET:
-        fanout_value(pp, msg);
+        fanout_value(pp, r);
         break;
     case MC_CMD_DELETE:
         policy_async_fanout_key(pp, MC_CMD_DELETE, key, klen, 0);
@@ -105,6 +100,9 @@ void policy_tiered_write(struct policy_pool *pp, struct msg *msg)
         invalidate_l1(pp, key, klen);
         break;
     }
-    /* The value is shared, not moved: add/cas/replace fan it out later. */
-    policy_send_keyed(pp, pp->master, s, msg, policy_single_cb, true);
+    /* The value is shared, not moved: add/cas/replace fan it out later.
+     * Should master's request fail to compose (out of memory), the client
+     * gets SERVER_ERROR and the fan-out above still stands: the same
+     * outcome as a master that fails after the fan-out was sent. */
+    policy_send_keyed(pp, pp->master, s, r, policy_single_cb, true);
 }

@@ -1,7 +1,7 @@
 /* proto_mc_req: parses memcached text-protocol request lines into struct
- * mc_req, and composes the line a backend receives. The parser is a pure
- * function of the line; libevent appears only in the lifecycle of
- * req->data and in mc_req_compose_line. Framing is in proto_mc_frame.c. */
+ * mc_req. The parser is a pure function of the line; libevent appears only
+ * in the lifecycle of req->data. Framing is in proto_mc_frame.c, composing
+ * in proto_mc_compose.c. */
 
 #include <stdlib.h>
 #include <string.h>
@@ -30,10 +30,6 @@ struct mc_args {
     struct mc_token last;             /* the last argument, wherever it is */
     uint32_t        n;                /* arguments seen */
 };
-
-/* Longest composed line apart from keys and req->arg: the longest command
- * word, four numbers of at most 20 digits with their spaces, "\r\n". */
-#define MC_COMPOSE_FIXED 128
 
 const char *
 mc_cmd_name(enum mc_cmd cmd)
@@ -434,147 +430,4 @@ mc_req_parse(struct mc_req *req, const struct mc_limits *lim,
     default:
         return mc_parse_other(req, &cur, err);
     }
-}
-
-/* ---- composing the backend line ---------------------------------------
- * The line is written straight into space reserved in the output buffer:
- * one contiguous extent, no printf, no intermediate copy. */
-
-static char *
-mc_put(char *p, const char *s, size_t n)
-{
-    memcpy(p, s, n);
-    return p + n;
-}
-
-static char *
-mc_put_digits(char *p, uint64_t v)
-{
-    char tmp[20];
-    size_t i = sizeof(tmp);
-
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return mc_put(p, tmp + i, sizeof(tmp) - i);
-}
-
-/* " <v>" in decimal. */
-static char *
-mc_put_u64(char *p, uint64_t v)
-{
-    *p++ = ' ';
-    return mc_put_digits(p, v);
-}
-
-static char *
-mc_put_i64(char *p, int64_t v)
-{
-    *p++ = ' ';
-    if (v < 0)
-        *p++ = '-';
-    /* Negating in uint64_t is defined even for INT64_MIN. */
-    return mc_put_digits(p, v < 0 ? -(uint64_t)v : (uint64_t)v);
-}
-
-static char *
-mc_put_token(char *p, const struct mc_req *req, struct mc_token t)
-{
-    *p++ = ' ';
-    return mc_put(p, req->line + t.off, t.len);
-}
-
-static char *
-mc_compose_retrieval(char *p, const struct mc_req *req,
-                     const uint32_t *key_idx, uint32_t n)
-{
-    if (req->cmd == MC_CMD_GAT || req->cmd == MC_CMD_GATS)
-        p = mc_put_i64(p, req->exptime);
-    for (uint32_t i = 0; i < n; i++)
-        p = mc_put_token(p, req, req->keys[key_idx ? key_idx[i] : i]);
-    return p;
-}
-
-static char *
-mc_compose_storage(char *p, const struct mc_req *req)
-{
-    p = mc_put_token(p, req, req->keys[0]);
-    p = mc_put_u64(p, req->flags);
-    p = mc_put_i64(p, req->exptime);
-    p = mc_put_u64(p, req->vlen);
-    if (req->cmd == MC_CMD_CAS)
-        p = mc_put_u64(p, req->cas);
-    return p;
-}
-
-/* The legacy delete time is dropped: it can only have been 0. */
-static char *
-mc_compose_keyed(char *p, const struct mc_req *req)
-{
-    p = mc_put_token(p, req, req->keys[0]);
-    if (req->cmd == MC_CMD_INCR || req->cmd == MC_CMD_DECR)
-        p = mc_put_u64(p, req->delta);
-    else if (req->cmd == MC_CMD_TOUCH)
-        p = mc_put_i64(p, req->exptime);
-    return p;
-}
-
-static char *
-mc_compose_body(char *p, const struct mc_req *req, const uint32_t *key_idx,
-                uint32_t n)
-{
-    p = mc_put(p, mc_cmds[req->cmd].name, mc_cmds[req->cmd].len);
-    switch (mc_cmds[req->cmd].kind) {
-    case MC_KIND_RETRIEVAL:
-        return mc_compose_retrieval(p, req, key_idx, n);
-    case MC_KIND_STORAGE:
-        return mc_compose_storage(p, req);
-    case MC_KIND_KEYED:
-        return mc_compose_keyed(p, req);
-    default: /* version, quit, verbosity, stats, flush_all */
-        return req->arg.len > 0 ? mc_put_token(p, req, req->arg) : p;
-    }
-}
-
-/* True when req can be composed with this key selection; adds to *size
- * the bytes its keys take. */
-static bool
-mc_compose_keys(const struct mc_req *req, const uint32_t *key_idx,
-                uint32_t n, size_t *size)
-{
-    if ((unsigned)req->cmd >= MC_CMD_COUNT)
-        return false;
-    if (mc_cmds[req->cmd].kind != MC_KIND_PROXY &&
-        mc_cmds[req->cmd].kind != MC_KIND_BROADCAST && n == 0)
-        return false;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t k = key_idx ? key_idx[i] : i;
-        if (k >= req->nkeys)
-            return false;
-        *size += 1 + req->keys[k].len;
-    }
-    return true;
-}
-
-int
-mc_req_compose_line(struct evbuffer *out, const struct mc_req *req,
-                    const uint32_t *key_idx, uint32_t nkey_idx)
-{
-    struct evbuffer_iovec v;
-    size_t size = MC_COMPOSE_FIXED + req->arg.len;
-    char *end;
-
-    if (key_idx == NULL || mc_cmd_kind(req->cmd) != MC_KIND_RETRIEVAL) {
-        key_idx = NULL;
-        nkey_idx = req->nkeys;
-    }
-    if (!mc_compose_keys(req, key_idx, nkey_idx, &size))
-        return -1;
-    if (evbuffer_reserve_space(out, (ev_ssize_t)size, &v, 1) < 1)
-        return -1;
-    end = mc_compose_body(v.iov_base, req, key_idx, nkey_idx);
-    end = mc_put(end, "\r\n", 2);
-    v.iov_len = (size_t)(end - (char *)v.iov_base);
-    return evbuffer_commit_space(out, &v, 1);
 }

@@ -97,6 +97,7 @@ int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
     w->rt = rt;
     TAILQ_INIT(&w->clients);
     msg_cache_init(&w->msgs);
+    policy_cache_init(&w->policy_cache);
     w->base = event_base_new();
     if (w->base == NULL) {
         snprintf(err, errlen, "cannot create an event base");
@@ -121,7 +122,8 @@ int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
         wp->stats = &w->stats.pools[p];
         uint64_t seed = ((uint64_t)id + 1) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)util_now_ms();
         if (policy_pool_init(&wp->policy, wp->conf, &w->backends, &rt->limits, wp->stats,
-                             rt->settings->async_queue_limit, seed, err, errlen) != 0)
+                             &w->policy_cache, rt->settings->async_queue_limit, seed,
+                             err, errlen) != 0)
             return -1;
         if (listener_open(wp, err, errlen) != 0)
             return -1;
@@ -178,6 +180,7 @@ void worker_deinit(struct worker *w)
             policy_pool_deinit(&wp->policy);
     }
     free(w->pools);
+    policy_cache_deinit(&w->policy_cache);
     msg_cache_deinit(&w->msgs);
     backend_worker_deinit(&w->backends);
     stats_worker_deinit(&w->stats);

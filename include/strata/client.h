@@ -2,7 +2,7 @@
  * policy, and write replies back in request order.
  *
  *   socket ─► input ─► mc_req_read ─► msg ─► queue (request order) ─► policy
- *   policy ─► msg_complete ─► done msgs at the head of the queue ─► output
+ *   policy ─► client_msg_done ─► done msgs at the head of the queue ─► output
  *
  * Reading pauses while too many requests are in flight or too many reply
  * bytes wait to be written, so a client that never reads cannot grow our

@@ -1,7 +1,7 @@
 /* msg: one client request from parse to reply. The client owns the queue
- * of msgs (in request order); the policy fills msg->reply and calls
- * msg_complete when the reply is whole. A msg outlives its client while
- * backend requests for it are still out. */
+ * of msgs (in request order); the policy fills msg->reply and calls the
+ * done callback the client gave it when the reply is whole. A msg outlives
+ * its client while backend requests for it are still out. */
 #ifndef STRATA_MSG_H
 #define STRATA_MSG_H
 
@@ -13,7 +13,6 @@
 
 struct client;
 struct evbuffer;
-struct policy_frag;
 
 struct msg_cache;
 
@@ -23,22 +22,7 @@ struct msg {
     struct client       *client;   /* NULL once the client has gone */
     struct mc_req        req;      /* owns line, keys and data */
     struct evbuffer     *reply;    /* the reply as the client will get it */
-    /* policy scratch, kept across reuse */
-    struct policy_frag  *frags;    /* one per server a request touches */
-    uint32_t             nfrags;
-    uint32_t             frags_cap;
-    uint32_t            *key_idx;  /* keys grouped per server */
-    uint32_t             key_idx_cap;
-    struct evbuffer    **slots;    /* split multiget: VALUE blocks per key */
-    uint32_t             slots_cap;
-    uint8_t             *kstate;   /* tiered reads: what each key found */
-    uint32_t             kstate_cap;
-    uint8_t              stage;    /* tiered reads: the tier being read */
-    uint32_t             l1;       /* tiered reads: the L1 chosen */
-    uint32_t             pending;  /* backend requests still out */
-    bool                 failed;   /* a fragment failed: reply is an error */
-    char                 error[160]; /* the error line, without "\r\n" */
-    bool                 done;
+    bool                 done;     /* reply complete */
 };
 
 TAILQ_HEAD(msg_list, msg);
@@ -56,8 +40,5 @@ void msg_cache_deinit(struct msg_cache *mc);
 struct msg *msg_get(struct msg_cache *mc);
 /* Returns msg to its cache, forgetting its request and reply. */
 void msg_put(struct msg *msg);
-
-/* Called by the policy when msg->reply is complete (exactly once). */
-void msg_complete(struct msg *msg);
 
 #endif

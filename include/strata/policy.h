@@ -15,11 +15,39 @@
 
 #include "strata/backend.h"
 #include "strata/conf.h"
-#include "strata/msg.h"
 #include "strata/router.h"
 #include "strata/stats.h"
 
 struct event_base;
+struct msg;
+
+/* Called exactly once per dispatched msg, when msg->reply holds the whole
+ * reply; may run before policy_dispatch returns (errors found before any
+ * backend is asked). */
+typedef void (*policy_done_cb)(struct msg *msg);
+
+struct policy_req;
+struct policy_async_op;
+TAILQ_HEAD(policy_req_list, policy_req);
+TAILQ_HEAD(policy_async_list, policy_async_op);
+
+/* One per worker, shared by its pools: the records of requests in the
+ * policy and of asynchronous writes, kept for reuse (with the capacity of
+ * their arrays) so the request path does not allocate once warm. At most
+ * POLICY_CACHE_MAX of each are kept; the rest are freed. */
+struct policy_cache {
+    struct policy_req_list   reqs;    /* free request records */
+    uint32_t                 nreqs;
+    struct policy_async_list ops;     /* free async write records */
+    uint32_t                 nops;
+};
+
+#define POLICY_CACHE_MAX 1024
+
+void policy_cache_init(struct policy_cache *pc);
+/* Frees the records kept. Records in use return to the cache when their
+ * request ends, so deinit the pools that use it first. */
+void policy_cache_deinit(struct policy_cache *pc);
 
 /* One tier of a pool in one worker: routing plus server connections. */
 struct policy_tier {
@@ -35,12 +63,10 @@ struct policy_tier {
     struct stats_tier      *stats;
 };
 
-struct policy_async_op;
-TAILQ_HEAD(policy_async_list, policy_async_op);
-
 struct policy_pool {
     const struct conf_pool *conf;
     struct event_base      *base;
+    struct policy_cache    *cache;      /* the worker's, for reqs and async ops */
     struct stats_pool      *stats;
     struct evbuffer        *scratch;    /* a request's bytes before sending */
     uint32_t                async_limit; /* per destination server */
@@ -59,15 +85,16 @@ struct policy_pool {
 
 int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
                      struct backend_worker *bw, const struct mc_limits *limits,
-                     struct stats_pool *stats, uint32_t async_limit,
-                     uint64_t seed, char *err, size_t errlen);
+                     struct stats_pool *stats, struct policy_cache *cache,
+                     uint32_t async_limit, uint64_t seed, char *err, size_t errlen);
+/* Fails every request in flight (their done callbacks run) and frees the
+ * pool's connections. */
 void policy_pool_deinit(struct policy_pool *pp);
 
-/* Sends msg's backend requests. msg_complete(msg) follows, later or (for
- * a request that needs no backend) before this returns. */
-void policy_dispatch(struct policy_pool *pp, struct msg *msg);
-
-/* Frees the scratch a msg keeps for the policy. */
-void policy_msg_deinit(struct msg *msg);
+/* Sends the backend requests of msg (a parsed request that is not the
+ * proxy's own) and, once msg->reply is whole, calls done(msg): later, or
+ * before this returns when no backend is asked (no server available,
+ * flush_all disabled, out of memory). */
+void policy_dispatch(struct policy_pool *pp, struct msg *msg, policy_done_cb done);
 
 #endif

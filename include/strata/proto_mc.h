@@ -122,15 +122,53 @@ enum mc_status mc_req_parse(struct mc_req *req, const struct mc_limits *lim,
 enum mc_status mc_req_read(struct evbuffer *in, struct mc_req *req,
                            const struct mc_limits *lim, const char **err);
 
+/* ---- composing (proto_mc_compose.c) ----
+ * Every unit the proxy writes in the text protocol. Each appends to `out`
+ * and returns 0, or -1 when the arguments cannot make a valid unit or the
+ * buffer cannot grow; a failed line is not appended, but after a failed
+ * mc_compose_block or mc_compose_value `out` may hold part of the unit
+ * and is to be discarded. */
+
 /* Appends the request line for `req` as it should go to a backend: the
  * same command and arguments, with `noreply` removed (the proxy swallows
  * the reply itself so pipelined replies stay matched by position), and
  * "\r\n". For retrieval commands only the keys req->keys[key_idx[i]] for
  * i in [0, nkey_idx) are written, so a multi-key get can be split per
- * server; key_idx NULL means every key. Storage data is not written.
- * Returns 0 or -1. */
+ * server; key_idx NULL means every key. Storage data is not written. */
 int mc_req_compose_line(struct evbuffer *out, const struct mc_req *req,
                         const uint32_t *key_idx, uint32_t nkey_idx);
+
+/* "<cmd>[ <exptime>] <key>...\r\n" for the retrieval command `cmd` (gat
+ * and gats take req->exptime) and the keys req->keys[key_idx[i]] (or
+ * req->keys[i] when key_idx is NULL), i in [0, n). -1 when n is 0, a key
+ * index is out of range or cmd is no retrieval. */
+int mc_compose_get(struct evbuffer *out, enum mc_cmd cmd, const struct mc_req *req,
+                   const uint32_t *key_idx, uint32_t n);
+
+/* "<cmd> <key> <flags> <exptime> <vlen>\r\n": set, add, replace, append
+ * or prepend (not cas); the data block follows with mc_compose_block. */
+int mc_compose_storage(struct evbuffer *out, enum mc_cmd cmd, const char *key,
+                       size_t klen, uint32_t flags, int64_t exptime, size_t vlen);
+
+/* "delete <key>\r\n" */
+int mc_compose_delete(struct evbuffer *out, const char *key, size_t klen);
+
+/* "touch <key> <exptime>\r\n" */
+int mc_compose_touch(struct evbuffer *out, const char *key, size_t klen,
+                     int64_t exptime);
+
+/* A data block and its "\r\n". keep: `data` keeps its bytes (they are
+ * referenced, not copied, where libevent allows); else they are moved. */
+int mc_compose_block(struct evbuffer *out, struct evbuffer *data, bool keep);
+
+/* A VALUE unit for a client: rsp's VALUE line as the backend sent it, then
+ * its data block, moved out of rsp->data. */
+struct mc_rsp;
+int mc_compose_value(struct evbuffer *out, struct mc_rsp *rsp);
+
+/* A one-line reply for a client: `text` ("END", "SERVER_ERROR ...") and
+ * "\r\n". */
+int mc_compose_reply_line(struct evbuffer *out, const char *text);
 
 /* Backend response units. */
 #define MC_RSP_LIST(ACTION)          \

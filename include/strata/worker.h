@@ -57,6 +57,7 @@ struct worker {
     uint32_t               npools;
     struct stats_worker    stats;
     struct msg_cache       msgs;
+    struct policy_cache    policy_cache; /* request records of every pool */
     struct client_list     clients;
     struct event          *stop_ev;     /* activated by the main thread */
     struct event          *drain_ev;    /* polls until requests are answered */

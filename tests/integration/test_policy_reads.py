@@ -352,11 +352,11 @@ PIPELINED = [
 @pytest.mark.parametrize("write,after", PIPELINED)
 def test_pipelined_write_then_read_sees_the_write(tiers, write, after):
     """A client that pipelines a write and a read of the same key (without
-    waiting for the write's reply), as memcached allows, should read what
-    it wrote.  set and delete reach L1 before the read does (they are fanned
-    out before master is asked); add/cas/replace/incr/decr/append/prepend
-    fan out only after master's reply, but the read's L1 step is sent at
-    once, so L1 answers with the value from before the write."""
+    waiting for the write's reply), as memcached allows, reads what it
+    wrote.  set and delete reach L1 before master is asked;
+    add/cas/replace/incr/decr/append/prepend first delete the L1 copy,
+    also before master is asked, so the read's L1 step (queued behind that
+    delete) misses and master, which has the write first, answers."""
     t = tiers
     with t.client() as c:
         assert c.set("pk", "10") == b"STORED\r\n"

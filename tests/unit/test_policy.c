@@ -2,10 +2,11 @@
  * (Master-Slave-L1, replicas) for each command and each combination of
  * hits, misses and failures per tier, and the reply the client gets.
  *
- * backend_send and msg_complete are wrapped (-Wl,--wrap=...): every send
- * is recorded as (server, cmd, bytes, callback) and answered by the test
- * with scripted memcached replies or a failure; the completed reply is
- * captured. No socket is ever opened. */
+ * backend_send is wrapped (-Wl,--wrap=backend_send): every send is
+ * recorded as (server, cmd, bytes, callback) and answered by the test with
+ * scripted memcached replies or a failure; the done callback the test
+ * hands to policy_dispatch captures the completed reply (and fails the
+ * test if it runs twice for one msg). No socket is ever opened. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -71,8 +72,8 @@ struct done {
 static struct done done[MAX_DONE];
 static int ndone;
 
-void __wrap_msg_complete(struct msg *msg);
-void __wrap_msg_complete(struct msg *msg)
+/* The done callback of every request the tests dispatch. */
+static void test_done(struct msg *msg)
 {
     for (int i = 0; i < ndone; i++)
         assert_ptr_not_equal(done[i].msg, msg);   /* exactly once */
@@ -100,6 +101,8 @@ static const char *reply_of(const struct msg *msg)
 /* ---- the pool under test ---- */
 
 struct topo {
+    bool     plain;        /* servers: only (twemproxy's pool) */
+    bool     allow_flush;
     uint32_t nmasters;
     bool     slave;
     uint32_t nl1;
@@ -119,12 +122,14 @@ static struct event_base *base;
 static struct conn_loop loop;
 static struct backend_worker bw;
 static struct policy_pool pp;
+static struct policy_cache pcache;
 static struct msg_cache cache;
 static struct mc_limits limits = { .max_line = 4096, .max_value = 1 << 20,
                                    .read_chunk = 16384 };
 static uint32_t nservers_used;
 
 static struct msg *msgs[64];
+static int msgs_first_sent[64];   /* nsent when msgs[i] was dispatched */
 static int nmsgs;
 
 static struct conf_tier make_tier(uint32_t n)
@@ -157,7 +162,8 @@ static void pool_up(const struct topo *tp)
     nmsgs = 0;
     memset(&pool, 0, sizeof(pool));
     pool.name = "beta";
-    pool.tiered = true;
+    pool.tiered = !tp->plain;
+    pool.allow_flush = tp->allow_flush;
     pool.timeout_ms = 500;
     pool.backfill_ttl = 60;
     pool.server_connections = 1;
@@ -182,7 +188,8 @@ static void pool_up(const struct topo *tp)
     conn_loop_init(&loop, base, 0);
     backend_worker_init(&bw, &loop);
     char err[256] = "";
-    assert_int_equal(policy_pool_init(&pp, &pool, &bw, &limits, &sw.pools[0],
+    policy_cache_init(&pcache);
+    assert_int_equal(policy_pool_init(&pp, &pool, &bw, &limits, &sw.pools[0], &pcache,
                                       tp->async_limit ? tp->async_limit : 100,
                                       12345, err, sizeof(err)), 0);
     msg_cache_init(&cache);
@@ -201,6 +208,7 @@ static void pool_down(void)
     policy_pool_deinit(&pp);
     for (int i = 0; i < nmsgs; i++)
         msg_put(msgs[i]);
+    policy_cache_deinit(&pcache);
     msg_cache_deinit(&cache);
     backend_worker_deinit(&bw);
     stats_worker_deinit(&sw);
@@ -245,6 +253,22 @@ static int setup_small_queue(void **state)
     return 0;
 }
 
+static int setup_plain(void **state)
+{
+    (void)state;
+    struct topo tp = { .plain = true, .nmasters = 3 };
+    pool_up(&tp);
+    return 0;
+}
+
+static int setup_plain_flush(void **state)
+{
+    (void)state;
+    struct topo tp = { .plain = true, .allow_flush = true, .nmasters = 3 };
+    pool_up(&tp);
+    return 0;
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -273,6 +297,8 @@ static struct msg *request(const char *wire)
 {
     struct msg *msg = msg_get(&cache);
     assert_non_null(msg);
+    assert_true(nmsgs < 64);
+    msgs_first_sent[nmsgs] = nsent;
     msgs[nmsgs++] = msg;
     struct evbuffer *in = evbuffer_new();
     evbuffer_add(in, wire, strlen(wire));
@@ -280,7 +306,7 @@ static struct msg *request(const char *wire)
     assert_int_equal(mc_req_read(in, &msg->req, &limits, &err), MC_OK);
     assert_int_equal(evbuffer_get_length(in), 0);
     evbuffer_free(in);
-    policy_dispatch(&pp, msg);
+    policy_dispatch(&pp, msg, test_done);
     return msg;
 }
 
@@ -411,35 +437,60 @@ static const char *master_of(const char *key)
     return out;
 }
 
+/* The L1 a tiered read chose: the L1 tier of its first send. */
+static uint32_t l1_index(const struct msg *msg)
+{
+    for (int i = 0; i < nmsgs; i++) {
+        if (msgs[i] != msg)
+            continue;
+        for (int e = msgs_first_sent[i]; e < nsent; e++)
+            for (uint32_t l = 0; l < pp.nl1; l++)
+                if (sent[e].server == &pp.l1[l].servers[0])
+                    return l;
+    }
+    fail_msg("the read sent nothing to an L1");
+    return 0;
+}
+
 static const char *l1_of(const struct msg *msg)
 {
     static char label[2][32];
     static int next;
     char *out = label[next++ % 2];
-    snprintf(out, 32, "l1[%u][0]", msg->l1);
+    snprintf(out, 32, "l1[%u][0]", l1_index(msg));
     return out;
 }
 
 /* The stats/tier name of the L1 a read chose: "l1[0]", "l1[1]". */
 static const char *l1_tier(const struct msg *msg)
 {
-    return msg->l1 == 0 ? "l1[0]" : "l1[1]";
+    return l1_index(msg) == 0 ? "l1[0]" : "l1[1]";
+}
+
+/* The n-th key (n = 0, 1, ...) that routes to master server s. */
+static void key_on(uint32_t s, int n, char *out, size_t len)
+{
+    for (int i = 0; i < 10000; i++) {
+        snprintf(out, len, "key%d", i);
+        if (router_pick(&pp.master->router, out, strlen(out)) == s && n-- == 0)
+            return;
+    }
+    fail_msg("no key on server %u", s);
 }
 
 /* Two keys that the two master servers split between them. */
 static void keys_on_both_masters(char *k0, char *k1)
 {
-    k0[0] = k1[0] = '\0';
-    for (int i = 0; i < 1000 && (k0[0] == '\0' || k1[0] == '\0'); i++) {
-        char k[16];
-        snprintf(k, sizeof(k), "key%d", i);
-        uint32_t s = router_pick(&pp.master->router, k, strlen(k));
-        if (s == 0 && k0[0] == '\0')
-            strcpy(k0, k);
-        if (s == 1 && k1[0] == '\0')
-            strcpy(k1, k);
-    }
-    assert_true(k0[0] != '\0' && k1[0] != '\0');
+    key_on(0, 0, k0, 16);
+    key_on(1, 0, k1, 16);
+}
+
+/* Takes every master server out of the ring, or puts them back. */
+static void masters_live(bool live)
+{
+    for (uint32_t i = 0; i < pp.master->nservers; i++)
+        pp.master->servers[i].ejected_until_ms = live ? 0 : INT64_MAX;
+    pp.master->eject_epoch++;
 }
 
 /* ================================ get ================================ */
@@ -658,7 +709,7 @@ static void test_get_l1_choice_varies(void **state)
     int seen[2] = { 0, 0 };
     for (int i = 0; i < 40; i++) {
         struct msg *m = request("get k\r\n");
-        seen[m->l1]++;
+        seen[l1_index(m)]++;
         reply_to(l1_of(m), "get k\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n");
         expect_reply(m, "VALUE k 0 1\r\nv\r\nEND\r\n");
         expect_pending(0);   /* one L1 read, nothing else */
@@ -971,10 +1022,7 @@ static void test_touch_replayed(void **state)
 static void test_write_without_live_master_sends_nothing(void **state)
 {
     (void)state;
-    /* take both master servers out of the ring */
-    for (uint32_t i = 0; i < pp.master->nservers; i++)
-        pp.master->servers[i].ejected_until_ms = INT64_MAX;
-    pp.master->eject_epoch++;
+    masters_live(false);   /* both master servers out of the ring */
     struct msg *m = request("set k 0 0 1\r\nv\r\n");
     expect_reply(m, "SERVER_ERROR no server available\r\n");
     expect_pending(0);
@@ -986,9 +1034,7 @@ static void test_write_without_live_master_sends_nothing(void **state)
     reply_to(l1_of(m3), "get k\r\n", "END\r\n");
     reply_to("slave[0]", "get k\r\n", "VALUE k 0 1\r\ns\r\nEND\r\n");
     expect_reply(m3, "VALUE k 0 1\r\ns\r\nEND\r\n");
-    for (uint32_t i = 0; i < pp.master->nservers; i++)
-        pp.master->servers[i].ejected_until_ms = 0;
-    pp.master->eject_epoch++;
+    masters_live(true);
 }
 
 /* ============================ master + replicas ====================== */
@@ -1143,6 +1189,190 @@ static void test_async_retry_cancelled_at_shutdown(void **state)
     memset(&pp, 0, sizeof(pp));
 }
 
+/* ============================ plain pools ============================ */
+
+/* Keys a, b, c on master[0], [1], [2] and d on master[0] again; the
+ * request "get a b c d" and each server's share of it. */
+struct split {
+    char a[16], b[16], c[16], d[16];
+    char wire[80], to0[48], to1[32], to2[32];
+};
+
+static void split_keys(struct split *k)
+{
+    key_on(0, 0, k->a, sizeof(k->a));
+    key_on(1, 0, k->b, sizeof(k->b));
+    key_on(2, 0, k->c, sizeof(k->c));
+    key_on(0, 1, k->d, sizeof(k->d));
+    snprintf(k->wire, sizeof(k->wire), "get %s %s %s %s\r\n", k->a, k->b, k->c, k->d);
+    snprintf(k->to0, sizeof(k->to0), "get %s %s\r\n", k->a, k->d);
+    snprintf(k->to1, sizeof(k->to1), "get %s\r\n", k->b);
+    snprintf(k->to2, sizeof(k->to2), "get %s\r\n", k->c);
+}
+
+/* "VALUE <key> 0 <len>\r\n<data>\r\n" */
+static const char *value_of(char *out, size_t len, const char *key, const char *data)
+{
+    snprintf(out, len, "VALUE %s 0 %zu\r\n%s\r\n", key, strlen(data), data);
+    return out;
+}
+
+static void test_plain_multiget_split_and_merged_in_key_order(void **state)
+{
+    (void)state;
+    struct split k;
+    split_keys(&k);
+    char va[64], vb[64], vd[64], rsp0[160], want[320];
+    struct msg *m = request(k.wire);
+    expect_pending(3, "master[0]", k.to0, "master[1]", k.to1, "master[2]", k.to2);
+    /* answers in the reverse order of the keys; d before a on server 0 */
+    snprintf(rsp0, sizeof(rsp0), "%s%sEND\r\n", value_of(va, sizeof(va), k.a, "1"),
+             value_of(vd, sizeof(vd), k.d, "4444"));
+    reply_to("master[2]", k.to2, "END\r\n");   /* c missed */
+    assert_null(reply_of(m));
+    reply_to("master[0]", k.to0, rsp0);
+    assert_null(reply_of(m));
+    char rsp1[128];
+    snprintf(rsp1, sizeof(rsp1), "%sEND\r\n", value_of(vb, sizeof(vb), k.b, "22"));
+    reply_to("master[1]", k.to1, rsp1);
+    snprintf(want, sizeof(want), "%s%s%sEND\r\n", va, vb, vd);
+    expect_reply(m, want);
+    assert_int_equal(sw.pools[0].f[STATS_fragments], 3);
+}
+
+static void test_plain_multiget_one_server_is_direct(void **state)
+{
+    (void)state;
+    struct split k;
+    split_keys(&k);
+    char wire[48], va[64], vd[64], rsp[160];
+    snprintf(wire, sizeof(wire), "get %s %s\r\n", k.d, k.a);
+    struct msg *m = request(wire);
+    expect_pending(1, "master[0]", wire);
+    snprintf(rsp, sizeof(rsp), "%s%sEND\r\n", value_of(vd, sizeof(vd), k.d, "d"),
+             value_of(va, sizeof(va), k.a, "a"));
+    reply_to("master[0]", wire, rsp);
+    expect_reply(m, rsp);
+}
+
+static void test_plain_multiget_server_failure_fails_all(void **state)
+{
+    (void)state;
+    struct split k;
+    split_keys(&k);
+    char va[64], vb[64], rsp[160];
+    struct msg *m = request(k.wire);
+    snprintf(rsp, sizeof(rsp), "%sEND\r\n", value_of(va, sizeof(va), k.a, "1"));
+    reply_to("master[0]", k.to0, rsp);
+    fail_to("master[2]", k.to2, "backend timed out");
+    assert_null(reply_of(m));   /* master[1] is still out */
+    snprintf(rsp, sizeof(rsp), "%sEND\r\n", value_of(vb, sizeof(vb), k.b, "2"));
+    reply_to("master[1]", k.to1, rsp);
+    expect_reply(m, "SERVER_ERROR backend timed out\r\n");
+    expect_pending(0);
+}
+
+static void test_plain_multiget_error_line_fails_all(void **state)
+{
+    (void)state;
+    struct split k;
+    split_keys(&k);
+    struct msg *m = request(k.wire);
+    reply_to("master[1]", k.to1, "SERVER_ERROR out of memory storing object\r\n");
+    reply_to("master[0]", k.to0, "END\r\n");
+    reply_to("master[2]", k.to2, "END\r\n");
+    expect_reply(m, "SERVER_ERROR out of memory storing object\r\n");
+}
+
+static void test_plain_multiget_unasked_key_is_an_error(void **state)
+{
+    (void)state;
+    struct split k;
+    split_keys(&k);
+    char vb[64], rsp[160];
+    struct msg *m = request(k.wire);
+    /* server 2 answers with b, which it was not asked for */
+    snprintf(rsp, sizeof(rsp), "%sEND\r\n", value_of(vb, sizeof(vb), k.b, "2"));
+    reply_to("master[2]", k.to2, rsp);
+    reply_to("master[1]", k.to1, rsp);
+    reply_to("master[0]", k.to0, "END\r\n");
+    expect_reply(m, "SERVER_ERROR backend returned a key it was not asked for\r\n");
+}
+
+static void test_plain_single_key_commands(void **state)
+{
+    (void)state;
+    char key[16], wire[64], label[16];
+    key_on(1, 0, key, sizeof(key));
+    snprintf(label, sizeof(label), "master[1]");
+    snprintf(wire, sizeof(wire), "set %s 0 0 1\r\nv\r\n", key);
+    struct msg *m = request(wire);
+    expect_pending(1, label, wire);   /* no other tier: nothing else */
+    reply_to(label, wire, "STORED\r\n");
+    expect_reply(m, "STORED\r\n");
+    snprintf(wire, sizeof(wire), "incr %s 5\r\n", key);
+    m = request(wire);
+    fail_to(label, wire, "backend connect failed");
+    expect_reply(m, "SERVER_ERROR backend connect failed\r\n");
+}
+
+static void test_plain_no_server_available_is_immediate(void **state)
+{
+    (void)state;
+    masters_live(false);
+    struct msg *m = request("get a b c\r\n");   /* done before dispatch returned */
+    expect_reply(m, "SERVER_ERROR no server available\r\n");
+    m = request("delete a\r\n");
+    expect_reply(m, "SERVER_ERROR no server available\r\n");
+    expect_pending(0);
+    assert_int_equal(sw.pools[0].f[STATS_forward_error], 2);
+}
+
+static void test_plain_flush_all_disabled_is_immediate(void **state)
+{
+    (void)state;
+    struct msg *m = request("flush_all\r\n");
+    expect_reply(m, "SERVER_ERROR flush_all is disabled for this pool "
+                    "(set allow_flush: true)\r\n");
+    expect_pending(0);
+}
+
+static void test_plain_flush_all_every_server(void **state)
+{
+    (void)state;
+    struct msg *m = request("flush_all 10\r\n");
+    expect_pending(3, "master[0]", "flush_all 10\r\n", "master[1]", "flush_all 10\r\n",
+                   "master[2]", "flush_all 10\r\n");
+    reply_to("master[1]", "flush_all 10\r\n", "OK\r\n");
+    reply_to("master[0]", "flush_all 10\r\n", "OK\r\n");
+    assert_null(reply_of(m));
+    reply_to("master[2]", "flush_all 10\r\n", "OK\r\n");
+    expect_reply(m, "OK\r\n");
+    m = request("flush_all\r\n");
+    fail_to("master[0]", "flush_all\r\n", "backend timed out");
+    answer_all("OK\r\n");
+    expect_reply(m, "SERVER_ERROR backend timed out\r\n");
+}
+
+/* The records a request used go back to the worker's cache and are
+ * reused: a second request allocates nothing new. */
+static void test_plain_request_records_recycled(void **state)
+{
+    (void)state;
+    struct split k;
+    split_keys(&k);
+    struct msg *m = request(k.wire);
+    assert_int_equal(pcache.nreqs, 0);
+    answer_all("END\r\n");
+    expect_reply(m, "END\r\n");
+    assert_int_equal(pcache.nreqs, 1);
+    m = request(k.wire);
+    assert_int_equal(pcache.nreqs, 0);
+    answer_all("END\r\n");
+    expect_reply(m, "END\r\n");
+    assert_int_equal(pcache.nreqs, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1192,6 +1422,18 @@ int main(void)
         SMALL(test_async_delete_retry_succeeds),
         SMALL(test_async_set_not_retried),
         SMALL(test_async_retry_cancelled_at_shutdown),
+#define PLAIN(t) cmocka_unit_test_setup_teardown(t, setup_plain, teardown)
+        PLAIN(test_plain_multiget_split_and_merged_in_key_order),
+        PLAIN(test_plain_multiget_one_server_is_direct),
+        PLAIN(test_plain_multiget_server_failure_fails_all),
+        PLAIN(test_plain_multiget_error_line_fails_all),
+        PLAIN(test_plain_multiget_unasked_key_is_an_error),
+        PLAIN(test_plain_single_key_commands),
+        PLAIN(test_plain_no_server_available_is_immediate),
+        PLAIN(test_plain_flush_all_disabled_is_immediate),
+        cmocka_unit_test_setup_teardown(test_plain_flush_all_every_server,
+                                        setup_plain_flush, teardown),
+        PLAIN(test_plain_request_records_recycled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

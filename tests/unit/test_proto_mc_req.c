@@ -42,6 +42,7 @@ long_key(size_t n)
 
 /* ---- string builder for expected/actual outputs ----------------------- */
 
+#include "test_line.h"
 #include "test_sbuf.h"
 
 /* ---- fixtures and helpers --------------------------------------------- */
@@ -70,18 +71,7 @@ req_teardown(void **state)
 static enum mc_status
 parse(struct mc_req *req, const char *line, const char **err)
 {
-    size_t n = strlen(line);
-
-    mc_req_reset(req);
-    if (n + 1 > req->line_cap) {
-        req->line = realloc(req->line, n + 1);
-        assert_non_null(req->line);
-        req->line_cap = n + 1;
-    }
-    memcpy(req->line, line, n + 1);
-    req->line_len = n;
-    *err = NULL;
-    return mc_req_parse(req, &lim, err);
+    return test_req_parse(req, line, &lim, err);
 }
 
 static void

@@ -16,6 +16,7 @@
 
 static const struct mc_limits lim = { .max_line = 300, .max_value = 1024 };
 
+#include "test_line.h"
 #include "test_sbuf.h"
 
 static int
@@ -41,17 +42,7 @@ rsp_teardown(void **state)
 static enum mc_status
 parse(struct mc_rsp *rsp, const char *line)
 {
-    size_t n = strlen(line);
-
-    mc_rsp_reset(rsp);
-    if (n + 1 > rsp->line_cap) {
-        rsp->line = realloc(rsp->line, n + 1);
-        assert_non_null(rsp->line);
-        rsp->line_cap = n + 1;
-    }
-    memcpy(rsp->line, line, n + 1);
-    rsp->line_len = n;
-    return mc_rsp_parse(rsp, &lim);
+    return test_rsp_parse(rsp, line, &lim);
 }
 
 /* ---- parsing ---------------------------------------------------------- */
