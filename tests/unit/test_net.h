@@ -130,11 +130,15 @@ static inline void net_read_for(struct conn_loop *l, int fd, struct sbuf *b, int
     }
 }
 
-/* Asserts that nothing arrives on fd within ms milliseconds. */
+/* Asserts that nothing arrives on fd within ms milliseconds, and that
+ * the peer has not closed it either. */
 static inline void net_quiet(struct conn_loop *l, int fd, int ms)
 {
     net_run_for(l, ms);
-    assert_int_equal(net_peek(fd), 0);
+    char c;
+    ssize_t r = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    assert_int_equal(r, -1);
+    assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 /* Writes all n bytes while the loop runs (the proxy may read slowly). */
