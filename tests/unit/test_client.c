@@ -359,6 +359,38 @@ static void test_backpressure_stops_at_max_inflight(void **state)
     free(ends.p);
 }
 
+/* Half-closed while paused: the requests the pause held back in the
+ * input are still framed and answered before the EOF is acted on. */
+static void test_half_close_while_paused_answers_all(void **state)
+{
+    struct fx *f = *state;
+    const int total = CLIENT_MAX_INFLIGHT + 10;
+    struct sbuf req = { 0 }, first = { 0 }, rest = { 0 }, ends = { 0 };
+    gets_text(&req, 0, total);
+    gets_text(&first, 0, CLIENT_MAX_INFLIGHT);
+    gets_text(&rest, CLIENT_MAX_INFLIGHT, total);
+    client_says(f, req.p);
+    assert_int_equal(shutdown(f->cfd, SHUT_WR), 0);
+    server_gets(f, 0, first.p);
+    net_quiet(loop_of(f), f->cfd, 10);
+    assert_false(client_gone(f));
+    ends_text(&ends, CLIENT_MAX_INFLIGHT);
+    server_says(f, 0, ends.p);
+    net_expect(loop_of(f), f->cfd, ends.p);
+    server_gets(f, 0, rest.p);
+    free(ends.p);
+    memset(&ends, 0, sizeof(ends));
+    ends_text(&ends, total - CLIENT_MAX_INFLIGHT);
+    server_says(f, 0, ends.p);
+    net_expect(loop_of(f), f->cfd, ends.p);
+    net_expect_closed(loop_of(f), f->cfd);
+    assert_true(client_gone(f));
+    free(req.p);
+    free(first.p);
+    free(rest.p);
+    free(ends.p);
+}
+
 /* One byte past max_line (a final '\r' could still be half of "\r\n"). */
 static void test_line_too_long_errors_and_closes(void **state)
 {
@@ -389,6 +421,7 @@ int main(void)
         T(test_quit_closes_after_earlier_replies),
         T(test_half_close_gets_every_reply_then_eof),
         T(test_backpressure_stops_at_max_inflight),
+        T(test_half_close_while_paused_answers_all),
         T(test_line_too_long_errors_and_closes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
