@@ -1,0 +1,564 @@
+/* Unit tests for backend: pipelined connections to one memcached server.
+ *
+ * The test plays memcached on a real socket (127.0.0.1 on a port the
+ * kernel chose; a unix path where nothing listens for connects that must
+ * fail) and drives the worker's loop itself, one turn at a time. It
+ * asserts the exact bytes the server receives and the exact events each
+ * request's callback gets, as a log of lines "ID VALUE key flags len
+ * data", "ID END" (the reply's last line), "ID FAIL reason":
+ *   - a VALUE reply framed at every byte boundary;
+ *   - requests of one batch gathered into one write, replies matched in
+ *     order;
+ *   - no callback from inside backend_send, even when the connect fails;
+ *   - timeout, a garbled or unsolicited reply, EOF in the middle of a
+ *     value: every request in flight fails, the connection is reset, the
+ *     next request reconnects; the server stats count each;
+ *   - ejection after server_failure_limit failures, until
+ *     server_retry_timeout;
+ *   - a 1 MB value arrives intact. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <arpa/inet.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "strata/backend.h"
+#include "strata/conn.h"
+#include "strata/util.h"
+#include "test_sbuf.h"
+#include "test_net.h"
+
+#define BIG_VALUE (1 << 20)
+
+struct fx {
+    struct event_base     *base;
+    struct conn_loop       loop;
+    struct backend_worker  bw;
+    struct conf_server     cs;
+    struct conf_tier       tier;
+    struct backend_server  s;
+    struct stats_server    stats;
+    struct stats_pool      pstats;
+    uint32_t               epoch;     /* bumped by backend on eject */
+    int                    lfd;       /* the fake memcached's listener, or -1 */
+    int                    sfd;       /* its accepted connection, or -1 */
+    char                   path[64];  /* unix path where nothing listens */
+    char                   text[80];
+};
+
+static struct mc_limits limits = { .max_line = 4096, .max_value = BIG_VALUE,
+                                   .read_chunk = 16384 };
+
+/* What the callbacks were told, in order; big values' data apart. */
+static struct sbuf events;
+static struct sbuf big;
+
+static const char *events_str(void)
+{
+    return events.p != NULL ? events.p : "";
+}
+
+static void record_value(int id, struct mc_rsp *rsp)
+{
+    size_t n = evbuffer_get_length(rsp->data);
+    sbuf_printf(&events, "%d VALUE %.*s %u %zu ", id, (int)rsp->key.len,
+                rsp->line + rsp->key.off, rsp->flags, n);
+    struct sbuf *to = n <= 64 ? &events : &big;
+    char *tmp = malloc(n + 1);
+    assert_non_null(tmp);
+    assert_int_equal(evbuffer_remove(rsp->data, tmp, n), (int)n);
+    sbuf_add(to, tmp, n);
+    free(tmp);
+    sbuf_add(&events, "\n", 1);
+}
+
+static void on_reply(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+                     const char *reason)
+{
+    int id = (int)(intptr_t)arg;
+    switch (ev) {
+    case BACKEND_VALUE:
+        record_value(id, rsp);
+        break;
+    case BACKEND_DONE:
+        sbuf_printf(&events, "%d %s\n", id, rsp->line);
+        break;
+    case BACKEND_FAIL:
+        sbuf_printf(&events, "%d FAIL %s\n", id, reason);
+        break;
+    }
+}
+
+/* backend_send of a request given as text, tagged id in the log. */
+static void send_req(struct fx *f, enum mc_cmd cmd, const char *bytes, int id)
+{
+    struct evbuffer *b = evbuffer_new();
+    assert_non_null(b);
+    evbuffer_add(b, bytes, strlen(bytes));
+    backend_send(&f->s, cmd, b, on_reply, (void *)(intptr_t)id);
+    assert_int_equal(evbuffer_get_length(b), 0);   /* the bytes were moved */
+    evbuffer_free(b);
+}
+
+/* Waits until the log is exactly want. */
+static void expect_events(struct fx *f, const char *want)
+{
+    NET_WAIT(&f->loop, events.len >= strlen(want));
+    assert_string_equal(events_str(), want);
+}
+
+static int64_t stat_of(struct fx *f, enum stats_server_field k)
+{
+    return f->stats.f[k];
+}
+
+/* ---- fixtures ---- */
+
+/* A TCP listener on 127.0.0.1, port chosen by the kernel. */
+static int listen_tcp(uint16_t *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sin = { .sin_family = AF_INET,
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(sin);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, len), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    *port = ntohs(sin.sin_port);
+    net_nonblock(fd);
+    return fd;
+}
+
+static struct fx *fx_new(int timeout_ms)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    free(events.p);
+    free(big.p);
+    memset(&events, 0, sizeof(events));
+    memset(&big, 0, sizeof(big));
+    f->lfd = f->sfd = -1;
+    f->base = event_base_new();
+    assert_non_null(f->base);
+    conn_loop_init(&f->loop, f->base, limits.read_chunk);
+    backend_worker_init(&f->bw, &f->loop);
+    f->tier = (struct conf_tier){
+        .servers = &f->cs, .nservers = 1,
+        .hash = HASHKIT_HASH_MD5, .distribution = HASHKIT_DIST_KETAMA,
+        .timeout_ms = timeout_ms, .server_connections = 1,
+        .auto_eject_hosts = false, .server_retry_timeout_ms = 30000,
+        .server_failure_limit = 2,
+    };
+    return f;
+}
+
+static void fx_server_init(struct fx *f, struct conf_addr addr)
+{
+    f->cs = (struct conf_server){ .addr = addr, .weight = 1, .text = f->text };
+    char err[256] = "";
+    assert_int_equal(backend_server_init(&f->s, &f->cs, &f->tier, &f->bw, &limits,
+                                         &f->pstats, &f->stats, &f->epoch,
+                                         err, sizeof(err)), 0);
+}
+
+/* A server listening on 127.0.0.1. */
+static struct fx *fx_tcp(int timeout_ms)
+{
+    struct fx *f = fx_new(timeout_ms);
+    uint16_t port;
+    f->lfd = listen_tcp(&port);
+    snprintf(f->text, sizeof(f->text), "127.0.0.1:%u:1", (unsigned)port);
+    fx_server_init(f, (struct conf_addr){ .host = "127.0.0.1", .port = port });
+    return f;
+}
+
+static int setup_tcp(void **state)
+{
+    *state = fx_tcp(-1);
+    return 0;
+}
+
+static int setup_timeout(void **state)
+{
+    *state = fx_tcp(50);
+    return 0;
+}
+
+/* 127.0.0.1 on a port that was free a moment ago: connect is refused. */
+static int setup_refused(void **state)
+{
+    struct fx *f = fx_new(-1);
+    uint16_t port;
+    close(listen_tcp(&port));
+    snprintf(f->text, sizeof(f->text), "127.0.0.1:%u:1", (unsigned)port);
+    fx_server_init(f, (struct conf_addr){ .host = "127.0.0.1", .port = port });
+    *state = f;
+    return 0;
+}
+
+/* A unix path where nothing listens: connect fails at once. */
+static struct fx *fx_nowhere(bool eject)
+{
+    struct fx *f = fx_new(-1);
+    f->tier.auto_eject_hosts = eject;
+    f->tier.server_retry_timeout_ms = 100;
+    snprintf(f->path, sizeof(f->path), "/tmp/strata-test-nowhere-%ld.sock", (long)getpid());
+    unlink(f->path);
+    snprintf(f->text, sizeof(f->text), "%s:1", f->path);
+    fx_server_init(f, (struct conf_addr){ .path = f->path });
+    return f;
+}
+
+static int setup_nowhere(void **state)
+{
+    *state = fx_nowhere(false);
+    return 0;
+}
+
+static int setup_nowhere_eject(void **state)
+{
+    *state = fx_nowhere(true);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    backend_server_deinit(&f->s);
+    if (f->sfd >= 0)
+        close(f->sfd);
+    if (f->lfd >= 0)
+        close(f->lfd);
+    backend_worker_deinit(&f->bw);
+    event_base_free(f->base);
+    free(f);
+    free(events.p);
+    free(big.p);
+    memset(&events, 0, sizeof(events));
+    memset(&big, 0, sizeof(big));
+    return 0;
+}
+
+/* ---- replies ---- */
+
+/* Feeding the reply one byte at a time, running the loop after each:
+ * the VALUE is delivered when its data block's last byte arrives, END
+ * with the last byte, never earlier. */
+static void test_get_reply_split_at_every_byte(void **state)
+{
+    struct fx *f = *state;
+    send_req(f, MC_CMD_GET, "get foo\r\n", 1);
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, "get foo\r\n");
+    const char *reply = "VALUE foo 5 3\r\nbar\r\nEND\r\n";
+    size_t n = strlen(reply), value_end = strlen("VALUE foo 5 3\r\nbar\r\n");
+    for (size_t i = 0; i < n; i++) {
+        net_write_all(&f->loop, f->sfd, reply + i, 1);
+        const char *want = i + 1 < value_end ? ""
+                         : i + 1 < n ? "1 VALUE foo 5 3 bar\n"
+                         : "1 VALUE foo 5 3 bar\n1 END\n";
+        net_turn(&f->loop);
+        expect_events(f, want);
+    }
+    assert_int_equal(stat_of(f, STATS_requests), 1);
+    assert_int_equal(stat_of(f, STATS_request_bytes), 9);
+    assert_int_equal(stat_of(f, STATS_responses), 1);
+    assert_int_equal(stat_of(f, STATS_response_bytes), (int64_t)n);
+    assert_int_equal(stat_of(f, STATS_out_queue), 0);
+    assert_int_equal(stat_of(f, STATS_out_queue_bytes), 0);
+    assert_int_equal(stat_of(f, STATS_server_connections), 1);
+    assert_int_equal(backend_server_pending(&f->s), 0);
+    net_quiet(&f->loop, f->sfd, 5);   /* nothing else was sent */
+}
+
+/* Data segments the peer of fd has sent to it so far. */
+static uint32_t data_segs_in(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len), 0);
+    assert_true(len >= offsetof(struct tcp_info, tcpi_data_segs_in) + 4);
+    return ti.tcpi_data_segs_in;
+}
+
+/* Three requests of one batch on a connected connection: nothing is
+ * written inside backend_send, then one write (one TCP segment) carries
+ * all three, and the replies go back to them in order. */
+static void test_batch_is_one_write_replies_in_order(void **state)
+{
+    struct fx *f = *state;
+    send_req(f, MC_CMD_GET, "get w\r\n", 0);   /* connect first */
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, "get w\r\n");
+    net_send_str(&f->loop, f->sfd, "END\r\n");
+    expect_events(f, "0 END\n");
+
+    uint32_t segs = data_segs_in(f->sfd);
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    send_req(f, MC_CMD_SET, "set b 0 0 1\r\nx\r\n", 2);
+    send_req(f, MC_CMD_DELETE, "delete c\r\n", 3);
+    assert_int_equal(net_peek(f->sfd), 0);
+    assert_int_equal(backend_server_pending(&f->s), 3);
+    net_turn(&f->loop);
+    const char *want = "get a\r\nset b 0 0 1\r\nx\r\ndelete c\r\n";
+    char got[256] = "";
+    struct pollfd p = { .fd = f->sfd, .events = POLLIN };
+    assert_int_equal(poll(&p, 1, NET_WAIT_MS), 1);
+    ssize_t r = recv(f->sfd, got, sizeof(got) - 1, 0);   /* ONE read */
+    assert_true(r > 0);
+    assert_string_equal(got, want);
+    assert_int_equal(data_segs_in(f->sfd) - segs, 1);
+
+    net_send_str(&f->loop, f->sfd, "VALUE a 1 2\r\nAA\r\nEND\r\nSTO");
+    net_send_str(&f->loop, f->sfd, "RED\r\nDELETED\r\n");
+    expect_events(f, "0 END\n1 VALUE a 1 2 AA\n1 END\n2 STORED\n3 DELETED\n");
+    assert_int_equal(stat_of(f, STATS_responses), 4);
+}
+
+/* ---- callbacks come from the loop ---- */
+
+static void test_send_never_calls_back_inline(void **state)
+{
+    struct fx *f = *state;
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    send_req(f, MC_CMD_GET, "get b\r\n", 2);
+    assert_string_equal(events_str(), "");
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, "get a\r\nget b\r\n");
+    net_send_str(&f->loop, f->sfd, "END\r\nEND\r\n");
+    expect_events(f, "1 END\n2 END\n");
+}
+
+/* connect() itself fails (no such path): the failure is still reported
+ * from the loop. */
+static void test_connect_fails_at_once_reported_later(void **state)
+{
+    struct fx *f = *state;
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    send_req(f, MC_CMD_GET, "get b\r\n", 2);
+    assert_string_equal(events_str(), "");
+    assert_int_equal(backend_server_pending(&f->s), 2);
+    expect_events(f, "1 FAIL backend connect failed: No such file or directory\n"
+                     "2 FAIL backend connect failed: No such file or directory\n");
+    assert_int_equal(backend_server_pending(&f->s), 0);
+    assert_int_equal(stat_of(f, STATS_out_queue), 0);
+    assert_int_equal(stat_of(f, STATS_server_connections), 0);
+    assert_true(backend_server_live(&f->s, util_now_ms()));   /* no auto_eject */
+}
+
+/* Nothing listens on the port: connection refused, from the loop. */
+static void test_connect_refused_reported_later(void **state)
+{
+    struct fx *f = *state;
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    assert_string_equal(events_str(), "");
+    expect_events(f, "1 FAIL backend connect failed: Connection refused\n");
+    assert_int_equal(backend_server_pending(&f->s), 0);
+}
+
+/* ---- failures reset the connection ---- */
+
+/* The next request opens a new connection and is answered. */
+static void expect_reconnect(struct fx *f, const char *log_before)
+{
+    char want[512];
+    send_req(f, MC_CMD_GET, "get again\r\n", 9);
+    if (f->sfd >= 0)
+        close(f->sfd);
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, "get again\r\n");
+    net_send_str(&f->loop, f->sfd, "END\r\n");
+    snprintf(want, sizeof(want), "%s9 END\n", log_before);
+    expect_events(f, want);
+}
+
+static void test_timeout_fails_and_reconnects(void **state)
+{
+    struct fx *f = *state;
+    int64_t t0 = util_now_ms();
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    send_req(f, MC_CMD_GET, "get b\r\n", 2);
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, "get a\r\nget b\r\n");
+    const char *failed = "1 FAIL backend timed out\n2 FAIL backend timed out\n";
+    expect_events(f, failed);
+    int64_t took = util_now_ms() - t0;
+    assert_true(took >= 49);
+    assert_true(took < 1000);
+    assert_int_equal(stat_of(f, STATS_server_timedout), 1);
+    assert_int_equal(stat_of(f, STATS_server_connections), 0);
+    net_expect_closed(&f->loop, f->sfd);
+    expect_reconnect(f, failed);
+    assert_int_equal(stat_of(f, STATS_server_connections), 1);
+}
+
+/* A reply that is not memcached's fails both requests in flight. */
+static void test_garbage_reply_fails_inflight(void **state)
+{
+    struct fx *f = *state;
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    send_req(f, MC_CMD_GET, "get b\r\n", 2);
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, "get a\r\nget b\r\n");
+    net_send_str(&f->loop, f->sfd, "HELLO\r\n");
+    const char *failed = "1 FAIL backend sent an invalid response\n"
+                         "2 FAIL backend sent an invalid response\n";
+    expect_events(f, failed);
+    assert_int_equal(stat_of(f, STATS_server_err), 1);
+    net_expect_closed(&f->loop, f->sfd);
+    expect_reconnect(f, failed);
+}
+
+/* A reply of the wrong kind for the head request (STORED to a get)
+ * cannot be matched: the pipeline is lost. */
+static void test_wrong_kind_of_reply_fails_inflight(void **state)
+{
+    struct fx *f = *state;
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    send_req(f, MC_CMD_DELETE, "delete b\r\n", 2);
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, "get a\r\ndelete b\r\n");
+    net_send_str(&f->loop, f->sfd, "STORED\r\nDELETED\r\n");
+    expect_events(f, "1 FAIL backend sent an invalid response\n"
+                     "2 FAIL backend sent an invalid response\n");
+    assert_int_equal(stat_of(f, STATS_server_err), 1);
+}
+
+/* A reply with no request in flight resets the connection. */
+static void test_unsolicited_reply_resets(void **state)
+{
+    struct fx *f = *state;
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, "get a\r\n");
+    net_send_str(&f->loop, f->sfd, "END\r\nEND\r\n");
+    expect_events(f, "1 END\n");
+    NET_WAIT(&f->loop, stat_of(f, STATS_server_err) == 1);
+    net_expect_closed(&f->loop, f->sfd);
+    assert_string_equal(events_str(), "1 END\n");
+    expect_reconnect(f, "1 END\n");
+}
+
+static void test_eof_mid_value_fails(void **state)
+{
+    struct fx *f = *state;
+    send_req(f, MC_CMD_GET, "get foo\r\n", 1);
+    send_req(f, MC_CMD_GET, "get bar\r\n", 2);
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, "get foo\r\nget bar\r\n");
+    net_send_str(&f->loop, f->sfd, "VALUE foo 0 10\r\nabc");
+    close(f->sfd);
+    f->sfd = -1;
+    const char *failed = "1 FAIL backend closed the connection\n"
+                         "2 FAIL backend closed the connection\n";
+    expect_events(f, failed);
+    assert_int_equal(stat_of(f, STATS_server_eof), 1);
+    assert_int_equal(stat_of(f, STATS_server_err), 0);
+    assert_int_equal(stat_of(f, STATS_server_connections), 0);
+    expect_reconnect(f, failed);
+}
+
+/* ---- ejection ---- */
+
+/* Sends one request that fails, and waits for its failure. */
+static void fail_once(struct fx *f, int id)
+{
+    size_t before = events.len;
+    send_req(f, MC_CMD_GET, "get a\r\n", id);
+    NET_WAIT(&f->loop, events.len > before);
+}
+
+static void test_two_failures_eject_until_retry(void **state)
+{
+    struct fx *f = *state;
+    fail_once(f, 1);
+    assert_true(backend_server_live(&f->s, util_now_ms()));
+    assert_int_equal(f->epoch, 0);
+    int64_t t0 = util_now_ms();
+    fail_once(f, 2);
+    int64_t t1 = util_now_ms();
+    int64_t until = f->s.ejected_until_ms;
+    assert_true(until >= t0 + 100 && until <= t1 + 100);
+    assert_false(backend_server_live(&f->s, t1));
+    assert_false(backend_server_live(&f->s, until - 1));
+    assert_true(backend_server_live(&f->s, until));
+    assert_int_equal(f->epoch, 1);
+    assert_int_equal(f->pstats.f[STATS_server_ejects], 1);
+    assert_true(stat_of(f, STATS_server_ejected_at) > 0);
+    NET_WAIT(&f->loop, util_now_ms() >= until);
+    assert_true(backend_server_live(&f->s, util_now_ms()));
+}
+
+static void test_no_eject_without_auto_eject(void **state)
+{
+    struct fx *f = *state;
+    for (int i = 1; i <= 3; i++)
+        fail_once(f, i);
+    assert_int_equal(f->s.ejected_until_ms, 0);
+    assert_true(backend_server_live(&f->s, util_now_ms()));
+    assert_int_equal(f->epoch, 0);
+    assert_int_equal(f->pstats.f[STATS_server_ejects], 0);
+}
+
+/* ---- large values ---- */
+
+static void test_one_megabyte_value_intact(void **state)
+{
+    struct fx *f = *state;
+    send_req(f, MC_CMD_GET, "get big\r\n", 1);
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, "get big\r\n");
+    char *value = malloc(BIG_VALUE);
+    assert_non_null(value);
+    for (size_t i = 0; i < BIG_VALUE; i++)
+        value[i] = (char)('a' + (i * 7 + i / 251) % 26);
+    char head[64];
+    int hn = snprintf(head, sizeof(head), "VALUE big 3 %d\r\n", BIG_VALUE);
+    net_write_all(&f->loop, f->sfd, head, (size_t)hn);
+    net_write_all(&f->loop, f->sfd, value, BIG_VALUE);
+    net_send_str(&f->loop, f->sfd, "\r\nEND\r\n");
+    expect_events(f, "1 VALUE big 3 1048576 \n1 END\n");
+    assert_int_equal(big.len, BIG_VALUE);
+    assert_memory_equal(big.p, value, BIG_VALUE);
+    free(value);
+}
+
+int main(void)
+{
+#define TCP(t) cmocka_unit_test_setup_teardown(t, setup_tcp, teardown)
+    const struct CMUnitTest tests[] = {
+        TCP(test_get_reply_split_at_every_byte),
+        TCP(test_batch_is_one_write_replies_in_order),
+        TCP(test_send_never_calls_back_inline),
+        cmocka_unit_test_setup_teardown(test_connect_fails_at_once_reported_later,
+                                        setup_nowhere, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_refused_reported_later,
+                                        setup_refused, teardown),
+        cmocka_unit_test_setup_teardown(test_timeout_fails_and_reconnects,
+                                        setup_timeout, teardown),
+        TCP(test_garbage_reply_fails_inflight),
+        TCP(test_wrong_kind_of_reply_fails_inflight),
+        TCP(test_unsolicited_reply_resets),
+        TCP(test_eof_mid_value_fails),
+        cmocka_unit_test_setup_teardown(test_two_failures_eject_until_retry,
+                                        setup_nowhere_eject, teardown),
+        cmocka_unit_test_setup_teardown(test_no_eject_without_auto_eject,
+                                        setup_nowhere, teardown),
+        TCP(test_one_megabyte_value_intact),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
