@@ -182,8 +182,13 @@ static void client_execute(struct client *c, struct msg *msg)
 static bool client_read_one(struct client *c)
 {
     struct worker *w = c->wp->worker;
-    if (c->parsing == NULL && (c->parsing = msg_get(&w->msgs)) == NULL)
+    if (c->parsing == NULL && (c->parsing = msg_get(&w->msgs)) == NULL) {
+        /* No memory for the request: answer what was taken, then close
+         * rather than leave the client waiting for a reply. */
+        log_warn("client: out of memory for a request, closing the connection");
+        c->quitting = true;
         return false;
+    }
     struct msg *msg = c->parsing;
     const char *err = NULL;
     enum mc_status st = mc_req_read(conn_input(c->conn), &msg->req,
