@@ -395,22 +395,39 @@ static bool connected(struct fixture *f)
     return f->owner.connected > 0 || f->owner.errors > 0;
 }
 
+/* A socket bound to a kernel-chosen port of 127.0.0.1 (*sa), listening
+ * if asked. */
+static int loopback_port(struct sockaddr_in *sa, bool listening)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    socklen_t len = sizeof(*sa);
+    *sa = (struct sockaddr_in){ .sin_family = AF_INET,
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    assert_int_equal(bind(l, (struct sockaddr *)sa, len), 0);
+    if (listening)
+        assert_int_equal(listen(l, 4), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)sa, &len), 0);
+    return l;
+}
+
+/* Replaces the fixture's conn with one connecting to sa. */
+static void connect_owner(struct fixture *f, const struct sockaddr_in *sa)
+{
+    const char *why = NULL;
+    conn_destroy(&f->owner.conn);
+    f->owner.conn = conn_connect(&f->loop, (const struct sockaddr *)sa, sizeof(*sa),
+                                 4096, &ops, &f->owner, &why);
+    assert_non_null(f->owner.conn);
+}
+
 /* An outgoing connect reports through the loop, and bytes sent before it
  * completed are written once it has. */
 static void test_connect_then_write(void **state)
 {
     struct fixture *f = *state;
-    conn_destroy(&f->owner.conn);
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(sa);
-    assert_int_equal(bind(l, (struct sockaddr *)&sa, len), 0);
-    assert_int_equal(listen(l, 4), 0);
-    assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &len), 0);
-    const char *why = NULL;
-    f->owner.conn = conn_connect(&f->loop, (struct sockaddr *)&sa, len, 4096, &ops,
-                                 &f->owner, &why);
-    assert_non_null(f->owner.conn);
+    struct sockaddr_in sa;
+    int l = loopback_port(&sa, true);
+    connect_owner(f, &sa);
     assert_int_equal(f->owner.connected, 0);   /* never from inside the call */
     evbuffer_add(conn_output(f->owner.conn), "version\r\n", 9);
     conn_send(f->owner.conn);
@@ -429,17 +446,9 @@ static void test_connect_then_write(void **state)
 static void test_connect_refused(void **state)
 {
     struct fixture *f = *state;
-    conn_destroy(&f->owner.conn);
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(sa);
-    assert_int_equal(bind(l, (struct sockaddr *)&sa, len), 0);
-    assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &len), 0);
-    close(l);   /* nothing listens on that port now */
-    const char *why = NULL;
-    f->owner.conn = conn_connect(&f->loop, (struct sockaddr *)&sa, len, 4096, &ops,
-                                 &f->owner, &why);
-    assert_non_null(f->owner.conn);
+    struct sockaddr_in sa;
+    close(loopback_port(&sa, false));   /* nothing listens on that port now */
+    connect_owner(f, &sa);
     assert_int_equal(f->owner.errors, 0);
     assert_true(turn_until(f, connected));
     assert_int_equal(f->owner.errors, 1);
