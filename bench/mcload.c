@@ -911,7 +911,7 @@ static void usage(FILE *f)
         "  -T, --duration=SEC     measured seconds, 0.1..600 (5); with --requests the time bound\n"
         "  -N, --requests=N       measure exactly N requests (in all threads), then stop;\n"
         "                         the warm-up's requests are finished first, 1..1000000000\n"
-        "  -S, --wait-signal      with --requests: after the warm-up print 'READY' and wait\n"
+        "  -S, --wait-signal      with --requests: after the warm-up print 'READY <pid>' and wait\n"
         "                         for SIGUSR1 (at most 120 s) before measuring\n"
         "  -w, --warmup=SEC       unmeasured seconds before, 0..60 (1)\n"
         "  -P, --prefill-max=SEC  bound on the prefill phase, 1..600 (60)\n"
@@ -1131,7 +1131,7 @@ int main(int argc, char **argv)
     } else {
         pthread_barrier_wait(&g_bar);        /* warm-up drained */
         if (opt.wait_signal) {
-            printf("READY\n");
+            printf("READY %d\n", (int)getpid());
             fflush(stdout);
             struct timespec wt = { .tv_sec = (time_t)opt.signal_max, .tv_nsec = 0 };
             while (sigtimedwait(&usr1, NULL, &wt) < 0) {
