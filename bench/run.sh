@@ -19,7 +19,9 @@
 #               requests (SYSCALL_THREADS x SYSCALL_CONNS connections),
 #               detach (SIGINT) and print syscalls per request, in all and
 #               by name, side by side, with the ratio to nutcracker.
-#               One round; DURATION is raised to 120 s as the time bound.
+#               One round; the time bound is SYSCALL_MAX_SECONDS. Rows
+#               "reads"/"writes" add up read, readv, recv* / write, writev,
+#               send*.
 #
 # Scenarios (SCENARIOS, default "v100 v4k v4k-p16 mget10 v10k v200k v1m"):
 # all but small/pipelined send 1 set : 10 gets (mcload --set-every
@@ -52,6 +54,7 @@
 #   KEYS [100000] GET_PCT [90]       the older small/pipelined scenarios
 #   SYSCALL_SCENARIOS ["v4k v100"]  SYSCALL_TARGETS ["nutcracker strata-w1"]
 #   SYSCALL_REQUESTS [100000]  SYSCALL_THREADS [2]  SYSCALL_CONNS [25]
+#   SYSCALL_MAX_SECONDS [300]        time bound of one fixed-count run
 #   PIN [split]         split: load generator (and the backend memcached)
 #                       on LOAD_CPUS, the system under test on SUT_CPUS;
 #                       none: no pinning, every process may use every core
@@ -106,6 +109,7 @@ SYSCALL_TARGETS=${SYSCALL_TARGETS:-"nutcracker strata-w1"}
 SYSCALL_REQUESTS=${SYSCALL_REQUESTS:-100000}
 SYSCALL_THREADS=${SYSCALL_THREADS:-2}
 SYSCALL_CONNS=${SYSCALL_CONNS:-25}
+SYSCALL_MAX_SECONDS=${SYSCALL_MAX_SECONDS:-300}
 MC_MEM=${MC_MEM:-2048}
 STRACE=${STRACE:-strace}
 VSIZE=${VSIZE:-100}
@@ -433,7 +437,7 @@ for sc in $SCENARIOS; do
         fi
         out=$tmp/out-$round-$sc-$tg
         if [ "$SYSCALLS" = 1 ]; then
-            dur=120
+            dur=$SYSCALL_MAX_SECONDS
             args=(-p "$(target_port "$tg")" "${sc_args[@]}" -N "$SYSCALL_REQUESTS" -S
                   -T "$dur" -w 1 -P 60 -o 2000 "${watch[@]}")
             bound=$((dur + 1 + 60 + 120 + 30))
@@ -607,9 +611,13 @@ for sc in scenarios:
         s = "  %-16s" % label + "".join("%12.3f" % vals[tg] for tg in cols)
         for tg in others:
             r, n = vals[tg], vals[ref]
-            s += "%16s" % ("%.2f" % (r / n) if n > 0 else ("-" if r == 0 else "inf"))
+            s += "%16s" % ("%.2f" % (r / n) if n > 0 else ("-" if r == 0 else "(nc: 0)"))
         print(s)
     row("total", {tg: per[tg][1] for tg in cols})
+    groups = (("reads", ("read", "readv", "recvfrom", "recvmsg", "recvmmsg", "pread64", "preadv")),
+              ("writes", ("write", "writev", "sendto", "sendmsg", "sendmmsg", "pwrite64", "pwritev")))
+    for label, members in groups:
+        row(label, {tg: sum(per[tg][0].get(m, 0.0) for m in members) for tg in cols})
     for n in names:
         vals = {tg: per[tg][0].get(n, 0.0) for tg in cols}
         if max(vals.values()) < 0.0005:
