@@ -19,7 +19,8 @@
  * counted) and the connection is re-opened.
  *
  * Phases: prefill (sets for every key of the key space, pipelined up to 32
- * deep and 1024 per thread, never less than --pipeline; bounded by
+ * deep, 1024 per thread and about 4 MB per connection, never less than
+ * --pipeline; bounded by
  * --prefill-max), warm-up (--warmup seconds, not counted), measurement
  * (--duration seconds; or, with --requests N, exactly N requests after the
  * warm-up's requests have finished, optionally started by SIGUSR1 so that a
