@@ -20,19 +20,21 @@
  *
  * Phases: prefill (sets for every key of the key space, pipelined up to 32
  * deep, 1024 per thread and about 4 MB per connection, never less than
- * --pipeline; bounded by
- * --prefill-max), warm-up (--warmup seconds, not counted), measurement
- * (--duration seconds; or, with --requests N, exactly N requests after the
- * warm-up's requests have finished, optionally started by SIGUSR1 so that a
- * tracer can be attached in between: --wait-signal).  Each thread runs its own epoll loop whose waits are
- * bounded by the deadline, so the run ends on time whatever the server does.
+ * --pipeline; bounded by --prefill-max), warm-up (--warmup seconds, not
+ * counted), measurement (--duration seconds; or, with --requests N, exactly
+ * N requests after the warm-up's requests have finished, optionally started
+ * by SIGUSR1 so that a tracer can be attached in between: --wait-signal).
+ * Each thread runs its own epoll loop whose waits are bounded by the
+ * deadline, so the run ends on time whatever the server does.
  *
  * Build: gcc -O2 -Wall -Wextra -Werror -pthread -o mcload mcload.c
  *
  * Output: a human-readable summary on stdout and a final machine-readable
  * line starting with "RESULT ".  --watch-pid PID adds the CPU that process
- * used during the measurement (% of one core and CPU seconds, from /proc/PID/stat).  Exit status: 0 ok, 1 usage or setup error,
- * 3 the run completed but saw errors, timeouts or connection failures.
+ * used during the measurement (% of one core and CPU seconds, from
+ * /proc/PID/stat).  Exit status: 0 ok, 1 usage or setup error, 3 the run
+ * completed but saw errors, timeouts, connection failures, failed prefill
+ * sets, or (--requests) did not finish its count in time.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
