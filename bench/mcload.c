@@ -19,7 +19,7 @@
  * counted) and the connection is re-opened.
  *
  * Phases: prefill (sets for every key of the key space, pipelined up to 32
- * deep, 1024 per thread and about 4 MB per connection, never less than
+ * deep, 1024 per thread and about 1 MB per connection, never less than
  * --pipeline; bounded by --prefill-max), warm-up (--warmup seconds, not
  * counted), measurement (--duration seconds; or, with --requests N, exactly
  * N requests after the warm-up's requests have finished, optionally started
@@ -64,7 +64,7 @@
 #define MAX_SAMPLES  8               /* error samples printed per run */
 #define PREFILL_DEPTH 32             /* prefill pipelines up to this deep... */
 #define PREFILL_INFLIGHT 1024        /* ...with at most this many sets in flight per thread */
-#define PREFILL_BYTES (4u << 20)     /* ...and at most about this many bytes per connection */
+#define PREFILL_BYTES (1u << 20)     /* ...and at most about this many bytes per connection */
 
 /* ---- options ------------------------------------------------------------ */
 
