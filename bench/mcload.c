@@ -2,29 +2,39 @@
  * mcload - a small, careful memcached load generator (text protocol).
  *
  * Threads x connections x pipeline depth: every connection keeps up to
- * `depth` requests in flight (get or set, chosen at random), and every reply
+ * `depth` requests in flight (get or set, chosen at random with --get-pct, or
+ * every Nth request of a thread a set with --set-every), and every reply
  * is parsed and checked:
  *   set -> exactly "STORED"
  *   get -> "END" (a miss) or "VALUE <key> 0 <size>" + the exact bytes that
  *          any set of that key writes + "END"; the key, flags, size and every
  *          byte of the value are compared, so a reply meant for another
  *          request (crossed or reordered replies) is caught.
+ *   get k1 .. kN (--mget N, N distinct keys) -> a VALUE block, checked as
+ *          above, for each key found, in request order, then "END"; a key
+ *          without a VALUE is a miss, a VALUE for a key not asked for (or out
+ *          of order, or twice) is an error.
  * Anything else is an error.  A reply that cannot be framed (desync) or a
  * request older than --timeout-ms closes the connection (its requests are
  * counted) and the connection is re-opened.
  *
  * Phases: prefill (sets for every key of the key space, pipelined up to 32
- * deep and 1024 per thread, never less than --pipeline; bounded by
- * --prefill-max), warm-up (--warmup seconds, not counted), measurement
- * (--duration seconds).  Each thread runs its own epoll loop whose waits are
- * bounded by the deadline, so the run ends on time whatever the server does.
+ * deep, 1024 per thread and about 1 MB per connection, never less than
+ * --pipeline; bounded by --prefill-max), warm-up (--warmup seconds, not
+ * counted), measurement (--duration seconds; or, with --requests N, exactly
+ * N requests after the warm-up's requests have finished, optionally started
+ * by SIGUSR1 so that a tracer can be attached in between: --wait-signal).
+ * Each thread runs its own epoll loop whose waits are bounded by the
+ * deadline, so the run ends on time whatever the server does.
  *
  * Build: gcc -O2 -Wall -Wextra -Werror -pthread -o mcload mcload.c
  *
  * Output: a human-readable summary on stdout and a final machine-readable
  * line starting with "RESULT ".  --watch-pid PID adds the CPU that process
- * used during the measurement (% of one core, from /proc/PID/stat).  Exit status: 0 ok, 1 usage or setup error,
- * 3 the run completed but saw errors, timeouts or connection failures.
+ * used during the measurement (% of one core and CPU seconds, from
+ * /proc/PID/stat).  Exit status: 0 ok, 1 usage or setup error, 3 the run
+ * completed but saw errors, timeouts, connection failures, failed prefill
+ * sets, or (--requests) did not finish its count in time.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -54,6 +64,7 @@
 #define MAX_SAMPLES  8               /* error samples printed per run */
 #define PREFILL_DEPTH 32             /* prefill pipelines up to this deep... */
 #define PREFILL_INFLIGHT 1024        /* ...with at most this many sets in flight per thread */
+#define PREFILL_BYTES (1u << 20)     /* ...and at most about this many bytes per connection */
 
 /* ---- options ------------------------------------------------------------ */
 
@@ -75,11 +86,17 @@ static struct {
     int quiet;
     int nwatch;
     int watch[8];                    /* pids whose CPU use is measured */
+    int set_every;                   /* >0: every Nth request of a thread is a set */
+    int mget;                        /* keys per get (1: single-key gets) */
+    uint64_t requests;               /* >0: measure exactly this many requests */
+    int wait_signal;                 /* with requests: wait for SIGUSR1 before measuring */
+    double signal_max;               /* bound on that wait, seconds */
 } opt = {
     .host = "127.0.0.1", .port = 11211, .threads = 2, .conns = 50,
     .depth = 1, .get_pct = 90, .keys = 100000, .vsize = 100,
     .duration = 5.0, .warmup = 1.0, .prefill_max = 60.0, .timeout_ms = 2000,
     .prefill = 1, .prefix = "mcl:", .quiet = 0,
+    .set_every = 0, .mget = 1, .requests = 0, .wait_signal = 0, .signal_max = 120.0,
 };
 
 static struct sockaddr_in g_addr;
@@ -173,13 +190,18 @@ static const char *show(const char *p, size_t n, char *out, size_t outsz)
 
 enum { REQ_GET = 1, REQ_SET = 2 };
 enum { C_DOWN, C_CONNECTING, C_UP };
-enum { PH_PREFILL, PH_WARMUP, PH_MEASURE };
+enum { PH_PREFILL, PH_WARMUP, PH_DRAIN, PH_MEASURE };
 
 struct req {
     uint64_t t_ns;
-    uint32_t key;
+    uint32_t key;                    /* the (first) key */
+    uint32_t stride;                 /* multi-key get: key i is (key + i * stride) % keys */
     uint8_t type;
     uint8_t prefill;
+    uint8_t nkeys;                   /* keys in a get (1, or --mget) */
+    uint8_t mpos;                    /* multi-key get: keys already answered or skipped */
+    uint8_t mhits;                   /* multi-key get: VALUEs received so far */
+    uint8_t bad;                     /* multi-key get: a wrong VALUE was seen */
 };
 
 struct thr;
@@ -204,12 +226,14 @@ struct thr {
     uint32_t pf_next, pf_end;        /* prefill keys still to send */
     uint64_t pf_errors;              /* prefill sets answered wrongly or lost */
     uint64_t pf_ok;                  /* prefill sets answered STORED */
+    uint64_t nreq;                   /* requests generated, for --set-every */
     struct stats st;
 };
 
 static pthread_barrier_t g_bar;
 static uint64_t g_t_warm, g_t_measure, g_t_end;  /* set by main between barriers */
 static uint64_t g_prefill_deadline;
+static uint64_t g_issued;            /* --requests: measured requests claimed so far */
 
 static inline uint64_t rnd(struct thr *t)   /* xorshift64* */
 {
@@ -248,6 +272,11 @@ static int check_value(const char *p, uint32_t k, const char *key, size_t klen)
     if (vs > n && memcmp(p + n, g_pattern + k % 26, vs - n) != 0)
         return 0;
     return 1;
+}
+
+static inline uint32_t mget_key(const struct req *r, unsigned i)
+{
+    return (uint32_t)(((uint64_t)r->key + (uint64_t)i * r->stride) % opt.keys);
 }
 
 static void conn_reset(struct conn *c, uint64_t now, int lost_as_timeout)
@@ -363,16 +392,36 @@ static void conn_fill(struct conn *c, uint64_t now)
             r.type = REQ_SET;
             r.key = t->pf_next++;
             r.prefill = 1;
+        } else if (t->phase == PH_DRAIN) {
+            break;                   /* let the in-flight requests finish */
         } else {
-            r.type = (int)(rnd(t) % 100) < opt.get_pct ? REQ_GET : REQ_SET;
+            if (t->phase == PH_MEASURE && opt.requests &&
+                __atomic_fetch_add(&g_issued, 1, __ATOMIC_RELAXED) >= opt.requests)
+                break;               /* the fixed count is used up */
+            if (opt.set_every)
+                r.type = t->nreq++ % (uint64_t)opt.set_every == (uint64_t)opt.set_every - 1
+                         ? REQ_SET : REQ_GET;
+            else
+                r.type = (int)(rnd(t) % 100) < opt.get_pct ? REQ_GET : REQ_SET;
             r.key = (uint32_t)(rnd(t) % opt.keys);
+            if (r.type == REQ_GET && opt.mget > 1) {
+                /* distinct keys: stride * (mget - 1) < keys */
+                r.nkeys = (uint8_t)opt.mget;
+                r.stride = 1 + (uint32_t)(rnd(t) % ((opt.keys - 1) / (uint32_t)(opt.mget - 1)));
+            }
         }
+        if (!r.nkeys)
+            r.nkeys = 1;
         char key[MAX_KEY];
         size_t klen = fmt_key(key, r.key);
         char *w = c->wbuf + c->wlen;
         if (r.type == REQ_GET) {
             memcpy(w, "get ", 4); w += 4;
             memcpy(w, key, klen); w += klen;
+            for (unsigned i = 1; i < r.nkeys; i++) {
+                *w++ = ' ';
+                w += fmt_key(w, mget_key(&r, i));
+            }
             memcpy(w, "\r\n", 2); w += 2;
         } else {
             memcpy(w, "set ", 4); w += 4;
@@ -456,6 +505,81 @@ static long conn_parse(struct conn *c, uint64_t now)
                 record(t, r, now);
             } else {
                 sample("thread %d: set: unexpected reply '%s'", t->id, show(p, llen, tmp, sizeof tmp));
+                reply_error(t, r);
+            }
+        } else if (r->nkeys > 1) {
+            /* multi-key get: VALUE blocks for the keys found, in request
+             * order, then END; each block is consumed as it arrives and the
+             * request stays at the head of the queue until END */
+            if (llen == 3 && memcmp(p, "END", 3) == 0) {
+                if (r->bad) {
+                    reply_error(t, r);
+                } else {
+                    if (in_stats) {
+                        t->st.gets++;
+                        t->st.hits += r->mhits;
+                        t->st.misses += (uint64_t)(r->nkeys - r->mhits);
+                    }
+                    record(t, r, now);
+                }
+            } else if (llen > 6 && memcmp(p, "VALUE ", 6) == 0) {
+                char line[MAX_LINE + 1];
+                memcpy(line, p, llen);
+                line[llen] = '\0';
+                char *save = NULL;
+                strtok_r(line, " ", &save);
+                char *k = strtok_r(NULL, " ", &save);
+                char *fl = strtok_r(NULL, " ", &save);
+                char *by = strtok_r(NULL, " ", &save);
+                char *end = NULL;
+                unsigned long long nbytes = by ? strtoull(by, &end, 10) : 0;
+                if (!k || !fl || !by || end == by || *end != '\0' ||
+                    nbytes > (unsigned long long)(c->rcap / 2)) {
+                    sample("thread %d: mget: malformed VALUE line '%s'", t->id,
+                           show(p, llen, tmp, sizeof tmp));
+                    return -1;
+                }
+                size_t need = lend + (size_t)nbytes + 2;    /* line, data, CRLF */
+                if (avail < need)
+                    break;           /* need more bytes */
+                const char *data = p + lend;
+                if (memcmp(data + nbytes, "\r\n", 2) != 0) {
+                    sample("thread %d: mget: value of %llu bytes not followed by CRLF", t->id, nbytes);
+                    return -1;
+                }
+                pos += need;         /* the request is not done: no pop */
+                if (r->bad)
+                    continue;
+                /* the next VALUE must be for one of the keys not yet seen,
+                 * in request order; keys skipped over are misses */
+                char key[MAX_KEY];
+                size_t klen = 0;
+                unsigned j;
+                for (j = r->mpos; j < r->nkeys; j++) {
+                    klen = fmt_key(key, mget_key(r, j));
+                    if (strlen(k) == klen && memcmp(k, key, klen) == 0)
+                        break;
+                }
+                if (j == r->nkeys) {
+                    sample("thread %d: mget of %u keys: VALUE for a key not requested, "
+                           "repeated or out of order (after %u): '%s'", t->id, r->nkeys,
+                           r->mpos, show(p, llen, tmp, sizeof tmp));
+                    r->bad = 1;
+                } else if (strcmp(fl, "0") != 0 || nbytes != (unsigned long long)opt.vsize) {
+                    sample("thread %d: mget %.*s: wrong flags/size: '%s'", t->id,
+                           (int)klen, key, show(p, llen, tmp, sizeof tmp));
+                    r->bad = 1;
+                } else if (!check_value(data, mget_key(r, j), key, klen)) {
+                    sample("thread %d: mget %.*s: value bytes differ: '%s'", t->id,
+                           (int)klen, key, show(data, (size_t)nbytes, tmp, sizeof tmp));
+                    r->bad = 1;
+                } else {
+                    r->mpos = (uint8_t)(j + 1);
+                    r->mhits++;
+                }
+                continue;
+            } else {
+                sample("thread %d: mget: unexpected reply '%s'", t->id, show(p, llen, tmp, sizeof tmp));
                 reply_error(t, r);
             }
         } else if (llen == 3 && memcmp(p, "END", 3) == 0) {
@@ -621,7 +745,8 @@ static void housekeeping(struct thr *t, uint64_t now, uint64_t limit)
     }
 }
 
-/* run the loop until `limit` (or until prefill completes); bounded by time */
+/* run the loop until `limit`, or until prefill, a drain or a fixed request
+ * count completes; bounded by time */
 static void loop(struct thr *t, uint64_t limit)
 {
     struct epoll_event evs[256];
@@ -638,7 +763,10 @@ static void loop(struct thr *t, uint64_t limit)
             housekeeping(t, now, limit);
             next_tick = now + TICK_NS;
         }
-        if (t->phase == PH_PREFILL && t->pf_next >= t->pf_end) {
+        if ((t->phase == PH_PREFILL && t->pf_next >= t->pf_end) || t->phase == PH_DRAIN ||
+            (t->phase == PH_MEASURE && opt.requests &&
+             __atomic_load_n(&g_issued, __ATOMIC_RELAXED) >= opt.requests)) {
+            /* nothing more to send: done once nothing is in flight */
             int busy = 0;
             for (int i = 0; i < opt.conns && !busy; i++)
                 busy = t->c[i].qlen != 0;
@@ -687,7 +815,27 @@ static void *thread_main(void *arg)
     now = now_ns();
     for (int i = 0; i < opt.conns; i++)
         conn_fill(&t->c[i], now);
-    loop(t, g_t_end);
+    if (!opt.requests) {
+        loop(t, g_t_end);            /* warm-up, then measure (by time) */
+    } else {
+        /* warm-up, then let its requests finish so that nothing is in
+         * flight when the fixed-count measurement starts */
+        loop(t, g_t_measure);
+        t->phase = PH_DRAIN;
+        loop(t, g_t_measure + (uint64_t)opt.timeout_ms * 1000000ull + 1000000000ull);
+        now = now_ns();
+        for (int i = 0; i < opt.conns; i++)
+            if (t->c[i].qlen)
+                conn_reset(&t->c[i], now, 1);
+        pthread_barrier_wait(&g_bar);        /* all drained */
+        pthread_barrier_wait(&g_bar);        /* main: go (g_t_end is set) */
+        memset(&t->st, 0, sizeof t->st);     /* discard warm-up counts */
+        t->phase = PH_MEASURE;
+        now = now_ns();
+        for (int i = 0; i < opt.conns; i++)
+            conn_fill(&t->c[i], now);
+        loop(t, g_t_end);
+    }
 
     for (int i = 0; i < opt.conns; i++)
         if (t->c[i].fd >= 0)
@@ -756,10 +904,18 @@ static void usage(FILE *f)
         "  -t, --threads=N        threads, 1..64 (2)\n"
         "  -c, --conns=N          connections per thread, 1..1000 (50)\n"
         "  -d, --pipeline=N       requests in flight per connection, 1..1024 (1)\n"
-        "  -r, --get-pct=N        percent of requests that are gets, 0..100 (90)\n"
+        "  -r, --get-pct=N        percent of requests that are gets, 0..100, chosen at random (90)\n"
+        "  -e, --set-every=N      instead: every Nth request of a thread is a set, the others\n"
+        "                         gets (11: exactly 1 set : 10 gets), 1..1000000\n"
+        "  -g, --mget=N           gets ask for N distinct keys at once ('get k1 ... kN'), 1..100 (1);\n"
+        "                         every VALUE is checked, in request order; missing keys are misses\n"
         "  -k, --keys=N           key space size, 1..10000000 (100000)\n"
         "  -v, --value-size=N     value bytes, 1..1048576 (100)\n"
-        "  -T, --duration=SEC     measured seconds, 0.1..600 (5)\n"
+        "  -T, --duration=SEC     measured seconds, 0.1..600 (5); with --requests the time bound\n"
+        "  -N, --requests=N       measure exactly N requests (in all threads), then stop;\n"
+        "                         the warm-up's requests are finished first, 1..1000000000\n"
+        "  -S, --wait-signal      with --requests: after the warm-up print 'READY <pid>' and wait\n"
+        "                         for SIGUSR1 (at most 120 s) before measuring\n"
         "  -w, --warmup=SEC       unmeasured seconds before, 0..60 (1)\n"
         "  -P, --prefill-max=SEC  bound on the prefill phase, 1..600 (60)\n"
         "  -o, --timeout-ms=N     per-request/connect timeout, 10..60000 (2000)\n"
@@ -800,10 +956,12 @@ int main(int argc, char **argv)
         { "keys", 1, 0, 'k' }, { "value-size", 1, 0, 'v' }, { "duration", 1, 0, 'T' },
         { "warmup", 1, 0, 'w' }, { "prefill-max", 1, 0, 'P' }, { "timeout-ms", 1, 0, 'o' },
         { "no-prefill", 0, 0, 'n' }, { "key-prefix", 1, 0, 'x' }, { "quiet", 0, 0, 'q' }, { "watch-pid", 1, 0, 'W' },
+        { "set-every", 1, 0, 'e' }, { "mget", 1, 0, 'g' }, { "requests", 1, 0, 'N' },
+        { "wait-signal", 0, 0, 'S' },
         { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
     };
     int ch;
-    while ((ch = getopt_long(argc, argv, "s:p:t:c:d:r:k:v:T:w:P:o:nx:qW:h", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "s:p:t:c:d:r:e:g:k:v:T:N:Sw:P:o:nx:qW:h", lo, NULL)) != -1) {
         switch (ch) {
         case 's': opt.host = optarg; break;
         case 'p': INTOPT(port, 1, 65535, "port"); break;
@@ -811,6 +969,10 @@ int main(int argc, char **argv)
         case 'c': INTOPT(conns, 1, 1000, "conns"); break;
         case 'd': INTOPT(depth, 1, 1024, "pipeline"); break;
         case 'r': INTOPT(get_pct, 0, 100, "get-pct"); break;
+        case 'e': INTOPT(set_every, 1, 1000000, "set-every"); break;
+        case 'g': INTOPT(mget, 1, 100, "mget"); break;
+        case 'N': INTOPT(requests, 1, 1000000000, "requests"); break;
+        case 'S': opt.wait_signal = 1; break;
         case 'k': INTOPT(keys, 1, 10000000, "keys"); break;
         case 'v': INTOPT(vsize, 1, 1048576, "value-size"); break;
         case 'T': if (parse_num(optarg, 0.1, 600, &opt.duration, "duration") < 0) return 1; break;
@@ -850,6 +1012,14 @@ int main(int argc, char **argv)
         usage(stderr);
         return 1;
     }
+    if (opt.mget > 1 && opt.keys < (uint32_t)opt.mget) {
+        fprintf(stderr, "mcload: --mget %d needs at least %d keys\n", opt.mget, opt.mget);
+        return 1;
+    }
+    if (opt.wait_signal && !opt.requests) {
+        fprintf(stderr, "mcload: --wait-signal needs --requests\n");
+        return 1;
+    }
     memset(&g_addr, 0, sizeof g_addr);
     g_addr.sin_family = AF_INET;
     g_addr.sin_port = htons((uint16_t)opt.port);
@@ -858,9 +1028,15 @@ int main(int argc, char **argv)
         return 1;
     }
     size_t per_req = (size_t)opt.vsize + 2 * MAX_KEY + 64;
+    if (per_req < (size_t)opt.mget * (MAX_KEY + 1) + 16)
+        per_req = (size_t)opt.mget * (MAX_KEY + 1) + 16;
     unsigned pf_limit = PREFILL_INFLIGHT / (unsigned)opt.conns;
     if (pf_limit > PREFILL_DEPTH)
         pf_limit = PREFILL_DEPTH;
+    if (pf_limit > PREFILL_BYTES / per_req)  /* large values: fewer, not bigger buffers */
+        pf_limit = (unsigned)(PREFILL_BYTES / per_req);
+    if (pf_limit < 1)
+        pf_limit = 1;
     if (pf_limit < (unsigned)opt.depth)
         pf_limit = (unsigned)opt.depth;
     unsigned qcap = pf_limit;        /* >= depth */
@@ -876,6 +1052,12 @@ int main(int argc, char **argv)
         return 1;
     for (int i = 0; i < opt.vsize + 26; i++)
         g_pattern[i] = (char)('a' + i % 26);
+
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    if (opt.wait_signal)             /* every thread inherits the mask; main waits */
+        pthread_sigmask(SIG_BLOCK, &usr1, NULL);
 
     struct thr *th = calloc((size_t)opt.threads, sizeof *th);
     if (!th)
@@ -940,16 +1122,43 @@ int main(int argc, char **argv)
 
     /* CPU use over the measured interval: sample at its start and end */
     long long tk0[10] = { 0 }, tk1[10] = { 0 };
-    struct timespec ts = { .tv_sec = (time_t)(g_t_measure / 1000000000ull),
-                           .tv_nsec = (long)(g_t_measure % 1000000000ull) };
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-        ;
-    uint64_t c0 = now_ns();
-    cpu_sample(tk0);
+    int signal_lost = 0;
+    uint64_t c0;
+    if (!opt.requests) {
+        struct timespec ts = { .tv_sec = (time_t)(g_t_measure / 1000000000ull),
+                               .tv_nsec = (long)(g_t_measure % 1000000000ull) };
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+        c0 = now_ns();
+        cpu_sample(tk0);
+    } else {
+        pthread_barrier_wait(&g_bar);        /* warm-up drained */
+        if (opt.wait_signal) {
+            printf("READY %d\n", (int)getpid());
+            fflush(stdout);
+            struct timespec wt = { .tv_sec = (time_t)opt.signal_max, .tv_nsec = 0 };
+            while (sigtimedwait(&usr1, NULL, &wt) < 0) {
+                if (errno == EINTR)
+                    continue;
+                fprintf(stderr, "mcload: no SIGUSR1 within %.0f s; measuring anyway\n",
+                        opt.signal_max);
+                signal_lost = 1;
+                break;
+            }
+        }
+        c0 = now_ns();
+        g_t_measure = c0;
+        g_t_end = c0 + (uint64_t)(opt.duration * 1e9);
+        cpu_sample(tk0);
+        pthread_barrier_wait(&g_bar);        /* go */
+    }
     for (int i = 0; i < opt.threads; i++)
         pthread_join(th[i].tid, NULL);
     cpu_sample(tk1);
     double cwall = (double)(now_ns() - c0) / 1e9, hz = (double)sysconf(_SC_CLK_TCK);
+    double cpus[10];                 /* CPU seconds while measuring */
+    for (int i = 0; i < 10; i++)
+        cpus[i] = tk0[i] < 0 || tk1[i] < 0 ? -1 : (double)(tk1[i] - tk0[i]) / hz;
     double cpu[10];
     for (int i = 0; i < 10; i++)
         cpu[i] = tk0[i] < 0 || tk1[i] < 0 || cwall <= 0 ? -1
@@ -970,7 +1179,7 @@ int main(int argc, char **argv)
         for (int b = 0; b < HBUCKETS; b++)
             s.hist[b] += x->hist[b];
     }
-    double secs = opt.duration;
+    double secs = opt.requests ? cwall : opt.duration;
     double pct[4] = { 0.50, 0.90, 0.99, 0.999 }, pv[4] = { 0, 0, 0, 0 };
     for (int j = 0; j < 4; j++) {
         uint64_t target = (uint64_t)(pct[j] * (double)s.ops + 0.999999), cum = 0;
@@ -985,14 +1194,25 @@ int main(int argc, char **argv)
         }
     }
     uint64_t errors = s.err_reply + s.err_proto + s.timeouts + s.conn_err;
+    uint64_t incomplete = 0;         /* --requests: replies missing at the time bound */
+    if (opt.requests && s.ops + errors + s.lost < opt.requests) {
+        incomplete = opt.requests - (s.ops + errors + s.lost);
+        fprintf(stderr, "mcload: stopped by the %.1f s time bound with %" PRIu64
+                " of %" PRIu64 " requests not done\n", opt.duration, incomplete, opt.requests);
+    }
     double ops_s = (double)s.ops / secs;
     double mean = s.ops ? (double)s.lat_sum_ns / (double)s.ops / 1000.0 : 0;
     if (!opt.quiet) {
-        printf("target %s:%d, %d threads x %d conns x pipeline %d, %d%% gets, %u keys, %d B values\n",
-               opt.host, opt.port, opt.threads, opt.conns, opt.depth, opt.get_pct, opt.keys, opt.vsize);
-        printf("measured %.1f s (after %.1f s warm-up): %" PRIu64 " ops, %.0f ops/s\n",
+        char mix[64];
+        if (opt.set_every)
+            snprintf(mix, sizeof mix, "1 set every %d requests", opt.set_every);
+        else
+            snprintf(mix, sizeof mix, "%d%% gets", opt.get_pct);
+        printf("target %s:%d, %d threads x %d conns x pipeline %d, %s, %d-key gets, %u keys, %d B values\n",
+               opt.host, opt.port, opt.threads, opt.conns, opt.depth, mix, opt.mget, opt.keys, opt.vsize);
+        printf("measured %.2f s (after %.1f s warm-up): %" PRIu64 " ops, %.0f ops/s\n",
                secs, opt.warmup, s.ops, ops_s);
-        printf("  gets %" PRIu64 " (hits %" PRIu64 ", misses %" PRIu64 "), sets %" PRIu64 "\n",
+        printf("  gets %" PRIu64 " (keys: hits %" PRIu64 ", misses %" PRIu64 "), sets %" PRIu64 "\n",
                s.gets, s.hits, s.misses, s.sets);
         printf("  latency us: mean %.1f p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f\n",
                mean, pv[0], pv[1], pv[2], pv[3], (double)s.lat_max_ns / 1000.0);
@@ -1002,18 +1222,20 @@ int main(int argc, char **argv)
                errors, s.err_reply, s.err_proto, s.timeouts, s.conn_err, s.lost);
         printf("  CPU while measuring (%% of one core): mcload %.0f", cpu[0]);
         for (int i = 0; i < opt.nwatch; i++)
-            printf(", pid %d %.0f", opt.watch[i], cpu[i + 1]);
+            printf(", pid %d %.0f (%.1f us/op)", opt.watch[i], cpu[i + 1],
+                   s.ops && cpus[i + 1] >= 0 ? cpus[i + 1] * 1e6 / (double)s.ops : -1.0);
         printf("; whole machine %.0f of %ld\n", cpu[9], 100 * sysconf(_SC_NPROCESSORS_ONLN));
     }
     printf("RESULT ops=%" PRIu64 " ops_per_sec=%.0f p50_us=%.1f p90_us=%.1f p99_us=%.1f"
            " p999_us=%.1f max_us=%.1f mean_us=%.1f gets=%" PRIu64 " sets=%" PRIu64
            " misses=%" PRIu64 " errors=%" PRIu64 " err_reply=%" PRIu64 " err_proto=%" PRIu64
-           " timeouts=%" PRIu64 " conn_err=%" PRIu64 " prefill_failed=%" PRIu64 " cpu_self=%.1f",
+           " timeouts=%" PRIu64 " conn_err=%" PRIu64 " prefill_failed=%" PRIu64
+           " incomplete=%" PRIu64 " hits=%" PRIu64 " wall_s=%.4f cpu_self=%.1f",
            s.ops, ops_s, pv[0], pv[1], pv[2], pv[3], (double)s.lat_max_ns / 1000.0, mean,
            s.gets, s.sets, s.misses, errors, s.err_reply, s.err_proto, s.timeouts,
-           s.conn_err, pf_err, cpu[0]);
+           s.conn_err, pf_err, incomplete, s.hits, cwall, cpu[0]);
     for (int i = 0; i < opt.nwatch; i++)
-        printf(" cpu_%d=%.1f", opt.watch[i], cpu[i + 1]);
+        printf(" cpu_%d=%.1f cpus_%d=%.3f", opt.watch[i], cpu[i + 1], opt.watch[i], cpus[i + 1]);
     printf(" cpu_machine=%.1f\n", cpu[9]);
     fflush(stdout);
 
@@ -1029,5 +1251,5 @@ int main(int argc, char **argv)
     free(th);
     free(g_pattern);
     pthread_barrier_destroy(&g_bar);
-    return errors || pf_err ? 3 : 0;
+    return errors || pf_err || incomplete || signal_lost ? 3 : 0;
 }
