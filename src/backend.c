@@ -368,7 +368,9 @@ static void conn_open(struct backend_conn *c)
         char reason[96];
         snprintf(reason, sizeof(reason), "backend connect failed: %s", why);
         conn_defer_fail(c, reason);
+        return;
     }
+    conn_set_flush_late(c->conn, true);
 }
 
 void backend_server_connect(struct backend_server *s)

@@ -33,20 +33,32 @@ struct conn {
     bool                   pending;       /* in loop->pending */
     bool                   connecting;    /* wev waits for the connect */
     bool                   eof;           /* the peer closed its side */
+    bool                   flush_late;    /* in loop->pending_late */
 };
 
 void conn_loop_init(struct conn_loop *l, struct event_base *base, size_t read_extent)
 {
     l->base = base;
     TAILQ_INIT(&l->pending);
+    TAILQ_INIT(&l->pending_late);
     l->read_extent = read_extent > CONN_READ_EXTENT_MIN ? read_extent : CONN_READ_EXTENT_MIN;
     l->stopping = false;
 }
 
+static void conn_flush_list(struct conn_list *list);
+
+/* One turn: wait for ready events and run their callbacks, write what
+ * the ordinary conns hold; if late conns (backends) have output, poll once
+ * more without blocking, so that requests which arrived meanwhile share
+ * their write, then write everything. */
 int conn_loop_run(struct conn_loop *l)
 {
     while (!l->stopping) {
         if (event_base_loop(l->base, EVLOOP_ONCE | EVLOOP_NO_EXIT_ON_EMPTY) < 0)
+            return -1;
+        conn_flush_list(&l->pending);
+        if (!TAILQ_EMPTY(&l->pending_late) &&
+            event_base_loop(l->base, EVLOOP_NONBLOCK) < 0)
             return -1;
         conn_loop_flush(l);
     }
@@ -182,10 +194,15 @@ static bool conn_write_now(struct conn *c)
     return true;
 }
 
+static struct conn_list *conn_pending_list(struct conn *c)
+{
+    return c->flush_late ? &c->loop->pending_late : &c->loop->pending;
+}
+
 static void conn_unpend(struct conn *c)
 {
     if (c->pending) {
-        TAILQ_REMOVE(&c->loop->pending, c, link);
+        TAILQ_REMOVE(conn_pending_list(c), c, link);
         c->pending = false;
     }
 }
@@ -194,17 +211,32 @@ void conn_send(struct conn *c)
 {
     if (c->pending || c->write_armed || c->connecting)
         return;   /* a write is coming anyway */
-    TAILQ_INSERT_TAIL(&c->loop->pending, c, link);
+    TAILQ_INSERT_TAIL(conn_pending_list(c), c, link);
     c->pending = true;
+}
+
+static void conn_flush_list(struct conn_list *list)
+{
+    struct conn *c;
+    while ((c = TAILQ_FIRST(list)) != NULL) {
+        conn_unpend(c);
+        conn_write_now(c);
+    }
 }
 
 void conn_loop_flush(struct conn_loop *l)
 {
-    struct conn *c;
-    while ((c = TAILQ_FIRST(&l->pending)) != NULL) {
-        conn_unpend(c);
-        conn_write_now(c);
-    }
+    conn_flush_list(&l->pending);
+    conn_flush_list(&l->pending_late);
+}
+
+void conn_set_flush_late(struct conn *c, bool late)
+{
+    bool was = c->pending;
+    conn_unpend(c);
+    c->flush_late = late;
+    if (was)
+        conn_send(c);
 }
 
 static void conn_finish_connect(struct conn *c)

@@ -3,8 +3,9 @@
  * bytes out of the input and appends bytes to the output.
  *
  *   kernel ──readv (large extents)──► input ──► ops->on_input
- *   owner ──► output ──► conn_send ──► loop's pending list
+ *   owner ──► output ──► conn_send ──► loop's pending list (late: backends)
  *                                        │ end of the batch of ready events
+ *                                        │ (late ones: after one more poll)
  *                                        ▼
  *                               one writev per conn ──all taken──► done
  *                                        │ kernel refused bytes
@@ -36,6 +37,7 @@ TAILQ_HEAD(conn_list, conn);
 struct conn_loop {
     struct event_base *base;
     struct conn_list   pending;      /* output to write at the end of the batch */
+    struct conn_list   pending_late; /* output written after one more poll */
     size_t             read_extent;  /* bytes reserved per read */
     bool               stopping;     /* conn_loop_run returns */
 };
@@ -91,6 +93,10 @@ bool conn_reading(const struct conn *c);
 /* Bytes were added to the output: they are written at the end of the
  * batch. */
 void conn_send(struct conn *c);
+/* A late conn's output is written after one more non-blocking poll of
+ * the loop (see conn_loop_run): for backends, whose writes carry the
+ * requests of many clients, so that fewer, fuller writes reach a server. */
+void conn_set_flush_late(struct conn *c, bool late);
 /* Whether the owner wants input now (backpressure). Reading also stops
  * by itself at EOF and while the input holds read_max bytes; call this
  * again after consuming input to restart it. */
