@@ -111,7 +111,10 @@ void conn_want_read(struct conn *c, bool on)
 static ssize_t conn_read_once(struct conn *c, bool *full)
 {
     struct evbuffer_iovec v[2];
-    size_t want = c->loop->read_extent;
+    /* libevent rounds a chain's size plus its header up to a power of
+     * two: ask for a little less than the extent, so a 64 KB extent is
+     * one 64 KB allocation and not a 128 KB one. */
+    size_t want = c->loop->read_extent - CONN_CHAIN_HEADER;
     int nv = evbuffer_reserve_space(c->in, (ev_ssize_t)want, v, 2);
     if (nv <= 0) {
         errno = ENOMEM;

@@ -27,8 +27,11 @@ struct event_base;
 struct evbuffer;
 struct conn;
 
-/* The smallest read extent: a large value arrives in few reads. */
+/* The smallest read extent: a large value arrives in few reads. An
+ * extent is one allocation; a read offers the kernel the extent less
+ * room for libevent's chain header (48 bytes on 64-bit). */
 #define CONN_READ_EXTENT_MIN 65536
+#define CONN_CHAIN_HEADER    64
 
 TAILQ_HEAD(conn_list, conn);
 
