@@ -8,7 +8,8 @@
 # process used (% of a core, and CPU microseconds per request for the
 # target and for the memcached behind it), and the ratios strata/nutcracker.
 # With --syscalls it counts instead the system calls per request of the
-# proxies (strace -c, attached only for a fixed number of requests).
+# proxies (strace -c, or perf stat with SYSCALL_TOOL=perf, attached only
+# for a fixed number of requests).
 #
 # usage: bench/run.sh [--four] [--syscalls] [--help]
 #   --four      4 memcached behind the proxies instead of 1 (the "memcached"
@@ -22,6 +23,14 @@
 #               One round; the time bound is SYSCALL_MAX_SECONDS. Rows
 #               "reads"/"writes" add up read, readv, recv* / write, writev,
 #               send*.
+#               SYSCALL_TOOL=perf counts with perf stat instead of strace:
+#               `perf stat -x, -e raw_syscalls:sys_enter,syscalls:sys_enter_X,..
+#               -p PROXY -o FILE` (all threads of the proxy, stopped with
+#               SIGINT). "total" is raw_syscalls:sys_enter (every syscall);
+#               the named rows are only the tracepoints listed in
+#               PERF_SYSCALLS, the rest is in "(not listed)". perf does not
+#               stop the proxy at each syscall as strace does, so the
+#               counts are closer to an unobserved run.
 #
 # Scenarios (SCENARIOS, default "v100 v4k v4k-p16 mget10 v10k v200k v1m"):
 # all but small/pipelined send 1 set : 10 gets (mcload --set-every
@@ -55,6 +64,11 @@
 #   SYSCALL_SCENARIOS ["v4k v100"]  SYSCALL_TARGETS ["nutcracker strata-w1"]
 #   SYSCALL_REQUESTS [100000]  SYSCALL_THREADS [2]  SYSCALL_CONNS [25]
 #   SYSCALL_MAX_SECONDS [300]        time bound of one fixed-count run
+#   SYSCALL_TOOL [strace]            strace or perf: what counts the syscalls
+#   PERF_SYSCALLS ["read readv recvfrom write writev sendmsg epoll_wait
+#     epoll_pwait epoll_ctl ioctl getpeername accept4"]
+#                       syscalls counted by name with SYSCALL_TOOL=perf
+#                       (tracepoints syscalls:sys_enter_NAME)
 #   PIN [split]         split: load generator (and the backend memcached)
 #                       on LOAD_CPUS, the system under test on SUT_CPUS;
 #                       none: no pinning, every process may use every core
@@ -69,6 +83,7 @@
 #   MC_MEM [2048]       memcached -m (MB); memcached also gets -I 2m
 #   STRATA [src/strata]  NUTCRACKER [nutcracker]  MEMCACHED [memcached]
 #   STRACE [strace]     for --syscalls
+#   PERF [perf]         for --syscalls with SYSCALL_TOOL=perf
 #   KEEP_TMP [0]        1: keep the temp dir (logs, pool file, raw output)
 #
 # Strata gets a settings file (-C) with max_value_size = 2097152 so that
@@ -112,6 +127,9 @@ SYSCALL_CONNS=${SYSCALL_CONNS:-25}
 SYSCALL_MAX_SECONDS=${SYSCALL_MAX_SECONDS:-300}
 MC_MEM=${MC_MEM:-2048}
 STRACE=${STRACE:-strace}
+PERF=${PERF:-perf}
+SYSCALL_TOOL=${SYSCALL_TOOL:-strace}
+PERF_SYSCALLS=${PERF_SYSCALLS:-"read readv recvfrom write writev sendmsg epoll_wait epoll_pwait epoll_ctl ioctl getpeername accept4"}
 VSIZE=${VSIZE:-100}
 GET_PCT=${GET_PCT:-90}
 THREADS=${THREADS:-2}
@@ -140,7 +158,33 @@ command -v "$NUTCRACKER" >/dev/null || { echo "run.sh: $NUTCRACKER not found" >&
 command -v "$MEMCACHED" >/dev/null || { echo "run.sh: $MEMCACHED not found" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "run.sh: python3 is needed" >&2; exit 1; }
 if [ "$SYSCALLS" = 1 ]; then
-    command -v "$STRACE" >/dev/null || { echo "run.sh: $STRACE not found (needed for --syscalls)" >&2; exit 1; }
+    case "$SYSCALL_TOOL" in
+    strace)
+        command -v "$STRACE" >/dev/null || { echo "run.sh: $STRACE not found (needed for --syscalls)" >&2; exit 1; }
+        ;;
+    perf)
+        command -v "$PERF" >/dev/null || {
+            echo "run.sh: $PERF not found (needed for --syscalls with SYSCALL_TOOL=perf; Debian: linux-perf)" >&2; exit 1; }
+        PERF_EVENTS=raw_syscalls:sys_enter
+        for n in $PERF_SYSCALLS; do PERF_EVENTS+=",syscalls:sys_enter_$n"; done
+        PERF_NEVENTS=$(( $(echo "$PERF_EVENTS" | tr -cd , | wc -c) + 1 ))
+        # probe: every tracepoint must open and count (permissions, kernel config)
+        probe=$(mktemp /tmp/strata-bench-perfprobe.XXXXXX)
+        if ! timeout -k 2 20 "$PERF" stat -x, -e "$PERF_EVENTS" -o "$probe" -- true >"$probe.err" 2>&1 \
+           || grep -q '<not supported>' "$probe" \
+           || ! grep -q ',raw_syscalls:sys_enter,' "$probe"; then
+            echo "run.sh: SYSCALL_TOOL=perf: '$PERF stat' cannot count the syscall tracepoints" >&2
+            echo "  ($PERF_EVENTS)" >&2
+            echo "  needs tracefs (/sys/kernel/tracing), CONFIG_FTRACE_SYSCALLS and, usually, root" >&2
+            echo "  (or CAP_PERFMON with read access to tracefs); perf said:" >&2
+            cat "$probe.err" "$probe" 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 15 | sed 's/^/    /' >&2
+            rm -f "$probe" "$probe.err"
+            exit 1
+        fi
+        rm -f "$probe" "$probe.err"
+        ;;
+    *) echo "run.sh: SYSCALL_TOOL must be strace or perf" >&2; exit 1 ;;
+    esac
     TARGETS=$SYSCALL_TARGETS
     SCENARIOS=$SYSCALL_SCENARIOS
 fi
@@ -155,20 +199,20 @@ ALL_CPUS="0-$((NCPU - 1))"
 tmp=$(mktemp -d /tmp/strata-bench.XXXXXX)
 pids=()
 load_pid=
-strace_pid=
+counter_pid=
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     local p i
-    if [ -n "$strace_pid" ]; then   # detach strace first (SIGINT), bounded
-        kill -INT "$strace_pid" 2>/dev/null || true
+    if [ -n "$counter_pid" ]; then   # stop strace/perf first (SIGINT), bounded
+        kill -INT "$counter_pid" 2>/dev/null || true
         for i in $(seq 1 50); do
-            kill -0 "$strace_pid" 2>/dev/null || break
+            kill -0 "$counter_pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -KILL "$strace_pid" 2>/dev/null || true
-        wait "$strace_pid" 2>/dev/null || true
+        kill -KILL "$counter_pid" 2>/dev/null || true
+        wait "$counter_pid" 2>/dev/null || true
     fi
     if [ -n "$load_pid" ]; then     # a load generator still running
         kill -TERM "$load_pid" 2>/dev/null || true
@@ -345,7 +389,12 @@ echo "machine: $NCPU cores ($cpu_model), $(uname -sr); load average before: $(cu
 echo "versions: $("$MEMCACHED" -V), $("$NUTCRACKER" -V 2>&1 | head -1 | sed 's/^This is //'), $("$STRATA" -V 2>&1 | head -1 | sed 's/^This is //')"
 echo "backends: $nmc memcached (-t $MC_THREADS -m $MC_MEM -I 2m) on 127.0.0.1:${mc_ports[*]}"
 if [ "$SYSCALLS" = 1 ]; then
-    echo "mode: --syscalls: $SYSCALL_REQUESTS requests per run, mcload $SYSCALL_THREADS threads x $SYSCALL_CONNS connections, strace -c -f on the proxy"
+    if [ "$SYSCALL_TOOL" = perf ]; then
+        ctool="perf stat (syscall tracepoints, all threads)"
+    else
+        ctool="strace -c -f"
+    fi
+    echo "mode: --syscalls: $SYSCALL_REQUESTS requests per run, mcload $SYSCALL_THREADS threads x $SYSCALL_CONNS connections, $ctool on the proxy"
 else
     echo "load: ${WARMUP}s warm-up + ${DURATION}s measured per run, $ROUNDS round(s); scenarios: $SCENARIOS"
 fi
@@ -408,6 +457,14 @@ all_traced() {
     [ "$n" -gt 0 ]
 }
 
+# perf (pid $1) has a counter open for every event on every thread of PID $2?
+perf_attached() {
+    local nthr nfd
+    nthr=$(ls /proc/"$2"/task 2>/dev/null | wc -l)
+    nfd=$(ls -l /proc/"$1"/fd 2>/dev/null | grep -c 'perf_event' || true)
+    [ "$nthr" -gt 0 ] && [ "$nfd" -ge $((PERF_NEVENTS * nthr)) ]
+}
+
 for round in $(seq 1 "$ROUNDS"); do
 for sc in $SCENARIOS; do
     scenario "$sc"
@@ -456,8 +513,8 @@ for sc in $SCENARIOS; do
         load_pid=$!
         if [ "$SYSCALLS" = 1 ]; then
             # mcload prints READY after prefill and warm-up (nothing in
-            # flight) and waits for SIGUSR1; attach strace in between
-            st=$tmp/strace-$sc-$tg
+            # flight) and waits for SIGUSR1; attach strace/perf in between
+            st=$tmp/$SYSCALL_TOOL-$sc-$tg
             mpid=
             for i in $(seq 1 1200); do           # up to 120 s
                 if grep -q '^READY' "$out" 2>/dev/null; then
@@ -467,12 +524,29 @@ for sc in $SCENARIOS; do
                 kill -0 "$load_pid" 2>/dev/null || break
                 sleep 0.1
             done
-            if [ -n "$mpid" ]; then
+            if [ -n "$mpid" ] && [ "$SYSCALL_TOOL" = perf ]; then
+                # the -o file appears before the counters are open: wait
+                # for one perf_event fd per event and thread instead
+                "$PERF" stat -x, -e "$PERF_EVENTS" -p "$tpid" -o "$st" 2>"$st.err" &
+                counter_pid=$!
+                for i in $(seq 1 100); do        # up to 10 s
+                    perf_attached "$counter_pid" "$tpid" && break
+                    kill -0 "$counter_pid" 2>/dev/null || break
+                    sleep 0.1
+                done
+                if ! perf_attached "$counter_pid" "$tpid"; then
+                    echo "   !! perf stat did not attach to $tg (pid $tpid):"
+                    sed 's/^/     /' "$st.err"
+                    failed=1
+                else
+                    echo "   perf stat attached to $tg (pid $tpid, $(ls /proc/"$tpid"/task | wc -l) threads)"
+                fi
+            elif [ -n "$mpid" ]; then
                 "$STRACE" -c -f -p "$tpid" -o "$st" 2>"$st.err" &
-                strace_pid=$!
+                counter_pid=$!
                 for i in $(seq 1 100); do        # up to 10 s
                     all_traced "$tpid" && break
-                    kill -0 "$strace_pid" 2>/dev/null || break
+                    kill -0 "$counter_pid" 2>/dev/null || break
                     sleep 0.1
                 done
                 if ! all_traced "$tpid"; then
@@ -480,6 +554,8 @@ for sc in $SCENARIOS; do
                     sed 's/^/     /' "$st.err"
                     failed=1
                 fi
+            fi
+            if [ -n "$mpid" ]; then
                 sleep 0.2
                 kill -USR1 "$mpid" 2>/dev/null || true
             else
@@ -488,15 +564,19 @@ for sc in $SCENARIOS; do
             fi
             wait "$load_pid" || rc=$?
             load_pid=
-            if [ -n "$strace_pid" ]; then        # detach: SIGINT, then the table is written
-                kill -INT "$strace_pid" 2>/dev/null || true
+            if [ -n "$counter_pid" ]; then        # detach: SIGINT, then the counts are written
+                kill -INT "$counter_pid" 2>/dev/null || true
                 for i in $(seq 1 100); do
-                    kill -0 "$strace_pid" 2>/dev/null || break
+                    kill -0 "$counter_pid" 2>/dev/null || break
                     sleep 0.1
                 done
-                kill -KILL "$strace_pid" 2>/dev/null || true
-                wait "$strace_pid" 2>/dev/null || true
-                strace_pid=
+                if kill -0 "$counter_pid" 2>/dev/null; then
+                    echo "   !! $SYSCALL_TOOL did not exit within 10 s of SIGINT; killed (its counts may be missing)"
+                    failed=1
+                fi
+                kill -KILL "$counter_pid" 2>/dev/null || true
+                wait "$counter_pid" 2>/dev/null || true
+                counter_pid=
             fi
         else
             wait "$load_pid" || rc=$?
@@ -518,7 +598,7 @@ for sc in $SCENARIOS; do
         res=$(grep '^RESULT ' "$out" || true)
         if [ -n "$res" ]; then
             stf=-
-            [ "$SYSCALLS" = 1 ] && stf=$tmp/strace-$sc-$tg
+            [ "$SYSCALLS" = 1 ] && stf=$tmp/$SYSCALL_TOOL-$sc-$tg
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$sc" "$tg" "$tpid" "$mc_list" "$stf" "$res" >>"$results"
         fi
     done
@@ -530,9 +610,10 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the ma
 
 # ---- syscall table -------------------------------------------------------------
 if [ "$SYSCALLS" = 1 ]; then
-python3 - "$results" "$TARGETS" "$SCENARIOS" <<'PYEOF' || failed=1
+python3 - "$results" "$TARGETS" "$SCENARIOS" "$SYSCALL_TOOL" <<'PYEOF' || failed=1
 import sys
-path, targets, scenarios = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+path, targets, scenarios, tool = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4]
+notes = []
 
 def parse_strace(fn):
     """strace -c table: '% time seconds usecs/call calls [errors] syscall'.
@@ -567,14 +648,68 @@ def parse_strace(fn):
         total = sum(calls.values())
     return calls, total
 
+def parse_perf(fn, label):
+    """perf stat -x, file: 'count,unit,event,run time,run %,...' per line.
+    raw_syscalls:sys_enter is the total; syscalls:sys_enter_NAME the calls
+    of NAME. '<not counted>' (the counter never ran: no thread of the
+    proxy ran) counts 0; '<not supported>' and a missing total fail.
+    Returns ({syscall: calls}, total) or None."""
+    try:
+        lines = open(fn).read().splitlines()
+    except OSError:
+        return None
+    calls, total = {}, None
+    for ln in lines:
+        if not ln.strip() or ln.startswith("#"):
+            continue
+        f = ln.split(",")
+        if len(f) < 3:
+            continue
+        cnt, ev = f[0].strip(), f[2].strip()
+        if cnt == "<not supported>":
+            notes.append("%s: %s not supported" % (label, ev))
+            return None
+        if cnt == "<not counted>":
+            notes.append("%s: %s <not counted> (taken as 0)" % (label, ev))
+            n = 0
+        else:
+            try:
+                n = int(float(cnt))
+            except ValueError:
+                continue
+        if len(f) > 4 and f[4].strip():
+            try:
+                if float(f[4]) < 99.99:
+                    notes.append("%s: %s counted only %s%% of the time" % (label, ev, f[4]))
+            except ValueError:
+                pass
+        if ev == "raw_syscalls:sys_enter":
+            total = n
+        elif ev.startswith("syscalls:sys_enter_"):
+            calls[ev[len("syscalls:sys_enter_"):]] = n
+    if total is None:
+        return None
+    # whatever the named tracepoints do not cover
+    calls["(not listed)"] = max(0, total - sum(calls.values()))
+    return calls, total
+
 runs = {}
 for line in open(path):
     rnd, sc, tg, tpid, mpids, stf, res = line.rstrip("\n").split("\t")
     kv = dict(f.split("=", 1) for f in res.split()[1:])
-    runs[(sc, tg)] = (kv, parse_strace(stf))
+    if tool == "perf":
+        runs[(sc, tg)] = (kv, parse_perf(stf, "%s/%s" % (sc, tg)))
+    else:
+        runs[(sc, tg)] = (kv, parse_strace(stf))
 
-print("System calls per request of the proxy (strace -c -f, attached only while the")
-print("fixed number of requests ran; a request = one get or one set)")
+if tool == "perf":
+    print("System calls per request of the proxy, counted by perf stat (tracepoint")
+    print("raw_syscalls:sys_enter = total, syscalls:sys_enter_NAME by name; all threads")
+    print("of the proxy), attached only while the fixed number of requests ran;")
+    print("a request = one get or one set)")
+else:
+    print("System calls per request of the proxy, counted by strace -c -f (attached only")
+    print("while the fixed number of requests ran; a request = one get or one set)")
 ok = True
 for sc in scenarios:
     cols = [tg for tg in targets if (sc, tg) in runs]
@@ -587,7 +722,7 @@ for sc in scenarios:
         kv, st = runs[(sc, tg)]
         ops = int(kv["ops"])
         if st is None or ops <= 0:
-            print("%s/%s: no strace table or no requests completed" % (sc, tg))
+            print("%s/%s: no %s counts or no requests completed" % (sc, tg, tool))
             ok = False
             continue
         calls, total = st
@@ -623,6 +758,8 @@ for sc in scenarios:
         if max(vals.values()) < 0.0005:
             continue
         row(n, vals)
+for n in notes:
+    print("note: " + n)
 sys.exit(0 if ok else 1)
 PYEOF
 else
