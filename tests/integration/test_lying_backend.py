@@ -3,114 +3,21 @@ matched with (END, a number or VERSION to a set), that sends bytes when
 nothing is in flight (an extra END), or that returns a key it was not
 asked for.
 
-The backend is a scripted fake (ScriptedBackend below): it frames the
+The backend is a scripted fake (harness.ScriptedBackend): it frames the
 requests the proxy sends and answers each with what the test's script
 says.  Every assertion is on exact bytes: the client gets one correct
 reply per request, never another request's reply."""
 
-import socket
-import threading
-
 import pytest
 
 from conftest import simple_pool
-from harness import HOST, xchg
+from harness import ScriptedBackend, xchg
 from policy_util import held, put, read_stats, tiered_pool, value_reply, \
     eventually
 
 pytestmark = pytest.mark.strata_only
 
 INVALID = b"SERVER_ERROR backend sent an invalid response\r\n"
-STORAGE = (b"set", b"add", b"replace", b"append", b"prepend", b"cas")
-
-
-class ScriptedBackend:
-    """A TCP server on 127.0.0.1 (port chosen by the kernel) that frames
-    memcached requests (a line, and a data block for storage commands)
-    and answers each with script(line) -> bytes.  Records every request
-    line and counts connections."""
-
-    def __init__(self, script):
-        self.script = script
-        self.lines = []
-        self.accepted = 0
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.conns = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind((HOST, 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.threads = [threading.Thread(target=self._accept_loop,
-                                         daemon=True)]
-        self.threads[0].start()
-
-    def _accept_loop(self):
-        while not self.stopping.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            c.settimeout(0.1)
-            with self.lock:
-                self.accepted += 1
-                self.conns.append(c)
-            t = threading.Thread(target=self._serve, args=(c,), daemon=True)
-            t.start()
-            self.threads.append(t)
-
-    def _frame(self, buf):
-        """(line, rest) of one whole request in buf, or (None, buf)."""
-        if b"\r\n" not in buf:
-            return None, buf
-        line, rest = buf.split(b"\r\n", 1)
-        words = line.split()
-        if words and words[0] in STORAGE:
-            n = int(words[4])
-            if len(rest) < n + 2:
-                return None, buf
-            rest = rest[n + 2:]
-        return line, rest
-
-    def _serve(self, c):
-        buf = b""
-        while not self.stopping.is_set():
-            try:
-                data = c.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if not data:
-                return
-            buf += data
-            out = b""
-            while True:
-                line, buf = self._frame(buf)
-                if line is None:
-                    break
-                with self.lock:
-                    self.lines.append(line)
-                out += self.script(line)
-            try:
-                c.sendall(out)
-            except OSError:
-                return
-
-    def stop(self):
-        self.stopping.set()
-        self.sock.close()
-        with self.lock:
-            for c in self.conns:
-                try:
-                    c.close()
-                except OSError:
-                    pass
-        for t in self.threads:
-            t.join(timeout=1.0)
 
 
 @pytest.fixture

@@ -392,6 +392,26 @@ static void expect_reconnect(struct fx *f, const char *log_before)
     expect_events(f, want);
 }
 
+/* Request 1 (`req1`, of cmd1) and "get b" (2) in flight, the server
+ * answers `reply`: the callbacks' log must become `log` (both failed),
+ * the connection is reset and the next request reconnects. */
+static void expect_reset_by(struct fx *f, enum mc_cmd cmd1, const char *req1,
+                            const char *reply, const char *log)
+{
+    char sent[256];
+    send_req(f, cmd1, req1, 1);
+    send_req(f, MC_CMD_GET, "get b\r\n", 2);
+    if (f->sfd < 0)   /* else the connection expect_reconnect made */
+        f->sfd = net_accept(&f->loop, f->lfd);
+    snprintf(sent, sizeof(sent), "%sget b\r\n", req1);
+    net_expect(&f->loop, f->sfd, sent);
+    net_send_str(&f->loop, f->sfd, reply);
+    expect_events(f, log);
+    assert_int_equal(stat_of(f, STATS_server_err), 1);
+    net_expect_closed(&f->loop, f->sfd);
+    expect_reconnect(f, log);
+}
+
 static void test_timeout_fails_and_reconnects(void **state)
 {
     struct fx *f = *state;
@@ -415,18 +435,9 @@ static void test_timeout_fails_and_reconnects(void **state)
 /* A reply that is not memcached's fails both requests in flight. */
 static void test_garbage_reply_fails_inflight(void **state)
 {
-    struct fx *f = *state;
-    send_req(f, MC_CMD_GET, "get a\r\n", 1);
-    send_req(f, MC_CMD_GET, "get b\r\n", 2);
-    f->sfd = net_accept(&f->loop, f->lfd);
-    net_expect(&f->loop, f->sfd, "get a\r\nget b\r\n");
-    net_send_str(&f->loop, f->sfd, "HELLO\r\n");
-    const char *failed = "1 FAIL backend sent an invalid response\n"
-                         "2 FAIL backend sent an invalid response\n";
-    expect_events(f, failed);
-    assert_int_equal(stat_of(f, STATS_server_err), 1);
-    net_expect_closed(&f->loop, f->sfd);
-    expect_reconnect(f, failed);
+    expect_reset_by(*state, MC_CMD_GET, "get a\r\n", "HELLO\r\n",
+                    "1 FAIL backend sent an invalid response\n"
+                    "2 FAIL backend sent an invalid response\n");
 }
 
 /* A reply of the wrong kind for the head request (STORED to a get)
@@ -454,18 +465,9 @@ static void test_reply_that_does_not_fit_fails(void **state)
     };
     struct fx *f = *state;
     for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
-        send_req(f, MC_CMD_SET, "set k 0 0 1\r\nv\r\n", 1);
-        send_req(f, MC_CMD_GET, "get k\r\n", 2);
-        if (f->sfd < 0)   /* later rounds: the connection expect_reconnect made */
-            f->sfd = net_accept(&f->loop, f->lfd);
-        net_expect(&f->loop, f->sfd, "set k 0 0 1\r\nv\r\nget k\r\n");
-        net_send_str(&f->loop, f->sfd, lies[i]);
-        const char *failed = "1 FAIL backend sent an invalid response\n"
-                             "2 FAIL backend sent an invalid response\n";
-        expect_events(f, failed);
-        assert_int_equal(stat_of(f, STATS_server_err), 1);
-        net_expect_closed(&f->loop, f->sfd);
-        expect_reconnect(f, failed);
+        expect_reset_by(f, MC_CMD_SET, "set k 0 0 1\r\nv\r\n", lies[i],
+                        "1 FAIL backend sent an invalid response\n"
+                        "2 FAIL backend sent an invalid response\n");
         assert_int_equal(stat_of(f, STATS_server_connections), 1);
         free(events.p);
         memset(&events, 0, sizeof(events));
@@ -510,19 +512,11 @@ static void test_reply_of_another_command_fails(void **state)
  * request and the one behind it fail, the connection is reset. */
 static void test_refused_key_fails_inflight(void **state)
 {
-    struct fx *f = *state;
-    send_req(f, MC_CMD_GET, "get a\r\n", 1);
-    send_req(f, MC_CMD_GET, "get b\r\n", 2);
-    f->sfd = net_accept(&f->loop, f->lfd);
-    net_expect(&f->loop, f->sfd, "get a\r\nget b\r\n");
-    net_send_str(&f->loop, f->sfd, "VALUE a 0 1\r\nA\r\nVALUE bad 0 1\r\nB\r\nEND\r\n");
-    const char *failed = "1 VALUE a 0 1 A\n"
-                         "1 FAIL backend returned a key it was not asked for\n"
-                         "2 FAIL backend returned a key it was not asked for\n";
-    expect_events(f, failed);
-    assert_int_equal(stat_of(f, STATS_server_err), 1);
-    net_expect_closed(&f->loop, f->sfd);
-    expect_reconnect(f, failed);
+    expect_reset_by(*state, MC_CMD_GET, "get a\r\n",
+                    "VALUE a 0 1\r\nA\r\nVALUE bad 0 1\r\nB\r\nEND\r\n",
+                    "1 VALUE a 0 1 A\n"
+                    "1 FAIL backend returned a key it was not asked for\n"
+                    "2 FAIL backend returned a key it was not asked for\n");
 }
 
 /* A reply with no request in flight resets the connection. */
