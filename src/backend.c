@@ -252,23 +252,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_fail(c, "backend timed out");
 }
 
-/* Delivers one framed unit to the request at the head of the pipeline.
- * Returns false if the unit cannot be a reply to it. */
-static bool conn_deliver(struct backend_conn *c, struct mc_rsp *rsp)
+#define BACKEND_ERR_INVALID "backend sent an invalid response"
+#define BACKEND_ERR_KEY     "backend returned a key it was not asked for"
+
+/* The head request is answered: off the pipeline, counted, called back. */
+static void conn_complete(struct backend_conn *c, struct backend_req *head,
+                          struct mc_rsp *rsp)
 {
-    struct backend_req *head = TAILQ_FIRST(&c->inflight);
-    if (head == NULL)
-        return false;
-    bool retrieval = mc_cmd_kind(head->cmd) == MC_KIND_RETRIEVAL;
-    if (rsp->type == MC_RSP_VALUE) {
-        if (!retrieval)
-            return false;
-        head->cb(head->arg, BACKEND_VALUE, rsp, NULL);
-        return true;
-    }
-    if (retrieval && rsp->type != MC_RSP_END && rsp->type != MC_RSP_ERROR &&
-        rsp->type != MC_RSP_CLIENT_ERROR && rsp->type != MC_RSP_SERVER_ERROR)
-        return false;
     TAILQ_REMOVE(&c->inflight, head, link);
     c->ninflight--;
     c->inflight_bytes -= head->bytes;
@@ -279,7 +269,21 @@ static bool conn_deliver(struct backend_conn *c, struct mc_rsp *rsp)
     head->cb(head->arg, BACKEND_DONE, rsp, NULL);
     req_put(c->server->bw, head);
     timer_arm(c);
-    return true;
+}
+
+/* Delivers one framed unit to the request at the head of the pipeline.
+ * Returns NULL, or why the unit cannot be a reply to it (no request
+ * waiting, a type that does not fit the command, a VALUE whose key the
+ * callback refused); nothing was delivered then. */
+static const char *conn_deliver(struct backend_conn *c, struct mc_rsp *rsp)
+{
+    struct backend_req *head = TAILQ_FIRST(&c->inflight);
+    if (head == NULL || !mc_rsp_fits(head->cmd, rsp))
+        return BACKEND_ERR_INVALID;
+    if (rsp->type == MC_RSP_VALUE)
+        return head->cb(head->arg, BACKEND_VALUE, rsp, NULL) ? NULL : BACKEND_ERR_KEY;
+    conn_complete(c, head, rsp);
+    return NULL;
 }
 
 /* Frames and delivers every whole reply unit in the input. */
@@ -295,9 +299,10 @@ static void on_input(struct conn *conn, void *arg)
             break;
         stats_server_add(c->server->stats, response_bytes,
                          (int64_t)(before - evbuffer_get_length(in)));
-        if (st != MC_OK || !conn_deliver(c, &c->rsp)) {
+        const char *bad = st == MC_OK ? conn_deliver(c, &c->rsp) : BACKEND_ERR_INVALID;
+        if (bad != NULL) {
             stats_server_add(c->server->stats, server_err, 1);
-            conn_fail(c, "backend sent an invalid response");
+            conn_fail(c, bad);
             return;
         }
         mc_rsp_reset(&c->rsp);

@@ -350,17 +350,20 @@ int policy_group_keys(struct policy_pool *pp, struct policy_tier *t, struct poli
 
 /* ---- plain pools: retrieval (get, gets, gat, gats) ---- */
 
-static void retrieval_value(struct policy_frag *f, struct mc_rsp *rsp)
+/* A VALUE of one frag: false when its key is not the frag's next one
+ * (the backend then fails the frag); else stored, unless r failed. */
+static bool retrieval_value(struct policy_frag *f, struct mc_rsp *rsp)
 {
     struct policy_req *r = f->req;
     uint32_t key;
-    if (!policy_frag_match_key(f, rsp, &key)) {
-        policy_req_fail(r, "SERVER_ERROR %s", "backend returned a key it was not asked for");
-        return;
-    }
+    if (!policy_frag_match_key(f, rsp, &key))
+        return false;
+    if (r->failed)
+        return true;
     struct evbuffer *out = f->direct ? r->msg->reply : policy_slot(r, key);
     if (out == NULL || mc_compose_value(out, rsp) != 0)
         policy_req_fail(r, "%s", POLICY_ERR_NOMEM);
+    return true;
 }
 
 /* All frags are in: the values in key order then END, or the error. */
@@ -379,16 +382,13 @@ static void retrieval_finish(struct policy_req *r)
         policy_req_finish(r);
 }
 
-static void retrieval_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+static bool retrieval_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                          const char *reason)
 {
     struct policy_frag *f = arg;
     struct policy_req *r = f->req;
-    if (ev == BACKEND_VALUE) {
-        if (!r->failed)
-            retrieval_value(f, rsp);
-        return;
-    }
+    if (ev == BACKEND_VALUE)
+        return retrieval_value(f, rsp);
     if (ev == BACKEND_FAIL) {
         stats_pool_add(f->pool->stats, forward_error, 1);
         policy_req_fail(r, "SERVER_ERROR %s", reason);
@@ -397,6 +397,7 @@ static void retrieval_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
     }
     if (--r->pending == 0)
         retrieval_finish(r);
+    return true;
 }
 
 static void unrouted_fail(struct policy_req *r, uint32_t k)
@@ -449,7 +450,7 @@ static void dispatch_retrieval(struct policy_pool *pp, struct policy_tier *t,
 
 /* ---- plain pools: one key, one-line reply ---- */
 
-void policy_single_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+bool policy_single_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                       const char *reason)
 {
     struct policy_frag *f = arg;
@@ -459,15 +460,16 @@ void policy_single_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
         stats_pool_add(f->pool->stats, forward_error, 1);
         policy_req_fail(r, "SERVER_ERROR %s", reason);
         policy_reply_line(r, r->error);
-        return;
+        return true;
     }
     if (mc_compose_reply_line(r->msg->reply, rsp->line) != 0) {
         policy_reply_line(r, POLICY_ERR_NOMEM);
-        return;
+        return true;
     }
     if (f->pool->conf->tiered)
         policy_write_after_master(f->pool, r, rsp);
     policy_req_finish(r);
+    return true;
 }
 
 uint32_t policy_pick_or_fail(struct policy_pool *pp, struct policy_tier *t,
@@ -525,7 +527,7 @@ static void broadcast_finish(struct policy_req *r)
     policy_reply_line(r, r->failed ? r->error : "OK");
 }
 
-static void broadcast_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+static bool broadcast_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                          const char *reason)
 {
     struct policy_frag *f = arg;
@@ -536,6 +538,7 @@ static void broadcast_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
         policy_req_fail(r, "%s", rsp->line);
     if (--r->pending == 0)
         broadcast_finish(r);
+    return true;
 }
 
 static uint32_t pool_server_count(const struct policy_pool *pp)

@@ -103,7 +103,7 @@ static bool async_reply_ok(const struct mc_rsp *rsp)
     }
 }
 
-static void async_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+static bool async_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                      const char *reason);
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -139,23 +139,24 @@ static bool op_retry(struct policy_async_op *op)
     return true;
 }
 
-static void async_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+static bool async_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                      const char *reason)
 {
     struct policy_async_op *op = arg;
     if (ev == BACKEND_VALUE)
-        return;
+        return true;
     if (ev == BACKEND_DONE && async_reply_ok(rsp)) {
         stats_tier_add(op->tier->stats, async_sent, 1);
         op_finish(op);
-        return;
+        return true;
     }
     if (op_retry(op))
-        return;
+        return true;
     stats_tier_add(op->tier->stats, async_failed, 1);
     log_debug("async %s to tier %s failed: %s", mc_cmd_name(op->cmd), op->tier->name,
               ev == BACKEND_FAIL ? reason : rsp->line);
     op_finish(op);
+    return true;
 }
 
 /* Drops bytes that will not be sent and counts them under `field`. */

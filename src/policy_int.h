@@ -72,6 +72,10 @@ int policy_slots_reserve(struct policy_req *r);
 /* The slot of key k, created empty when needed; NULL when out of memory. */
 struct evbuffer *policy_slot(struct policy_req *r, uint32_t k);
 void policy_tier_refresh(struct policy_tier *t);
+/* Whether a VALUE's key is one the frag asked for, at or after its
+ * cursor (keys come back in the order asked, each once, misses skipped):
+ * true with *key its index in the request, and the cursor moves past it;
+ * false for a key not asked, out of order or repeated. */
 bool policy_frag_match_key(struct policy_frag *f, const struct mc_rsp *rsp,
                            uint32_t *key);
 /* Groups the chosen keys per server of tier t into r->key_idx / r->frags.
@@ -95,7 +99,7 @@ int policy_send_keyed(struct policy_pool *pp, struct policy_tier *t, uint32_t s,
                       struct policy_req *r, backend_cb cb, bool keep_value);
 /* The callback of a one-key request to master: master's line is the
  * reply; in a tiered pool the fan-out that depends on it follows. */
-void policy_single_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+bool policy_single_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                       const char *reason);
 /* Tiered pools: what the other tiers get once master has answered. */
 void policy_write_after_master(struct policy_pool *pp, struct policy_req *r,

@@ -103,13 +103,14 @@ static void round_end_one(struct policy_pool *pp, struct policy_req *r)
 
 /* gets found the key at the slave: add it to master (synchronously, as
  * part of this round) so that the cas unique comes from master. */
-static void gets_fill_master_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+static bool gets_fill_master_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                                 const char *reason)
 {
     (void)rsp; (void)reason;
     struct policy_frag *f = arg;   /* the slave fragment that found it */
     if (ev != BACKEND_VALUE)
         round_end_one(f->pool, f->req);
+    return true;
 }
 
 /* "add key flags ttl bytes" + the value into out. */
@@ -153,19 +154,22 @@ static void read_hit_write_back(struct policy_pool *pp, struct policy_req *r,
     }
 }
 
-static void read_value(struct policy_frag *f, struct mc_rsp *rsp)
+/* A VALUE of one frag: false when its key is not the frag's next one
+ * (the backend then fails the frag, which counts as a failed read of its
+ * tier and falls through); else a hit, unless r failed. */
+static bool read_value(struct policy_frag *f, struct mc_rsp *rsp)
 {
     struct policy_req *r = f->req;
     uint32_t k;
-    if (!policy_frag_match_key(f, rsp, &k)) {
-        policy_req_fail(r, "SERVER_ERROR %s", "backend returned a key it was not asked for");
-        return;
-    }
+    if (!policy_frag_match_key(f, rsp, &k))
+        return false;
+    if (r->failed)
+        return true;
     stats_tier_add(f->tier->stats, hits, 1);
     if (r->stage == STAGE_SLAVE && is_gets(r)) {
         r->kstate[k] |= KS_SLAVE_HIT;
         gets_fill_master(f, rsp);
-        return;
+        return true;
     }
     r->kstate[k] = (uint8_t)((r->kstate[k] | KS_HIT) & ~KS_MASTER_FAIL);
     read_hit_write_back(f->pool, r, rsp);
@@ -174,10 +178,12 @@ static void read_value(struct policy_frag *f, struct mc_rsp *rsp)
         evbuffer_drain(slot, evbuffer_get_length(slot));
     if (slot == NULL || mc_compose_value(slot, rsp) != 0)
         policy_req_fail(r, "%s", POLICY_ERR_NOMEM);
+    return true;
 }
 
 /* The end of one server's reply: keys it did not return missed there, or
- * failed there when the reply was an error. */
+ * failed there when the reply was an error or invalid (the backend failed
+ * it). Values that came whole before the failure stay hits. */
 static void read_frag_end(struct policy_frag *f, bool failed)
 {
     struct policy_req *r = f->req;
@@ -197,22 +203,20 @@ static void read_frag_end(struct policy_frag *f, bool failed)
     }
 }
 
-static void read_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+static bool read_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                     const char *reason)
 {
     (void)reason;
     struct policy_frag *f = arg;
     struct policy_req *r = f->req;
-    if (ev == BACKEND_VALUE) {
-        if (!r->failed)
-            read_value(f, rsp);
-        return;
-    }
+    if (ev == BACKEND_VALUE)
+        return read_value(f, rsp);
     bool failed = ev == BACKEND_FAIL || rsp->type != MC_RSP_END;
     if (failed && r->stage != STAGE_L1)
         stats_pool_add(f->pool->stats, forward_error, 1);
     read_frag_end(f, failed);
     round_end_one(f->pool, r);
+    return true;
 }
 
 /* A key failed beyond repair when master failed for it and nothing else

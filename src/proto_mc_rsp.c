@@ -128,3 +128,47 @@ mc_rsp_parse(struct mc_rsp *rsp, const struct mc_limits *lim)
         return cur.pos == cur.len ? MC_OK : MC_ERROR;
     }
 }
+
+/* The one-line replies a command may get besides the error lines. */
+static bool
+mc_rsp_fits_line(enum mc_cmd cmd, enum mc_rsp_type type)
+{
+    switch (cmd) {
+    case MC_CMD_GET: case MC_CMD_GETS: case MC_CMD_GAT: case MC_CMD_GATS:
+        return type == MC_RSP_END;
+    case MC_CMD_SET: case MC_CMD_ADD: case MC_CMD_REPLACE:
+    case MC_CMD_APPEND: case MC_CMD_PREPEND: case MC_CMD_CAS:
+        return type == MC_RSP_STORED || type == MC_RSP_NOT_STORED ||
+               type == MC_RSP_EXISTS || type == MC_RSP_NOT_FOUND;
+    case MC_CMD_DELETE:
+        return type == MC_RSP_DELETED || type == MC_RSP_NOT_FOUND;
+    case MC_CMD_INCR: case MC_CMD_DECR:
+        return type == MC_RSP_NUMBER || type == MC_RSP_NOT_FOUND;
+    case MC_CMD_TOUCH:
+        return type == MC_RSP_TOUCHED || type == MC_RSP_NOT_FOUND;
+    case MC_CMD_FLUSH_ALL:
+    case MC_CMD_VERBOSITY:
+        return type == MC_RSP_OK;
+    case MC_CMD_VERSION:
+        return type == MC_RSP_VERSION;
+    default:
+        return false;
+    }
+}
+
+bool
+mc_rsp_fits(enum mc_cmd cmd, const struct mc_rsp *rsp)
+{
+    switch (rsp->type) {
+    case MC_RSP_ERROR:
+    case MC_RSP_CLIENT_ERROR:
+    case MC_RSP_SERVER_ERROR:
+        return cmd < MC_CMD_COUNT;
+    case MC_RSP_VALUE:
+        if (mc_cmd_kind(cmd) != MC_KIND_RETRIEVAL)
+            return false;
+        return rsp->has_cas == (cmd == MC_CMD_GETS || cmd == MC_CMD_GATS);
+    default:
+        return rsp->type < MC_RSP_COUNT && mc_rsp_fits_line(cmd, rsp->type);
+    }
+}

@@ -5,8 +5,11 @@
  *   memcached ──► conn->input ──► mc_rsp_read ──► head req's callback
  *
  * Requests are pipelined: replies are matched to requests by position.
- * A timeout, EOF, error or a garbled reply fails every request in flight
- * on that connection and resets it; consecutive failures eject the server
+ * Every reply unit is checked against the command it is matched with
+ * (mc_rsp_fits, and the callback for a VALUE's key). A timeout, EOF,
+ * error, a garbled reply, a reply that does not fit its request or bytes
+ * with no request waiting fail every request in flight on that
+ * connection and reset it; consecutive failures eject the server
  * when the tier says so. */
 #ifndef STRATA_BACKEND_H
 #define STRATA_BACKEND_H
@@ -32,8 +35,14 @@ enum backend_event {
 };
 
 /* Called once per VALUE and exactly once with DONE or FAIL. The callee
- * may move rsp->data but must not keep rsp. */
-typedef void (*backend_cb)(void *arg, enum backend_event ev,
+ * may move rsp->data but must not keep rsp. The backend has checked that
+ * each unit fits the command (mc_rsp_fits); only the callee knows the
+ * keys, so for a VALUE it returns false when the key is not one it asked
+ * for (or not in order, or repeated): the backend then treats the reply
+ * as invalid — this request and every other one in flight on the
+ * connection get FAIL and the connection is reset. For DONE and FAIL the
+ * return value is ignored. */
+typedef bool (*backend_cb)(void *arg, enum backend_event ev,
                            struct mc_rsp *rsp, const char *reason);
 
 TAILQ_HEAD(backend_req_list, backend_req);

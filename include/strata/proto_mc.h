@@ -213,6 +213,16 @@ void mc_rsp_deinit(struct mc_rsp *rsp);
  * that is no memcached response (the backend is then broken). */
 enum mc_status mc_rsp_parse(struct mc_rsp *rsp, const struct mc_limits *lim);
 
+/* True when a unit of type rsp->type can be (part of) a memcached reply
+ * to `cmd`: storage commands STORED, NOT_STORED, EXISTS, NOT_FOUND;
+ * retrievals VALUE (with a cas unique for gets and gats, without one for
+ * get and gat) and END; delete DELETED or NOT_FOUND; incr and decr a
+ * number or NOT_FOUND; touch TOUCHED or NOT_FOUND; flush_all OK; version
+ * VERSION; and ERROR, CLIENT_ERROR, SERVER_ERROR for every command. The
+ * keys of VALUE units are not checked here (only the request knows
+ * them). A pure function. */
+bool mc_rsp_fits(enum mc_cmd cmd, const struct mc_rsp *rsp);
+
 /* Frames one unit from a backend: a line, or a VALUE line with its data
  * block moved into rsp->data. MC_AGAIN consumes nothing; MC_FATAL means
  * garbage (the caller resets the backend connection). */

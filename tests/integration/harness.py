@@ -814,7 +814,7 @@ class FakeBackend:
             self.threads.append(t)
 
     def _serve(self, c):
-        pending = b""
+        state = {"pending": b""}   # what a connection's handler keeps
         while not self.stopping.is_set():
             try:
                 data = c.recv(65536)
@@ -827,24 +827,31 @@ class FakeBackend:
             with self.lock:
                 self.received += data
             try:
-                if self.mode == "garbage":
-                    c.sendall(self.garbage)
-                elif self.mode == "close":
-                    c.sendall(self.garbage)
-                    c.close()
+                if not self._handle(c, data, state):
                     return
-                elif self.mode == "slow":
-                    pending += data
-                    while b"\r\n" in pending:
-                        line, pending = pending.split(b"\r\n", 1)
-                        if self.stopping.wait(self.delay):
-                            return
-                        if line.startswith((b"get ", b"gets ")):
-                            c.sendall(b"END\r\n")
-                        else:
-                            c.sendall(b"ERROR\r\n")
             except OSError:
                 return
+
+    def _handle(self, c, data, state):
+        """Answers one received chunk as the mode says; False to stop
+        serving the connection."""
+        if self.mode == "garbage":
+            c.sendall(self.garbage)
+        elif self.mode == "close":
+            c.sendall(self.garbage)
+            c.close()
+            return False
+        elif self.mode == "slow":
+            state["pending"] += data
+            while b"\r\n" in state["pending"]:
+                line, state["pending"] = state["pending"].split(b"\r\n", 1)
+                if self.stopping.wait(self.delay):
+                    return False
+                if line.startswith((b"get ", b"gets ")):
+                    c.sendall(b"END\r\n")
+                else:
+                    c.sendall(b"ERROR\r\n")
+        return True
 
     def received_text(self):
         with self.lock:
@@ -864,6 +871,50 @@ class FakeBackend:
                     pass
         for t in self.threads:
             t.join(timeout=1.0)
+
+
+class ScriptedBackend(FakeBackend):
+    """A FakeBackend that speaks the protocol as the test's script says:
+    it frames each request the proxy sends (a line, and the data block
+    of a storage command) and answers it with script(line) -> bytes (the
+    line without "\r\n"; the answer may be any bytes, a lie included).
+    Records the request lines in .lines; .accepted counts connections."""
+
+    STORAGE = (b"set", b"add", b"replace", b"append", b"prepend", b"cas")
+
+    def __init__(self, script):
+        self.script = script
+        self.lines = []
+        super().__init__(mode="scripted")
+
+    def _frame(self, buf):
+        """(line, rest) of the first whole request in buf, else (None, buf)."""
+        line, sep, rest = buf.partition(b"\r\n")
+        if not sep:
+            return None, buf
+        words = line.split()
+        if words and words[0] in self.STORAGE:
+            n = int(words[4])
+            if len(rest) < n + 2:
+                return None, buf
+            rest = rest[n + 2:]
+        return line, rest
+
+    def _answers(self, buf):
+        """(bytes answering every whole request in buf, what is left)."""
+        out = b""
+        while True:
+            line, buf = self._frame(buf)
+            if line is None:
+                return out, buf
+            with self.lock:
+                self.lines.append(line)
+            out += self.script(line)
+
+    def _handle(self, c, data, state):
+        out, state["pending"] = self._answers(state["pending"] + data)
+        c.sendall(out)
+        return True
 
 
 # --------------------------------------------------------------- misc ----

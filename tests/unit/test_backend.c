@@ -10,7 +10,9 @@
  *   - requests of one batch gathered into one write, replies matched in
  *     order;
  *   - no callback from inside backend_send, even when the connect fails;
- *   - timeout, a garbled or unsolicited reply, EOF in the middle of a
+ *   - timeout, a garbled or unsolicited reply, a reply that does not
+ *     fit its command (END, a number, VERSION or a VALUE to a set), a
+ *     VALUE whose key the callback refuses, EOF in the middle of a
  *     value: every request in flight fails, the connection is reset, the
  *     next request reconnects; the server stats count each;
  *   - ejection after server_failure_limit failures, until
@@ -84,12 +86,15 @@ static void record_value(int id, struct mc_rsp *rsp)
     sbuf_add(&events, "\n", 1);
 }
 
-static void on_reply(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+static bool on_reply(void *arg, enum backend_event ev, struct mc_rsp *rsp,
                      const char *reason)
 {
     int id = (int)(intptr_t)arg;
     switch (ev) {
     case BACKEND_VALUE:
+        /* keys starting "bad" stand for keys the request did not ask */
+        if (rsp->key.len >= 3 && memcmp(rsp->line + rsp->key.off, "bad", 3) == 0)
+            return false;
         record_value(id, rsp);
         break;
     case BACKEND_DONE:
@@ -99,6 +104,7 @@ static void on_reply(void *arg, enum backend_event ev, struct mc_rsp *rsp,
         sbuf_printf(&events, "%d FAIL %s\n", id, reason);
         break;
     }
+    return true;
 }
 
 /* backend_send of a request given as text, tagged id in the log. */
@@ -386,6 +392,26 @@ static void expect_reconnect(struct fx *f, const char *log_before)
     expect_events(f, want);
 }
 
+/* Request 1 (`req1`, of cmd1) and "get b" (2) in flight, the server
+ * answers `reply`: the callbacks' log must become `log` (both failed),
+ * the connection is reset and the next request reconnects. */
+static void expect_reset_by(struct fx *f, enum mc_cmd cmd1, const char *req1,
+                            const char *reply, const char *log)
+{
+    char sent[256];
+    send_req(f, cmd1, req1, 1);
+    send_req(f, MC_CMD_GET, "get b\r\n", 2);
+    if (f->sfd < 0)   /* else the connection expect_reconnect made */
+        f->sfd = net_accept(&f->loop, f->lfd);
+    snprintf(sent, sizeof(sent), "%sget b\r\n", req1);
+    net_expect(&f->loop, f->sfd, sent);
+    net_send_str(&f->loop, f->sfd, reply);
+    expect_events(f, log);
+    assert_int_equal(stat_of(f, STATS_server_err), 1);
+    net_expect_closed(&f->loop, f->sfd);
+    expect_reconnect(f, log);
+}
+
 static void test_timeout_fails_and_reconnects(void **state)
 {
     struct fx *f = *state;
@@ -409,18 +435,9 @@ static void test_timeout_fails_and_reconnects(void **state)
 /* A reply that is not memcached's fails both requests in flight. */
 static void test_garbage_reply_fails_inflight(void **state)
 {
-    struct fx *f = *state;
-    send_req(f, MC_CMD_GET, "get a\r\n", 1);
-    send_req(f, MC_CMD_GET, "get b\r\n", 2);
-    f->sfd = net_accept(&f->loop, f->lfd);
-    net_expect(&f->loop, f->sfd, "get a\r\nget b\r\n");
-    net_send_str(&f->loop, f->sfd, "HELLO\r\n");
-    const char *failed = "1 FAIL backend sent an invalid response\n"
-                         "2 FAIL backend sent an invalid response\n";
-    expect_events(f, failed);
-    assert_int_equal(stat_of(f, STATS_server_err), 1);
-    net_expect_closed(&f->loop, f->sfd);
-    expect_reconnect(f, failed);
+    expect_reset_by(*state, MC_CMD_GET, "get a\r\n", "HELLO\r\n",
+                    "1 FAIL backend sent an invalid response\n"
+                    "2 FAIL backend sent an invalid response\n");
 }
 
 /* A reply of the wrong kind for the head request (STORED to a get)
@@ -436,6 +453,70 @@ static void test_wrong_kind_of_reply_fails_inflight(void **state)
     expect_events(f, "1 FAIL backend sent an invalid response\n"
                      "2 FAIL backend sent an invalid response\n");
     assert_int_equal(stat_of(f, STATS_server_err), 1);
+}
+
+/* A set answered with a line that is no reply to a set (END, a number,
+ * VERSION, a VALUE) fails it and the request behind it, and the
+ * connection is reset; the next request reconnects and is answered. */
+static void test_reply_that_does_not_fit_fails(void **state)
+{
+    static const char *const lies[] = {
+        "END\r\n", "42\r\n", "VERSION 1.6.21\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n",
+    };
+    struct fx *f = *state;
+    for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
+        expect_reset_by(f, MC_CMD_SET, "set k 0 0 1\r\nv\r\n", lies[i],
+                        "1 FAIL backend sent an invalid response\n"
+                        "2 FAIL backend sent an invalid response\n");
+        assert_int_equal(stat_of(f, STATS_server_connections), 1);
+        free(events.p);
+        memset(&events, 0, sizeof(events));
+        f->stats.f[STATS_server_err] = 0;
+    }
+}
+
+/* Each command against a reply of another command's kind. */
+static void test_reply_of_another_command_fails(void **state)
+{
+    static const struct {
+        enum mc_cmd cmd;
+        const char *req;
+        const char *rsp;
+    } cases[] = {
+        { MC_CMD_DELETE, "delete k\r\n", "STORED\r\n" },
+        { MC_CMD_INCR, "incr k 1\r\n", "DELETED\r\n" },
+        { MC_CMD_TOUCH, "touch k 0\r\n", "7\r\n" },
+        { MC_CMD_GETS, "gets k\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n" },
+        { MC_CMD_GET, "get k\r\n", "VALUE k 0 1 9\r\nv\r\nEND\r\n" },
+        { MC_CMD_FLUSH_ALL, "flush_all\r\n", "END\r\n" },
+    };
+    struct fx *f = *state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        send_req(f, cases[i].cmd, cases[i].req, 1);
+        if (f->sfd >= 0)
+            close(f->sfd);
+        f->sfd = net_accept(&f->loop, f->lfd);
+        net_expect(&f->loop, f->sfd, cases[i].req);
+        net_send_str(&f->loop, f->sfd, cases[i].rsp);
+        expect_events(f, "1 FAIL backend sent an invalid response\n");
+        net_expect_closed(&f->loop, f->sfd);
+        close(f->sfd);
+        f->sfd = -1;
+        free(events.p);
+        memset(&events, 0, sizeof(events));
+    }
+    assert_int_equal(stat_of(f, STATS_server_err), 6);
+}
+
+/* The callback refuses a VALUE (a key the request did not ask): that
+ * request and the one behind it fail, the connection is reset. */
+static void test_refused_key_fails_inflight(void **state)
+{
+    expect_reset_by(*state, MC_CMD_GET, "get a\r\n",
+                    "VALUE a 0 1\r\nA\r\nVALUE bad 0 1\r\nB\r\nEND\r\n",
+                    "1 VALUE a 0 1 A\n"
+                    "1 FAIL backend returned a key it was not asked for\n"
+                    "2 FAIL backend returned a key it was not asked for\n");
 }
 
 /* A reply with no request in flight resets the connection. */
@@ -552,6 +633,9 @@ int main(void)
                                         setup_timeout, teardown),
         TCP(test_garbage_reply_fails_inflight),
         TCP(test_wrong_kind_of_reply_fails_inflight),
+        TCP(test_reply_that_does_not_fit_fails),
+        TCP(test_reply_of_another_command_fails),
+        TCP(test_refused_key_fails_inflight),
         TCP(test_unsolicited_reply_resets),
         TCP(test_eof_mid_value_fails),
         cmocka_unit_test_setup_teardown(test_two_failures_eject_until_retry,

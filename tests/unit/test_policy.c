@@ -380,7 +380,11 @@ static void answer(struct sent *e, const char *wire)
     while (evbuffer_get_length(in) > 0) {
         assert_int_equal(mc_rsp_read(in, &rsp, &limits), MC_OK);
         bool last = rsp.type != MC_RSP_VALUE;
-        e->cb(e->arg, last ? BACKEND_DONE : BACKEND_VALUE, &rsp, NULL);
+        /* a VALUE the callback refuses fails the request, as backend does */
+        if (!e->cb(e->arg, last ? BACKEND_DONE : BACKEND_VALUE, &rsp, NULL) && !last) {
+            e->cb(e->arg, BACKEND_FAIL, NULL, "backend returned a key it was not asked for");
+            evbuffer_drain(in, evbuffer_get_length(in));
+        }
         mc_rsp_reset(&rsp);
         if (last)
             break;
@@ -694,13 +698,38 @@ static void test_get_duplicate_keys(void **state)
     expect_reply(m, "VALUE k 0 1\r\nv\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
 }
 
-static void test_get_unasked_key_is_an_error(void **state)
+/* An L1 that returns a key it was not asked for failed that read: the
+ * key falls through to master, as for any other L1 failure. */
+static void test_get_unasked_key_at_l1_falls_to_master(void **state)
 {
     (void)state;
     struct msg *m = request("get k\r\n");
     reply_to(l1_of(m), "get k\r\n", "VALUE other 0 1\r\nv\r\nEND\r\n");
-    expect_reply(m, "SERVER_ERROR backend returned a key it was not asked for\r\n");
-    expect_pending(0);
+    reply_to(master_of("k"), "get k\r\n", "VALUE k 0 1\r\nm\r\nEND\r\n");
+    expect_reply(m, "VALUE k 0 1\r\nm\r\nEND\r\n");
+    assert_int_equal(tstat(l1_tier(m), STATS_TIER_read_errors), 1);
+    assert_int_equal(tstat(l1_tier(m), STATS_TIER_hits), 0);
+    expect_pending(1, l1_of(m), "add k 0 60 1\r\nm\r\n");
+}
+
+/* A master that repeats a key failed that read: the keys it had not
+ * returned yet fall to slave; the value that came whole stays a hit. */
+static void test_get_repeated_key_at_master_fails_the_rest(void **state)
+{
+    (void)state;
+    struct msg *m = request("get k j\r\n");
+    reply_to(l1_of(m), "get k j\r\n", "END\r\n");
+    char wire[32];
+    snprintf(wire, sizeof(wire), "get %s\r\n",
+             strcmp(master_of("k"), master_of("j")) == 0 ? "k j" : "k");
+    /* a master that holds both keys, or k alone */
+    reply_to(master_of("k"), wire,
+             "VALUE k 0 1\r\nm\r\nVALUE k 0 1\r\nm\r\nEND\r\n");
+    if (strcmp(master_of("k"), master_of("j")) != 0)
+        reply_to(master_of("j"), "get j\r\n", "SERVER_ERROR down\r\n");
+    reply_to("slave[0]", "get j\r\n", "VALUE j 0 1\r\ns\r\nEND\r\n");
+    expect_reply(m, "VALUE k 0 1\r\nm\r\nVALUE j 0 1\r\ns\r\nEND\r\n");
+    assert_int_equal(tstat("master", STATS_TIER_read_errors), 1);
 }
 
 static void test_get_l1_choice_varies(void **state)
@@ -1390,7 +1419,8 @@ int main(void)
         FULL(test_get_slave_failure_after_master_miss_is_a_miss),
         FULL(test_get_multi_across_tiers_in_order),
         FULL(test_get_duplicate_keys),
-        FULL(test_get_unasked_key_is_an_error),
+        FULL(test_get_unasked_key_at_l1_falls_to_master),
+        FULL(test_get_repeated_key_at_master_fails_the_rest),
         FULL(test_get_l1_choice_varies),
         cmocka_unit_test_setup_teardown(test_get_without_l1, setup_no_l1, teardown),
         FULL(test_gets_master_hit),

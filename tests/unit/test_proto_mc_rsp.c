@@ -137,6 +137,77 @@ test_parse_garbage(void **state)
     assert_int_equal(parse(rsp, line), MC_OK);
 }
 
+/* ---- replies against their command ------------------------------------ */
+
+/* Every reply line against the commands sent to backends: "x" where it
+ * fits. Columns: get gets gat gats set add replace append prepend cas
+ * delete incr decr touch flush_all version. */
+static const char *const fit_cmds[] = {
+    "get", "gets", "gat", "gats", "set", "add", "replace", "append",
+    "prepend", "cas", "delete", "incr", "decr", "touch", "flush_all", "version",
+};
+
+static const struct {
+    const char *line;
+    const char *fits;   /* one column per fit_cmds entry */
+} fit_cases[] = {
+    /*                                    ggggsarappcdidtfv */
+    { "VALUE k 0 1",                     "x.x............." },
+    { "VALUE k 0 1 7",                   ".x.x............" },
+    { "END",                             "xxxx............" },
+    { "STORED",                          "....xxxxxx......" },
+    { "NOT_STORED",                      "....xxxxxx......" },
+    { "EXISTS",                          "....xxxxxx......" },
+    { "NOT_FOUND",                       "....xxxxxxxxxx.." },
+    { "DELETED",                         "..........x....." },
+    { "TOUCHED",                         ".............x.." },
+    { "42",                              "...........xx..." },
+    { "OK",                              "..............x." },
+    { "VERSION 1.6.21",                  "...............x" },
+    { "ERROR",                           "xxxxxxxxxxxxxxxx" },
+    { "CLIENT_ERROR bad command line",   "xxxxxxxxxxxxxxxx" },
+    { "SERVER_ERROR out of memory",      "xxxxxxxxxxxxxxxx" },
+};
+
+static enum mc_cmd
+fit_cmd(const char *name)
+{
+    for (int c = 0; c < MC_CMD_COUNT; c++)
+        if (strcmp(mc_cmd_name((enum mc_cmd)c), name) == 0)
+            return (enum mc_cmd)c;
+    fail_msg("no command %s", name);
+    return MC_CMD_COUNT;
+}
+
+static void
+test_fits_table(void **state)
+{
+    struct mc_rsp *rsp = *state;
+    size_t ncmd = sizeof(fit_cmds) / sizeof(fit_cmds[0]);
+
+    for (size_t i = 0; i < sizeof(fit_cases) / sizeof(fit_cases[0]); i++) {
+        assert_int_equal(parse(rsp, fit_cases[i].line), MC_OK);
+        assert_int_equal(strlen(fit_cases[i].fits), ncmd);
+        for (size_t c = 0; c < ncmd; c++) {
+            bool want = fit_cases[i].fits[c] == 'x';
+            if (mc_rsp_fits(fit_cmd(fit_cmds[c]), rsp) != want)
+                fail_msg("\"%s\" to %s: want %s", fit_cases[i].line, fit_cmds[c],
+                         want ? "fits" : "does not fit");
+        }
+    }
+}
+
+/* A unit that was never parsed fits nothing. */
+static void
+test_fits_unparsed(void **state)
+{
+    struct mc_rsp *rsp = *state;
+
+    mc_rsp_reset(rsp);
+    assert_false(mc_rsp_fits(MC_CMD_GET, rsp));
+    assert_false(mc_rsp_fits(MC_CMD_SET, rsp));
+}
+
 /* ---- framing ---------------------------------------------------------- */
 
 static const char *const type_names[] = {
@@ -371,6 +442,8 @@ main(void)
         RSP_TEST(test_frame_data_reused),
         RSP_TEST(test_frame_fatal),
         RSP_TEST(test_frame_line_too_long),
+        RSP_TEST(test_fits_table),
+        RSP_TEST(test_fits_unparsed),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
