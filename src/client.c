@@ -147,8 +147,9 @@ static void reply_stats(struct client *c, struct msg *msg)
     client_msg_done(msg);
 }
 
-/* Runs one parsed request: the proxy answers version, verbosity, stats
- * and quit itself; everything else goes to the pool's policy. */
+/* Runs one parsed request: the proxy answers version, verbosity, stats,
+ * quit and a gat without keys itself; everything else goes to the pool's
+ * policy. */
 static void client_execute(struct client *c, struct msg *msg)
 {
     switch (msg->req.cmd) {
@@ -172,9 +173,31 @@ static void client_execute(struct client *c, struct msg *msg)
             reply_stats(c, msg);
         break;
     default:
-        policy_dispatch(&c->wp->policy, msg, client_msg_done);
+        if (msg->req.nkeys == 0 && mc_cmd_kind(msg->req.cmd) == MC_KIND_RETRIEVAL)
+            msg_reply_now(msg, "%s", "END\r\n");   /* "gat 10", as memcached */
+        else
+            policy_dispatch(&c->wp->policy, msg, client_msg_done);
         break;
     }
+}
+
+/* A request that could not be run. Under noreply the error is counted
+ * and not written, as memcached does; a stream that can no longer be
+ * framed (fatal) is closed, its error written only when a reply is
+ * awaited, so a noreply client is never answered out of step. */
+static void client_reject(struct client *c, struct msg *msg, enum mc_status st,
+                          const char *err)
+{
+    if (st == MC_UNKNOWN) {
+        msg->req.noreply = false;
+        msg_reply_now(msg, "%s", "ERROR\r\n");
+        return;
+    }
+    if (st == MC_FATAL)
+        c->quitting = true;
+    if (st == MC_FATAL || msg->req.noreply)
+        stats_pool_add(c->wp->stats, client_err, 1);
+    msg_reply_now(msg, "CLIENT_ERROR %s\r\n", err != NULL ? err : "bad request");
 }
 
 /* Frames one request from the input and queues it. Returns false when
@@ -199,23 +222,10 @@ static bool client_read_one(struct client *c)
     msg->client = c;
     TAILQ_INSERT_TAIL(&c->msgs, msg, link);
     c->nmsgs++;
-    switch (st) {
-    case MC_OK:
+    if (st == MC_OK)
         client_execute(c, msg);
-        break;
-    case MC_UNKNOWN:
-        msg->req.noreply = false;
-        msg_reply_now(msg, "%s", "ERROR\r\n");
-        break;
-    case MC_FATAL:
-        c->quitting = true;
-        stats_pool_add(c->wp->stats, client_err, 1);
-        /* fall through */
-    default:
-        msg->req.noreply = false;
-        msg_reply_now(msg, "CLIENT_ERROR %s\r\n", err != NULL ? err : "bad request");
-        break;
-    }
+    else
+        client_reject(c, msg, st, err);
     return true;
 }
 

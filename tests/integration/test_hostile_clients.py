@@ -1,0 +1,201 @@
+"""Hostile and malformed clients (issue 8), side by side with memcached.
+
+Each malformed request is sent on a fresh connection to a real memcached
+1.6 and to Strata (in front of another memcached), followed by a sentinel
+`get` whose reply is unique; the bytes before the sentinel's reply must be
+the same from both (byte for byte, the VERSION line normalised). That is
+what a `noreply` client relies on: a reply it does not expect shifts every
+later reply by one.
+
+Where Strata deliberately differs, the difference is asserted exactly:
+the data block of a storage line it rejects is dropped as data (memcached
+reads it as a command line and answers ERROR to it), and a storage line
+with no usable byte count closes the connection (nothing can frame what
+follows).
+
+Also: fd exhaustion (accept never spins) and SIGTERM under steady load.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from compat_util import distinct_ports, strata_bin
+from harness import (HOST, MCClient, Memcached, Proxy, port_accepts,
+                     read_stats, server_entries, wait_until, xchg)
+from conftest import simple_pool
+
+SENTINEL_KEY = b"__sentinel__"
+SENTINEL_VAL = b"SENTINEL-VALUE-42"
+SENTINEL_GET = b"get " + SENTINEL_KEY + b"\r\n"
+SENTINEL_REPLY = (b"VALUE " + SENTINEL_KEY + b" 0 %d\r\n" % len(SENTINEL_VAL)
+                  + SENTINEL_VAL + b"\r\nEND\r\n")
+K251 = b"k" * 251
+
+
+def exchange(port, data, timeout=3.0):
+    """Sends data then the sentinel get on a new connection. Returns (what
+    came before the sentinel's reply, closed): closed is True when the peer
+    closed before the sentinel was answered."""
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    buf = b""
+    try:
+        try:
+            s.sendall(data + SENTINEL_GET)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        deadline = time.monotonic() + timeout
+        while SENTINEL_REPLY not in buf and time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                return buf, True
+            except socket.timeout:
+                break
+            if not chunk:
+                return buf, True
+            buf += chunk
+    finally:
+        s.close()
+    assert SENTINEL_REPLY in buf, "no sentinel reply, got %r" % buf[:300]
+    return buf[:buf.index(SENTINEL_REPLY)], False
+
+
+def normalise(b):
+    return re.sub(rb"VERSION [^\r]*\r\n", b"VERSION *\r\n", b)
+
+
+@pytest.fixture
+def side_by_side(memcached_factory, proxy_factory):
+    """(memcached port, strata port, proxy): the sentinel stored in both."""
+    ref, behind = memcached_factory(2)
+    proxy = proxy_factory({"alpha": simple_pool([behind])})
+    for port in (ref.port, proxy.port):
+        with MCClient(port) as c:
+            xchg(c, b"set %s 0 0 %d\r\n%s\r\n" % (SENTINEL_KEY, len(SENTINEL_VAL),
+                                                   SENTINEL_VAL), b"STORED\r\n")
+            xchg(c, b"set num 0 0 1\r\n5\r\n", b"STORED\r\n")
+    return ref.port, proxy.port, proxy
+
+
+# Requests memcached 1.6.18 and Strata answer byte for byte alike.
+SAME = [
+    # noreply: the error is not written (failure 3 of issue 8) ...
+    b"incr num abc noreply\r\n", b"decr num abc noreply\r\n",
+    b"incr num noreply\r\n", b"touch k abc noreply\r\n", b"touch k noreply\r\n",
+    b"delete k 5 noreply\r\n", b"delete k noreply noreply\r\n",
+    b"delete " + K251 + b" noreply\r\n", b"incr " + K251 + b" 1 noreply\r\n",
+    b"touch " + K251 + b" 1 noreply\r\n", b"flush_all abc noreply\r\n",
+    b"verbosity abc noreply\r\n", b"verbosity noreply\r\n",
+    b"verbosity 1 noreply\r\n",
+    b"set k 0 0 1 noreply\r\nxyz\r\n",          # bad data chunk, then "\r\n"
+    b"set k 0 0 2000000 noreply\r\n" + b"v" * 2000000 + b"\r\n",  # too large
+    b"incr num 1 noreply\r\n", b"delete num noreply\r\n",
+    # ... but a line with too many words (or no key) is ERROR even so
+    b"incr noreply\r\n", b"incr num 1 2 noreply\r\n",
+    b"touch k 1 2 noreply\r\n", b"delete k x y noreply\r\n",
+    b"delete k 0 0 noreply\r\n", b"flush_all 1 2 noreply\r\n",
+    b"verbosity 1 2 noreply\r\n", b"incr num 1 noreply extra\r\n",
+    b"delete noreply\r\n",                       # the key "noreply"
+    # proxy-answered commands and argument counts (failure 6)
+    b"gat 10\r\n", b"gats 10\r\n", b"gat 10 \r\n", b"gat\r\n", b"gats\r\n",
+    b"get\r\n", b"gets\r\n", b"get  \r\n", b"gat abc\r\n", b"gats abc\r\n",
+    b"gat abc k\r\n", b"verbosity\r\n", b"verbosity 1\r\n",
+    b"verbosity 1 2\r\n", b"verbosity abc\r\n", b"verbosity 1 2 3\r\n",
+    b"incr num\r\n", b"incr num abc\r\n", b"touch k abc\r\n",
+    b"stats noreply\r\n",
+]
+
+
+@pytest.mark.strata_only
+@pytest.mark.parametrize("request_", SAME, ids=lambda r: repr(r[:40]))
+def test_same_reply_as_memcached(request_, side_by_side):
+    mc_port, st_port, _ = side_by_side
+    mc = exchange(mc_port, request_)
+    st = exchange(st_port, request_)
+    assert (normalise(st[0]), st[1]) == (normalise(mc[0]), mc[1])
+
+
+@pytest.mark.strata_only
+@pytest.mark.parametrize("request_", [
+    b"version foo\r\n", b"version noreply\r\n", b"version foo bar\r\n",
+    b"quit extra\r\n", b"quit noreply\r\n"])
+def test_version_quit_with_arguments(request_, side_by_side):
+    """memcached 1.6 ignores the arguments (VERSION; quit closes); Strata
+    answers ERROR, as memcached before 1.6 did, because memccapable
+    demands it of a server announcing a version below 1.6
+    (docs/compatibility.md). One line either way: no client is shifted."""
+    mc_port, st_port, _ = side_by_side
+    mc = exchange(mc_port, request_)
+    assert mc in ((b"", True), (b"VERSION 1.6.18\r\n", False)) or \
+        normalise(mc[0]) == b"VERSION *\r\n"
+    assert exchange(st_port, request_) == (b"ERROR\r\n", False)
+
+
+@pytest.mark.strata_only
+def test_quit_closes_as_memcached(side_by_side):
+    mc_port, st_port, _ = side_by_side
+    for port in (mc_port, st_port):
+        with MCClient(port) as c:
+            c.send(b"quit\r\n")
+            assert c.expect_closed(timeout=2.0)
+            assert bytes(c._pending()) == b""
+
+
+# A storage line rejected with a known byte count: the line's reply is as
+# memcached's; Strata drops the data block, memcached reads it as a command
+# line ("x" -> ERROR). (docs/compatibility.md)
+BLOCK_DROPPED = [
+    (b"set k abc 0 1 noreply\r\nx\r\n", b""),
+    (b"set k 0 abc 1 noreply\r\nx\r\n", b""),
+    (b"cas k 0 0 1 abc noreply\r\nx\r\n", b""),
+    (b"cas k 0 0 1 noreply\r\nx\r\n", b""),
+    (b"set " + K251 + b" 0 0 1 noreply\r\nx\r\n", b""),
+    (b"set k 0 0 1 extra noreply\r\nx\r\n", b"ERROR\r\n"),
+]
+
+
+@pytest.mark.strata_only
+@pytest.mark.parametrize("request_,strata", BLOCK_DROPPED,
+                         ids=lambda r: repr(r[:40]))
+def test_rejected_storage_block_is_data(request_, strata, side_by_side):
+    mc_port, st_port, _ = side_by_side
+    assert exchange(mc_port, request_) == (strata + b"ERROR\r\n", False)
+    assert exchange(st_port, request_) == (strata, False)
+
+
+@pytest.mark.strata_only
+@pytest.mark.parametrize("request_", [
+    b"set k 0 0 abc noreply\r\nx\r\n", b"set k 0 0 noreply\r\nx\r\n",
+    b"set k 0 0 -1 noreply\r\nx\r\n",
+])
+def test_unframeable_noreply_closes_silently(request_, side_by_side):
+    """No byte count: the rest of the stream cannot be framed. A noreply
+    client is not answered out of step: nothing is written, the
+    connection is closed, the error is counted."""
+    _, st_port, proxy = side_by_side
+    before = read_stats(proxy.stats_port)["alpha"]["client_err"]
+    assert exchange(st_port, request_) == (b"", True)
+    assert wait_until(lambda: read_stats(proxy.stats_port)["alpha"]
+                      ["client_err"] == before + 1, 3.0)
+
+
+@pytest.mark.strata_only
+def test_noreply_error_counted_and_next_reply_in_step(side_by_side):
+    """The failure as reported: a noreply client that sends a bad incr then
+    reads the next reply gets the reply to its next request."""
+    _, st_port, proxy = side_by_side
+    before = read_stats(proxy.stats_port)["alpha"]["client_err"]
+    with MCClient(st_port) as c:
+        c.send(b"incr num abc noreply\r\nset a 0 0 1 noreply\r\n1\r\n"
+               b"incr num 1 noreply\r\nget num\r\n")
+        assert c.read_expected(b"VALUE num 0 1\r\n6\r\nEND\r\n") == \
+            b"VALUE num 0 1\r\n6\r\nEND\r\n"
+    assert wait_until(lambda: read_stats(proxy.stats_port)["alpha"]
+                      ["client_err"] == before + 1, 3.0)
