@@ -199,3 +199,55 @@ def test_noreply_error_counted_and_next_reply_in_step(side_by_side):
             b"VALUE num 0 1\r\n6\r\nEND\r\n"
     assert wait_until(lambda: read_stats(proxy.stats_port)["alpha"]
                       ["client_err"] == before + 1, 3.0)
+
+
+# ------------------------------------------------ out of file descriptors --
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def log_lines(proxy):
+    try:
+        with open(proxy.logpath, "rb") as f:
+            return f.read().count(b"\n")
+    except OSError:
+        return 0
+
+
+@pytest.mark.strata_only
+def test_fd_exhaustion_does_not_spin(memcached_factory, workdir):
+    """Under RLIMIT_NOFILE 64 (soft and hard, so the proxy cannot raise
+    it), 100 clients: the proxy pauses accepting instead of spinning, the
+    log does not flood, and once the clients leave new ones are served."""
+    server, = memcached_factory(1)
+    ports = distinct_ports(2)
+    pools = {"alpha": simple_pool([server], listen="%s:%d" % (HOST, ports[1]))}
+    proxy = Proxy("strata", strata_bin(), workdir, pools, stats_port=ports[0],
+                  extra_args=["--workers", "2"], name="fdlimit")
+    plain_argv = proxy.argv
+    proxy.argv = lambda: ["prlimit", "--nofile=64:64", "--"] + plain_argv()
+    proxy.start()
+    socks = []
+    try:
+        assert "open files limit 64" in proxy.read_log()
+        for _ in range(100):
+            socks.append(socket.create_connection((HOST, ports[1]), timeout=3))
+        time.sleep(0.5)             # let the first failures happen
+        lines0, cpu0 = log_lines(proxy), cpu_seconds(proxy.pid)
+        time.sleep(2.0)
+        cpu = cpu_seconds(proxy.pid) - cpu0
+        grown = log_lines(proxy) - lines0
+        assert cpu < 0.3 * 2.0, "proxy used %.2f s of CPU in 2 s" % cpu
+        assert grown <= 6, "log grew by %d lines in 2 s" % grown
+        assert "accept failed" in proxy.read_log()
+    finally:
+        for s in socks:
+            s.close()
+    with MCClient(ports[1]) as c:
+        xchg(c, b"set fd 0 0 2\r\nok\r\n", b"STORED\r\n", timeout=5.0)
+        xchg(c, b"get fd\r\n", b"VALUE fd 0 2\r\nok\r\nEND\r\n")
+    proxy.stop()
