@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,10 +35,14 @@ struct client {
     bool                quitting;    /* quit or fatal input: no more requests */
     bool                eof_seen;    /* the peer closed its side (counted) */
     bool                closing;     /* waiting for output to drain */
+    bool                draining;    /* the worker stops: read no more */
+    bool                lingering;   /* drained, write side shut: waiting
+                                        for the peer's close */
 };
 
 static bool client_process(struct client *c);
 static void client_msg_done(struct msg *msg);
+static void client_write_done(struct client *c);
 
 static void client_close(struct client *c)
 {
@@ -59,6 +64,54 @@ static void client_close(struct client *c)
         __atomic_fetch_sub(&w->rt->pool_clients[c->wp->index], 1, __ATOMIC_RELAXED);
     conn_destroy(&c->conn);
     free(c);
+}
+
+static bool client_maybe_close(struct client *c);
+
+/* Drain: no new request is read or framed; what was framed is answered
+ * and written, then the client closes (client_maybe_close). Bytes read
+ * but not yet framed are dropped with the connection. */
+void client_stop_reading_all(struct worker *w)
+{
+    struct client *c, *next;
+    for (c = TAILQ_FIRST(&w->clients); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        c->quitting = true;
+        c->draining = true;
+        conn_want_read(c->conn, false);
+        client_write_done(c);
+        client_maybe_close(c);
+    }
+}
+
+bool client_lingering(struct worker *w)
+{
+    struct client *c;
+    TAILQ_FOREACH(c, &w->clients, link)
+        if (c->lingering)
+            return true;
+    return false;
+}
+
+/* Closes a drained client whose replies are all written. Closing a socket
+ * with unread bytes makes the kernel answer with a reset that can destroy
+ * replies not yet delivered, so a client that kept sending gets its write
+ * side shut (FIN after the last reply) and its input discarded until it
+ * closes (or the worker's drain deadline). Returns true if it is gone. */
+static bool client_close_drained(struct client *c)
+{
+    int fd = conn_fd(c->conn), unread = 0;
+    struct evbuffer *in = conn_input(c->conn);
+    if (conn_eof(c->conn) || ioctl(fd, FIONREAD, &unread) != 0 || unread == 0) {
+        client_close(c);
+        return true;
+    }
+    shutdown(fd, SHUT_WR);
+    c->lingering = true;
+    c->closing = false;
+    evbuffer_drain(in, evbuffer_get_length(in));   /* so reading resumes */
+    conn_want_read(c->conn, true);
+    return false;
 }
 
 void client_close_all(struct worker *w)
@@ -245,6 +298,8 @@ static bool client_maybe_close(struct client *c)
     if (!no_more || c->nmsgs > 0)
         return false;
     if (evbuffer_get_length(conn_output(c->conn)) == 0) {
+        if (c->draining)
+            return client_close_drained(c);
         client_close(c);
         return true;
     }
@@ -257,7 +312,7 @@ static bool client_maybe_close(struct client *c)
  * Returns false if the client is gone. */
 static bool client_process(struct client *c)
 {
-    if (c->in_process || c->closing)
+    if (c->in_process || c->closing || c->lingering)
         return true;
     c->in_process = true;
     c->paused = false;
@@ -280,6 +335,13 @@ static bool client_process(struct client *c)
 static void on_input(struct conn *conn, void *arg)
 {
     struct client *c = arg;
+    if (c->lingering) {
+        struct evbuffer *in = conn_input(conn);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        if (conn_eof(conn))
+            client_close(c);
+        return;
+    }
     if (conn_eof(conn) && !c->eof_seen) {
         /* Half-closed: answer what was sent, then close. */
         c->eof_seen = true;
@@ -292,7 +354,9 @@ static void on_drained(struct conn *conn, void *arg)
 {
     (void)conn;
     struct client *c = arg;
-    if (c->closing)
+    if (c->closing && c->draining)
+        client_close_drained(c);
+    else if (c->closing)
         client_close(c);
     else if (c->paused)
         client_process(c);

@@ -15,7 +15,8 @@
 #include "strata/util.h"
 #include "strata/worker.h"
 
-/* How long a stopping worker waits for requests in flight. */
+/* How long a stopping worker waits for requests in flight (clients are
+ * no longer read, so this bounds only slow backends and slow readers). */
 #define WORKER_DRAIN_MAX_MS 5000
 
 /* Accept backoff: out of descriptors, accept() fails at once on every
@@ -126,7 +127,8 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     /* Answered means written: replies still in an output buffer would be
      * lost by closing the client now. */
-    bool busy = client_requests_in_flight(w) > 0 || client_output_pending(w);
+    bool busy = client_requests_in_flight(w) > 0 || client_output_pending(w) ||
+                client_lingering(w);
     if (busy && util_now_ms() < w->drain_deadline_ms) {
         struct timeval tv = { 0, 10 * 1000 };
         evtimer_add(w->drain_ev, &tv);
@@ -142,6 +144,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     for (uint32_t p = 0; p < w->npools; p++)
         worker_pool_unlisten(&w->pools[p]);
+    client_stop_reading_all(w);
     w->drain_deadline_ms = util_now_ms() + WORKER_DRAIN_MAX_MS;
     on_drain(-1, 0, w);
 }

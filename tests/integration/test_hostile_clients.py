@@ -18,6 +18,7 @@ Also: fd exhaustion (accept never spins) and SIGTERM under steady load.
 
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -251,3 +252,91 @@ def test_fd_exhaustion_does_not_spin(memcached_factory, workdir):
         xchg(c, b"set fd 0 0 2\r\nok\r\n", b"STORED\r\n", timeout=5.0)
         xchg(c, b"get fd\r\n", b"VALUE fd 0 2\r\nok\r\nEND\r\n")
     proxy.stop()
+
+
+# ------------------------------------------------ SIGTERM under steady load --
+
+NKEYS = 50
+
+
+def expected_reply(i):
+    k = i % NKEYS
+    v = b"value-%d" % k
+    return b"VALUE k%d 0 %d\r\n%s\r\nEND\r\n" % (k, len(v), v)
+
+
+def pipelining_client(port, result):
+    """Sends gets as fast as the proxy takes them and reads replies, until
+    the proxy closes. result gets (requests wholly handed to the kernel,
+    bytes received, how the stream ended: "eof" or an error name)."""
+    s = socket.create_connection((HOST, port), timeout=5)
+    s.setblocking(False)
+    batch = b"".join(b"get k%d\r\n" % (j % NKEYS) for j in range(NKEYS))
+    out, sent_bytes, buf, how, sending = b"", 0, b"", "timeout", True
+    end = time.monotonic() + 15
+    try:
+        while time.monotonic() < end:
+            if sending and len(out) < 65536:
+                out += batch
+            r, w, _ = select.select([s], [s] if sending else [], [], 0.1)
+            if w:
+                try:
+                    n = s.send(out)
+                    sent_bytes += n
+                    out = out[n:]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    sending = False     # the proxy no longer takes requests
+            if r:
+                try:
+                    chunk = s.recv(262144)
+                except BlockingIOError:
+                    continue
+                except OSError as e:
+                    how = type(e).__name__
+                    break
+                if not chunk:
+                    how = "eof"
+                    break
+                buf += chunk
+    finally:
+        s.close()
+    whole, part = divmod(sent_bytes, len(batch))
+    result.append((whole * NKEYS + batch[:part].count(b"\n"), buf, how))
+
+
+@pytest.mark.strata_only
+def test_sigterm_under_load_stops_reading(memcached_factory, proxy_factory):
+    """SIGTERM while clients pipeline steadily: the proxy stops reading
+    requests, answers those it had read, closes each client, and exits
+    well under its 5 s drain limit. Each client's bytes are exactly the
+    replies to a prefix of its requests, every one correct, then EOF."""
+    server, = memcached_factory(1)
+    proxy = proxy_factory({"alpha": simple_pool([server])})
+    with proxy.client() as c:
+        for k in range(NKEYS):
+            v = b"value-%d" % k
+            xchg(c, b"set k%d 0 0 %d\r\n%s\r\n" % (k, len(v), v), b"STORED\r\n")
+    results, threads = [], []
+    for _ in range(4):
+        t = threading.Thread(target=pipelining_client,
+                             args=(proxy.port, results))
+        t.start()
+        threads.append(t)
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    os.kill(proxy.pid, signal.SIGTERM)
+    rc = proxy.proc.wait(timeout=8)
+    took = time.monotonic() - t0
+    for t in threads:
+        t.join(timeout=10)
+    assert rc == 0
+    assert took < 2.0, "drain took %.2f s" % took
+    assert len(results) == 4
+    for sent, buf, how in results:
+        assert how == "eof", "the stream ended by %s" % how
+        n = buf.count(b"END\r\n")
+        assert 0 < n <= sent
+        want = b"".join(expected_reply(i) for i in range(n))
+        assert buf == want, "replies are not a correct prefix"
