@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,10 +35,14 @@ struct client {
     bool                quitting;    /* quit or fatal input: no more requests */
     bool                eof_seen;    /* the peer closed its side (counted) */
     bool                closing;     /* waiting for output to drain */
+    bool                draining;    /* the worker stops: read no more */
+    bool                lingering;   /* drained, write side shut: waiting
+                                        for the peer's close */
 };
 
 static bool client_process(struct client *c);
 static void client_msg_done(struct msg *msg);
+static void client_write_done(struct client *c);
 
 static void client_close(struct client *c)
 {
@@ -59,6 +64,54 @@ static void client_close(struct client *c)
         __atomic_fetch_sub(&w->rt->pool_clients[c->wp->index], 1, __ATOMIC_RELAXED);
     conn_destroy(&c->conn);
     free(c);
+}
+
+static bool client_maybe_close(struct client *c);
+
+/* Drain: no new request is read or framed; what was framed is answered
+ * and written, then the client closes (client_maybe_close). Bytes read
+ * but not yet framed are dropped with the connection. */
+void client_stop_reading_all(struct worker *w)
+{
+    struct client *c, *next;
+    for (c = TAILQ_FIRST(&w->clients); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        c->quitting = true;
+        c->draining = true;
+        conn_want_read(c->conn, false);
+        client_write_done(c);
+        client_maybe_close(c);
+    }
+}
+
+bool client_lingering(struct worker *w)
+{
+    struct client *c;
+    TAILQ_FOREACH(c, &w->clients, link)
+        if (c->lingering)
+            return true;
+    return false;
+}
+
+/* Closes a drained client whose replies are all written. Closing a socket
+ * with unread bytes makes the kernel answer with a reset that can destroy
+ * replies not yet delivered, so a client that kept sending gets its write
+ * side shut (FIN after the last reply) and its input discarded until it
+ * closes (or the worker's drain deadline). Returns true if it is gone. */
+static bool client_close_drained(struct client *c)
+{
+    int fd = conn_fd(c->conn), unread = 0;
+    struct evbuffer *in = conn_input(c->conn);
+    if (conn_eof(c->conn) || ioctl(fd, FIONREAD, &unread) != 0 || unread == 0) {
+        client_close(c);
+        return true;
+    }
+    shutdown(fd, SHUT_WR);
+    c->lingering = true;
+    c->closing = false;
+    evbuffer_drain(in, evbuffer_get_length(in));   /* so reading resumes */
+    conn_want_read(c->conn, true);
+    return false;
 }
 
 void client_close_all(struct worker *w)
@@ -147,8 +200,9 @@ static void reply_stats(struct client *c, struct msg *msg)
     client_msg_done(msg);
 }
 
-/* Runs one parsed request: the proxy answers version, verbosity, stats
- * and quit itself; everything else goes to the pool's policy. */
+/* Runs one parsed request: the proxy answers version, verbosity, stats,
+ * quit and a gat without keys itself; everything else goes to the pool's
+ * policy. */
 static void client_execute(struct client *c, struct msg *msg)
 {
     switch (msg->req.cmd) {
@@ -172,9 +226,31 @@ static void client_execute(struct client *c, struct msg *msg)
             reply_stats(c, msg);
         break;
     default:
-        policy_dispatch(&c->wp->policy, msg, client_msg_done);
+        if (msg->req.nkeys == 0 && mc_cmd_kind(msg->req.cmd) == MC_KIND_RETRIEVAL)
+            msg_reply_now(msg, "%s", "END\r\n");   /* "gat 10", as memcached */
+        else
+            policy_dispatch(&c->wp->policy, msg, client_msg_done);
         break;
     }
+}
+
+/* A request that could not be run. Under noreply the error is counted
+ * and not written, as memcached does; a stream that can no longer be
+ * framed (fatal) is closed, its error written only when a reply is
+ * awaited, so a noreply client is never answered out of step. */
+static void client_reject(struct client *c, struct msg *msg, enum mc_status st,
+                          const char *err)
+{
+    if (st == MC_UNKNOWN) {
+        msg->req.noreply = false;
+        msg_reply_now(msg, "%s", "ERROR\r\n");
+        return;
+    }
+    if (st == MC_FATAL)
+        c->quitting = true;
+    if (st == MC_FATAL || msg->req.noreply)
+        stats_pool_add(c->wp->stats, client_err, 1);
+    msg_reply_now(msg, "CLIENT_ERROR %s\r\n", err != NULL ? err : "bad request");
 }
 
 /* Frames one request from the input and queues it. Returns false when
@@ -199,23 +275,10 @@ static bool client_read_one(struct client *c)
     msg->client = c;
     TAILQ_INSERT_TAIL(&c->msgs, msg, link);
     c->nmsgs++;
-    switch (st) {
-    case MC_OK:
+    if (st == MC_OK)
         client_execute(c, msg);
-        break;
-    case MC_UNKNOWN:
-        msg->req.noreply = false;
-        msg_reply_now(msg, "%s", "ERROR\r\n");
-        break;
-    case MC_FATAL:
-        c->quitting = true;
-        stats_pool_add(c->wp->stats, client_err, 1);
-        /* fall through */
-    default:
-        msg->req.noreply = false;
-        msg_reply_now(msg, "CLIENT_ERROR %s\r\n", err != NULL ? err : "bad request");
-        break;
-    }
+    else
+        client_reject(c, msg, st, err);
     return true;
 }
 
@@ -235,6 +298,8 @@ static bool client_maybe_close(struct client *c)
     if (!no_more || c->nmsgs > 0)
         return false;
     if (evbuffer_get_length(conn_output(c->conn)) == 0) {
+        if (c->draining)
+            return client_close_drained(c);
         client_close(c);
         return true;
     }
@@ -247,7 +312,7 @@ static bool client_maybe_close(struct client *c)
  * Returns false if the client is gone. */
 static bool client_process(struct client *c)
 {
-    if (c->in_process || c->closing)
+    if (c->in_process || c->closing || c->lingering)
         return true;
     c->in_process = true;
     c->paused = false;
@@ -270,6 +335,13 @@ static bool client_process(struct client *c)
 static void on_input(struct conn *conn, void *arg)
 {
     struct client *c = arg;
+    if (c->lingering) {
+        struct evbuffer *in = conn_input(conn);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        if (conn_eof(conn))
+            client_close(c);
+        return;
+    }
     if (conn_eof(conn) && !c->eof_seen) {
         /* Half-closed: answer what was sent, then close. */
         c->eof_seen = true;
@@ -282,7 +354,9 @@ static void on_drained(struct conn *conn, void *arg)
 {
     (void)conn;
     struct client *c = arg;
-    if (c->closing)
+    if (c->closing && c->draining)
+        client_close_drained(c);
+    else if (c->closing)
         client_close(c);
     else if (c->paused)
         client_process(c);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -455,6 +456,52 @@ static void memory_tune(void)
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
 }
 
+/* File descriptors the configuration can use at most: every pool's
+ * client_connections (0 counts as none: unlimited, reported apart), each
+ * worker's server connections and listeners, and a few for the log, the
+ * stats port and libevent. Sets *unlimited when a pool has no limit. */
+static uint64_t fd_limit_needed(const struct app *app, bool *unlimited)
+{
+    uint64_t need = 16;
+    *unlimited = false;
+    for (uint32_t p = 0; p < app->conf->npools; p++) {
+        const struct conf_pool *pool = &app->conf->pools[p];
+        uint64_t conns = 0;
+        for (uint32_t t = 0; t < stats_pool_tier_count(pool); t++) {
+            const struct conf_tier *tier = stats_pool_tier(pool, t);
+            conns += (uint64_t)tier->nservers * tier->server_connections;
+        }
+        need += pool->client_connections + (conns + 1) * app->nworkers;
+        *unlimited |= pool->client_connections == 0;
+    }
+    return need;
+}
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit and logs what we got
+ * against what the configured limits need: running out of descriptors
+ * pauses accepting (worker.c), it must not come as a surprise. */
+static void fd_limit_raise(const struct app *app)
+{
+    struct rlimit rl;
+    bool unlimited;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = { rl.rlim_max, rl.rlim_max };
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl = want;
+    }
+    uint64_t need = fd_limit_needed(app, &unlimited);
+    uint64_t have = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
+    const char *more = unlimited ? " plus one per client of a pool without client_connections" : "";
+    if (have < need)
+        log_warn("open files limit %llu is below the %llu the configuration needs%s",
+                 (unsigned long long)have, (unsigned long long)need, more);
+    else
+        log_notice("open files limit %llu; the configuration needs %llu%s",
+                   (unsigned long long)have, (unsigned long long)need, more);
+}
+
 static int serve(struct app *app)
 {
     struct event *sig_evs[5] = { 0 };
@@ -466,6 +513,7 @@ static int serve(struct app *app)
     if (app->base == NULL || runtime_setup(app) != 0 || stats_listen(app) != 0)
         goto out;
     signals_setup(app, sig_evs);
+    fd_limit_raise(app);
     if (workers_start(app) != 0)
         goto out;
     log_notice("strata-%s started on pid %ld with %u workers, %u pools",

@@ -168,13 +168,14 @@ mc_req_read_block(struct evbuffer *in, struct mc_req *req, size_t head,
 }
 
 /* Routes a parsed line: lines without data are consumed at once; storage
- * lines wait for their block, or start dropping it when it is too big to
- * hold (mc_req_parse reports that before any other fault). */
+ * lines, rejected ones too (their block is data, never commands), wait
+ * for their block, or start dropping it when it is too big to hold
+ * (mc_req_parse reports that before any other fault). */
 static enum mc_status
 mc_req_take(struct evbuffer *in, struct mc_req *req, size_t head,
             enum mc_status st, const struct mc_limits *lim, const char **err)
 {
-    if (st == MC_UNKNOWN || mc_cmd_kind(req->cmd) != MC_KIND_STORAGE) {
+    if (mc_cmd_kind(req->cmd) != MC_KIND_STORAGE) {
         evbuffer_drain(in, head);
         return st;
     }

@@ -12,7 +12,6 @@
 
 /* Reasons sent after "CLIENT_ERROR " (static strings, one place). */
 #define MC_ERR_FORMAT      "bad command line format"
-#define MC_ERR_TOO_MANY    "too many arguments"
 #define MC_ERR_KEY_LONG    "key too long"
 #define MC_ERR_KEY_CTRL    "key contains control characters"
 #define MC_ERR_FLAGS       "invalid flags argument"

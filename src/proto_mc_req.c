@@ -151,38 +151,38 @@ mc_args_collect(struct mc_cursor *cur, struct mc_args *a)
 }
 
 /* Takes a final "noreply" off the arguments and notes it in req. It is
- * noted even when the line turns out bad, so the caller can tell. */
+ * noted even when the line turns out bad, so the caller can tell. As in
+ * memcached, a lone "noreply" after delete is the key, not the flag. */
 static void
 mc_args_noreply(struct mc_req *req, struct mc_args *a)
 {
+    if (req->cmd == MC_CMD_DELETE && a->n < 2)
+        return;
     if (a->n > 0 && mc_token_is(req->line, a->last, "noreply", 7)) {
         req->noreply = true;
         a->n--;
     }
 }
 
-static bool
-mc_cmd_takes_noreply(enum mc_cmd cmd)
-{
-    enum mc_cmd_kind kind = mc_cmd_kind(cmd);
-
-    return kind == MC_KIND_STORAGE || kind == MC_KIND_KEYED ||
-           cmd == MC_CMD_VERBOSITY || cmd == MC_CMD_FLUSH_ALL;
-}
-
-/* Checks that min..max arguments remain once noreply was taken. One word
- * too many where noreply could stand is most likely a misspelt noreply. */
+/* Checks that min..max arguments remain once noreply was taken. As
+ * memcached, a line whose words (noreply counted) are more than the
+ * command has room for, or too few for a command without a data block,
+ * is MC_UNKNOWN: "ERROR", written even under noreply. Otherwise a count
+ * out of range is an MC_ERROR (one word too many where noreply could
+ * stand is most likely a misspelt noreply), which a noreply client
+ * counts and does not write. */
 static enum mc_status
 mc_args_arity(const struct mc_req *req, const struct mc_args *a,
               uint32_t min, uint32_t max, const char **err)
 {
-    if (a->n < min)
-        return mc_fail(err, MC_ERR_FORMAT);
-    if (a->n <= max)
+    uint32_t words = a->n + req->noreply;
+    bool block = mc_cmd_kind(req->cmd) == MC_KIND_STORAGE;
+
+    if (a->n >= min && a->n <= max)
         return MC_OK;
-    if (a->n == max + 1 && !req->noreply && mc_cmd_takes_noreply(req->cmd))
-        return mc_fail(err, MC_ERR_FORMAT);
-    return mc_fail(err, MC_ERR_TOO_MANY);
+    if (words > max + 1 || (words < min && !block))
+        return MC_UNKNOWN;
+    return mc_fail(err, MC_ERR_FORMAT);
 }
 
 static enum mc_status
@@ -193,26 +193,31 @@ mc_parse_exptime_arg(struct mc_req *req, struct mc_token t, const char **err)
     return MC_OK;
 }
 
-/* get|gets <key>+, gat|gats <exptime> <key>+ */
+/* get|gets <key>+, gat|gats <exptime> <key>*. As memcached: no argument
+ * at all is MC_UNKNOWN ("ERROR"); gat with an exptime and no key is
+ * MC_OK with nkeys 0, answered "END" by the proxy. */
 static enum mc_status
 mc_parse_retrieval(struct mc_req *req, struct mc_cursor *cur,
                    const char **err)
 {
+    bool touch = req->cmd == MC_CMD_GAT || req->cmd == MC_CMD_GATS;
     struct mc_token t;
     enum mc_status st;
 
-    if (req->cmd == MC_CMD_GAT || req->cmd == MC_CMD_GATS) {
-        if (!mc_cursor_next(cur, &t))
-            return mc_fail(err, MC_ERR_FORMAT);
+    if (!mc_cursor_next(cur, &t))
+        return MC_UNKNOWN;
+    if (touch) {
         if (mc_parse_exptime_arg(req, t, err) != MC_OK)
             return MC_ERROR;
+        if (!mc_cursor_next(cur, &t))
+            return MC_OK;
     }
-    while (mc_cursor_next(cur, &t)) {
+    do {
         st = mc_req_add_key(req, t, err);
         if (st != MC_OK)
             return st;
-    }
-    return req->nkeys > 0 ? MC_OK : mc_fail(err, MC_ERR_FORMAT);
+    } while (mc_cursor_next(cur, &t));
+    return MC_OK;
 }
 
 /* The byte count (4th argument) frames the data block that follows: if
@@ -270,10 +275,10 @@ mc_parse_storage(struct mc_req *req, struct mc_cursor *cur,
     enum mc_status st;
 
     mc_args_collect(cur, &a);
+    mc_args_noreply(req, &a);   /* first: a fatal line is noreply too */
     st = mc_parse_vlen(req, &a, err);
     if (st != MC_OK)
         return st;
-    mc_args_noreply(req, &a);
     if (req->vlen > lim->max_value)
         return mc_fail(err, MC_ERR_TOO_LARGE);
     st = mc_args_arity(req, &a, nfixed, nfixed, err);
@@ -341,37 +346,42 @@ mc_parse_stats(struct mc_req *req, struct mc_cursor *cur)
     return MC_OK;
 }
 
-/* verbosity <level> [noreply]. Anything else is "ERROR", as memcached
- * answers it (clients such as memccapable check for exactly that). */
+/* verbosity <level> [noreply|word], as memcached reads it: no argument
+ * or more than two is "ERROR"; a second word other than noreply is
+ * ignored; a level that is no number is a CLIENT_ERROR (unwritten under
+ * noreply, like the OK). */
 static enum mc_status
-mc_parse_verbosity(struct mc_req *req, const struct mc_args *a,
-                   const char **err)
+mc_parse_verbosity(struct mc_req *req, struct mc_args *a, const char **err)
 {
     uint32_t level;
 
-    /* With noreply memcached stays silent even on a bad level. */
-    if (mc_args_arity(req, a, 1, 1, err) != MC_OK)
-        return req->noreply ? MC_OK : MC_UNKNOWN;
+    if (a->n == 0 || a->n > 2)
+        return MC_UNKNOWN;
+    req->noreply = mc_token_is(req->line, a->last, "noreply", 7);
     req->arg = a->tok[0];
     if (!mc_parse_u32(req->line + req->arg.off, req->arg.len, &level))
-        return req->noreply ? MC_OK : MC_UNKNOWN;
+        return mc_fail(err, MC_ERR_FORMAT);
     return MC_OK;
 }
 
 /* flush_all [delay] [noreply]; the delay is kept in arg and exptime. */
 static enum mc_status
-mc_parse_flush_all(struct mc_req *req, const struct mc_args *a,
-                   const char **err)
+mc_parse_flush_all(struct mc_req *req, struct mc_args *a, const char **err)
 {
-    if (mc_args_arity(req, a, 0, 1, err) != MC_OK)
-        return MC_ERROR;
-    if (a->n == 0)
-        return MC_OK;
+    enum mc_status st;
+
+    mc_args_noreply(req, a);
+    st = mc_args_arity(req, a, 0, 1, err);
+    if (st != MC_OK || a->n == 0)
+        return st;
     req->arg = a->tok[0];
     return mc_parse_exptime_arg(req, req->arg, err);
 }
 
-/* Commands the proxy answers or broadcasts. */
+/* Commands the proxy answers or broadcasts. version and quit with any
+ * argument are "ERROR", as memcached before 1.6 answers: memcached 1.6
+ * ignores the arguments, but memccapable demands the error of a server
+ * that announces a version below 1.6, as the proxy does. */
 static enum mc_status
 mc_parse_other(struct mc_req *req, struct mc_cursor *cur, const char **err)
 {
@@ -380,15 +390,13 @@ mc_parse_other(struct mc_req *req, struct mc_cursor *cur, const char **err)
     if (req->cmd == MC_CMD_STATS)
         return mc_parse_stats(req, cur);
     mc_args_collect(cur, &a);
-    if (mc_cmd_takes_noreply(req->cmd))
-        mc_args_noreply(req, &a);
     switch (req->cmd) {
     case MC_CMD_VERBOSITY:
         return mc_parse_verbosity(req, &a, err);
     case MC_CMD_FLUSH_ALL:
         return mc_parse_flush_all(req, &a, err);
     default: /* version, quit */
-        return mc_args_arity(req, &a, 0, 0, err);
+        return a.n == 0 ? MC_OK : MC_UNKNOWN;
     }
 }
 

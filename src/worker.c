@@ -1,4 +1,5 @@
 /* worker: a thread serving every pool on its own event_base. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,22 +15,66 @@
 #include "strata/util.h"
 #include "strata/worker.h"
 
-/* How long a stopping worker waits for requests in flight. */
+/* How long a stopping worker waits for requests in flight (clients are
+ * no longer read, so this bounds only slow backends and slow readers). */
 #define WORKER_DRAIN_MAX_MS 5000
+
+/* Accept backoff: out of descriptors, accept() fails at once on every
+ * loop turn, so the listener is paused (10 ms, doubling to 1 s) and the
+ * warning is written at most once a second, with the count of failures. */
+#define WORKER_ACCEPT_PAUSE_MIN_MS 10
+#define WORKER_ACCEPT_PAUSE_MAX_MS 1000
+#define WORKER_ACCEPT_WARN_MS      1000
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
                       struct sockaddr *sa, int salen, void *arg)
 {
     (void)l; (void)sa; (void)salen;
-    client_accept(arg, fd);
+    struct worker_pool *wp = arg;
+    wp->accept_pause_ms = 0;
+    client_accept(wp, fd);
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct worker_pool *wp = arg;
+    if (wp->listener != NULL)
+        evconnlistener_enable(wp->listener);
+}
+
+/* Pauses the listener for the next backoff step. */
+static void accept_pause(struct worker_pool *wp)
+{
+    uint32_t ms = wp->accept_pause_ms * 2;
+    if (ms < WORKER_ACCEPT_PAUSE_MIN_MS)
+        ms = WORKER_ACCEPT_PAUSE_MIN_MS;
+    if (ms > WORKER_ACCEPT_PAUSE_MAX_MS)
+        ms = WORKER_ACCEPT_PAUSE_MAX_MS;
+    wp->accept_pause_ms = ms;
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    evconnlistener_disable(wp->listener);
+    evtimer_add(wp->accept_resume_ev, &tv);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
 {
     (void)l;
     struct worker_pool *wp = arg;
-    log_warn("pool %s: accept failed: %s", wp->conf->name,
-             evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    int err = EVUTIL_SOCKET_ERROR();
+    bool exhausted = err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+    wp->accept_failures++;
+    if (exhausted)
+        accept_pause(wp);
+    int64_t now = util_now_ms();
+    if (now - wp->accept_warned_ms < WORKER_ACCEPT_WARN_MS)
+        return;
+    log_warn("pool %s: worker %u: accept failed: %s (%llu failures since the last report)%s",
+             wp->conf->name, wp->worker->id, evutil_socket_error_to_string(err),
+             (unsigned long long)wp->accept_failures,
+             exhausted ? "; accepting paused, with backoff up to 1 s" : "");
+    wp->accept_warned_ms = now;
+    wp->accept_failures = 0;
 }
 
 static int listener_open(struct worker_pool *wp, char *err, size_t errlen)
@@ -57,7 +102,23 @@ static int listener_open(struct worker_pool *wp, char *err, size_t errlen)
         return -1;
     }
     evconnlistener_set_error_cb(wp->listener, on_accept_error);
+    wp->accept_resume_ev = evtimer_new(w->base, on_accept_resume, wp);
+    if (wp->accept_resume_ev == NULL) {
+        snprintf(err, errlen, "pool %s: cannot create the accept timer", pool->name);
+        return -1;
+    }
     return 0;
+}
+
+/* Closes the pool's listener and its accept timer (idempotent). */
+static void worker_pool_unlisten(struct worker_pool *wp)
+{
+    if (wp->listener != NULL)
+        evconnlistener_free(wp->listener);
+    wp->listener = NULL;
+    if (wp->accept_resume_ev != NULL)
+        event_free(wp->accept_resume_ev);
+    wp->accept_resume_ev = NULL;
 }
 
 static void on_drain(evutil_socket_t fd, short what, void *arg)
@@ -66,7 +127,8 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     /* Answered means written: replies still in an output buffer would be
      * lost by closing the client now. */
-    bool busy = client_requests_in_flight(w) > 0 || client_output_pending(w);
+    bool busy = client_requests_in_flight(w) > 0 || client_output_pending(w) ||
+                client_lingering(w);
     if (busy && util_now_ms() < w->drain_deadline_ms) {
         struct timeval tv = { 0, 10 * 1000 };
         evtimer_add(w->drain_ev, &tv);
@@ -80,11 +142,9 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
     struct worker *w = arg;
-    for (uint32_t p = 0; p < w->npools; p++) {
-        if (w->pools[p].listener != NULL)
-            evconnlistener_free(w->pools[p].listener);
-        w->pools[p].listener = NULL;
-    }
+    for (uint32_t p = 0; p < w->npools; p++)
+        worker_pool_unlisten(&w->pools[p]);
+    client_stop_reading_all(w);
     w->drain_deadline_ms = util_now_ms() + WORKER_DRAIN_MAX_MS;
     on_drain(-1, 0, w);
 }
@@ -174,8 +234,7 @@ void worker_deinit(struct worker *w)
 {
     for (uint32_t p = 0; p < w->npools; p++) {
         struct worker_pool *wp = &w->pools[p];
-        if (wp->listener != NULL)
-            evconnlistener_free(wp->listener);
+        worker_pool_unlisten(wp);
         if (!w->started && wp->policy.conf != NULL)
             policy_pool_deinit(&wp->policy);
     }

@@ -20,6 +20,11 @@ struct worker;
 
 /* Takes ownership of an accepted socket. */
 void client_accept(struct worker_pool *wp, evutil_socket_t fd);
+/* Stops reading every client of the worker: requests already framed
+ * are answered and written, then each client closes (drain on stop). */
+void client_stop_reading_all(struct worker *w);
+/* True while a drained client waits for its peer to close. */
+bool client_lingering(struct worker *w);
 /* Closes every client of the worker (shutdown). */
 void client_close_all(struct worker *w);
 /* Requests taken from the worker's clients and not yet answered. */

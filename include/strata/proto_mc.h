@@ -99,8 +99,10 @@ void mc_req_reset(struct mc_req *req);
 void mc_req_deinit(struct mc_req *req);
 
 /* Parses req->line[0..line_len) into the other fields of req (not data).
- * Returns MC_OK, MC_UNKNOWN, or MC_ERROR with *err set to the reason to
- * send after "CLIENT_ERROR " (a static string). MC_FATAL (with *err) when
+ * Returns MC_OK, MC_UNKNOWN (an unknown command, or a word count memcached
+ * answers "ERROR" to), or MC_ERROR with *err set to the reason to send
+ * after "CLIENT_ERROR " (a static string); req->noreply is set on errors
+ * too, for the caller to stay silent as memcached does. MC_FATAL (with *err) when
  * a storage line has no valid byte count, so the data block that follows
  * cannot be framed. A storage MC_ERROR always has a valid req->vlen. */
 enum mc_status mc_req_parse(struct mc_req *req, const struct mc_limits *lim,
@@ -110,8 +112,8 @@ enum mc_status mc_req_parse(struct mc_req *req, const struct mc_limits *lim,
  * copies it into req->line, parses it, and for storage commands waits for
  * the whole data block, moves it into req->data (created on demand) and
  * drains its "\r\n". Returns MC_AGAIN without consuming anything until a
- * whole request is there. On MC_ERROR the bad request's bytes (including a
- * data block whose length is known) were consumed; on MC_FATAL (a line
+ * whole request is there. On MC_ERROR and MC_UNKNOWN the bad request's bytes
+ * (including a data block whose length is known) were consumed; on MC_FATAL (a line
  * longer than lim->max_line, a byte count that cannot be trusted) the
  * caller replies *err and closes.
  * One exception keeps memory bounded: a data block over lim->max_value is

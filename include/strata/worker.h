@@ -39,6 +39,10 @@ struct worker_pool {
     const struct conf_pool *conf;
     uint32_t                index;
     struct evconnlistener  *listener;
+    struct event           *accept_resume_ev; /* re-enables a paused listener */
+    uint32_t                accept_pause_ms;  /* current backoff, 0: none */
+    int64_t                 accept_warned_ms; /* last "accept failed" line */
+    uint64_t                accept_failures;  /* since that line */
     struct policy_pool      policy;
     struct stats_pool      *stats;
 };

@@ -279,6 +279,16 @@ static void test_noreply_swallowed_next_not_shifted(void **state)
     client_gets(f, "VERSION " PACKAGE_VERSION "\r\n");
 }
 
+/* A malformed noreply command is not answered (memcached writes nothing)
+ * and never reaches a server; the next reply is the next request's. */
+static void test_noreply_error_not_written(void **state)
+{
+    struct fx *f = *state;
+    client_says(f, "incr k abc noreply\r\ntouch k noreply\r\n"
+                   "gat 10\r\nincr noreply\r\nversion\r\n");
+    client_gets(f, "END\r\nERROR\r\nVERSION " PACKAGE_VERSION "\r\n");
+}
+
 /* The reply to get a is written before the close; get b after quit is
  * never sent. */
 static void test_quit_closes_after_earlier_replies(void **state)
@@ -418,6 +428,7 @@ int main(void)
                                         setup_two_conns, teardown),
         T(test_pipelined_gets_one_connection),
         T(test_noreply_swallowed_next_not_shifted),
+        T(test_noreply_error_not_written),
         T(test_quit_closes_after_earlier_replies),
         T(test_half_close_gets_every_reply_then_eof),
         T(test_backpressure_stops_at_max_inflight),

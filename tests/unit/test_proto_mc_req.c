@@ -17,7 +17,6 @@
 static const struct mc_limits lim = { .max_line = 600, .max_value = 1024 };
 
 #define E_FORMAT   "bad command line format"
-#define E_TOO_MANY "too many arguments"
 #define E_KEY_LONG "key too long"
 #define E_KEY_CTRL "key contains control characters"
 #define E_FLAGS    "invalid flags argument"
@@ -235,9 +234,18 @@ test_parse_proxy(void **state)
     assert_parse_ok(req, "version", MC_CMD_VERSION);
     assert_int_equal(req->nkeys, 0);
     assert_parse_ok(req, "quit", MC_CMD_QUIT);
+    /* gat with an exptime and no key: the proxy answers END */
+    assert_parse_ok(req, "gat 10", MC_CMD_GAT);
+    assert_int_equal(req->nkeys, 0);
+    assert_parse_ok(req, "gats 10  ", MC_CMD_GATS);
+    assert_int_equal(req->nkeys, 0);
 
     assert_parse_ok(req, "verbosity 3", MC_CMD_VERBOSITY);
     assert_tok(req, req->arg, "3");
+    /* a second word other than noreply is ignored, as memcached does */
+    assert_parse_ok(req, "verbosity 1 2", MC_CMD_VERBOSITY);
+    assert_false(req->noreply);
+    assert_parse_ok(req, "verbosity 1 norepl", MC_CMD_VERBOSITY);
 
     assert_parse_ok(req, "stats", MC_CMD_STATS);
     assert_int_equal(req->arg.len, 0);
@@ -311,10 +319,9 @@ test_parse_errors(void **state)
         enum mc_status st;
         const char    *err;
     } cases[] = {
-        { "get", MC_ERROR, E_FORMAT },
-        { "gets  ", MC_ERROR, E_FORMAT },
-        { "gat", MC_ERROR, E_FORMAT },
-        { "gat 10", MC_ERROR, E_FORMAT },
+        { "get", MC_UNKNOWN, NULL },
+        { "gets  ", MC_UNKNOWN, NULL },
+        { "gat", MC_UNKNOWN, NULL },
         { "gat abc k", MC_ERROR, E_EXPTIME },
         { "gats 2147483648 k", MC_ERROR, E_EXPTIME },
         { "gat -2147483649 k", MC_ERROR, E_EXPTIME },
@@ -339,44 +346,47 @@ test_parse_errors(void **state)
         { "replace k 0 1x 1", MC_ERROR, E_EXPTIME },
         { "set k\x7f 0 0 1", MC_ERROR, E_KEY_CTRL },
         { "set k 0 0 1 norepl", MC_ERROR, E_FORMAT },
-        { "set k 0 0 1 noreply x", MC_ERROR, E_TOO_MANY },
-        { "append k 0 0 1 x y", MC_ERROR, E_TOO_MANY },
-        { "prepend k 0 0 1 a b c d e f g h i", MC_ERROR, E_TOO_MANY },
+        { "set k 0 0 1 noreply x", MC_UNKNOWN, NULL },
+        { "append k 0 0 1 x y", MC_UNKNOWN, NULL },
+        { "prepend k 0 0 1 a b c d e f g h i", MC_UNKNOWN, NULL },
         { "cas k 0 0 1", MC_ERROR, E_FORMAT },
         { "cas k 0 0 1 noreply", MC_ERROR, E_FORMAT },
         { "cas k 0 0 1 x", MC_ERROR, E_CAS },
         { "cas k 0 0 1 -1", MC_ERROR, E_CAS },
         { "cas k 0 0 1 2 norepl", MC_ERROR, E_FORMAT },
-        { "delete", MC_ERROR, E_FORMAT },
+        { "delete", MC_UNKNOWN, NULL },
         { "delete k 1", MC_ERROR, E_FORMAT },
         { "delete k x", MC_ERROR, E_FORMAT },
         { "delete k noreplyy", MC_ERROR, E_FORMAT },
         { "delete k 0 norepl", MC_ERROR, E_FORMAT },
-        { "delete k 0 noreply x", MC_ERROR, E_TOO_MANY },
+        { "delete k 0 noreply x", MC_UNKNOWN, NULL },
         { "delete a\x02", MC_ERROR, E_KEY_CTRL },
-        { "incr", MC_ERROR, E_FORMAT },
-        { "incr k", MC_ERROR, E_FORMAT },
+        { "incr", MC_UNKNOWN, NULL },
+        { "incr k", MC_UNKNOWN, NULL },
         { "incr k -1", MC_ERROR, E_DELTA },
         { "incr k abc", MC_ERROR, E_DELTA },
         { "decr k 18446744073709551616", MC_ERROR, E_DELTA },
         { "incr k 1 norepl", MC_ERROR, E_FORMAT },
-        { "decr k 1 2 3", MC_ERROR, E_TOO_MANY },
-        { "touch k", MC_ERROR, E_FORMAT },
+        { "decr k 1 2 3", MC_UNKNOWN, NULL },
+        { "touch k", MC_UNKNOWN, NULL },
         { "touch k abc", MC_ERROR, E_EXPTIME },
-        { "touch k 1 noreply x", MC_ERROR, E_TOO_MANY },
-        { "version x", MC_ERROR, E_TOO_MANY },
-        { "version noreply", MC_ERROR, E_TOO_MANY },
-        { "quit now", MC_ERROR, E_TOO_MANY },
+        { "touch k 1 noreply x", MC_UNKNOWN, NULL },
+        { "version x", MC_UNKNOWN, NULL },      /* memcached < 1.6 */
+        { "version noreply", MC_UNKNOWN, NULL },
+        { "quit now", MC_UNKNOWN, NULL },
         { "verbosity", MC_UNKNOWN, NULL },
-        { "verbosity x", MC_UNKNOWN, NULL },
+        { "verbosity x", MC_ERROR, E_FORMAT },
         { "verbosity foo bar my", MC_UNKNOWN, NULL },
-        { "verbosity 1 norepl", MC_UNKNOWN, NULL },
-        { "verbosity 1 2", MC_UNKNOWN, NULL },
         { "verbosity 1 noreply x", MC_UNKNOWN, NULL },
-        { "verbosity noreply", MC_OK, NULL },   /* silent, as memcached */
+        { "verbosity noreply", MC_ERROR, E_FORMAT }, /* unwritten */
+        { "incr k noreply", MC_ERROR, E_FORMAT },    /* unwritten */
+        { "incr noreply", MC_UNKNOWN, NULL },
+        { "incr k 1 2 noreply", MC_UNKNOWN, NULL },
+        { "set k 0 0 1 x noreply", MC_UNKNOWN, NULL },
+        { "delete k x noreply", MC_ERROR, E_FORMAT },
         { "flush_all x", MC_ERROR, E_EXPTIME },
         { "flush_all 1 x", MC_ERROR, E_FORMAT },
-        { "flush_all 1 2 3", MC_ERROR, E_TOO_MANY },
+        { "flush_all 1 2 3", MC_UNKNOWN, NULL },
     };
     struct mc_req *req = *state;
     const char *err;
@@ -805,7 +815,9 @@ test_frame_swallow_reset(void **state)
 }
 
 /* A bad storage request of acceptable size waits for its block like a
- * good one, then is consumed whole. */
+ * good one, then is consumed whole; so does one with too many words
+ * (MC_UNKNOWN): its block is data, never a command line. A noreply line
+ * with a bad count is fatal and says it was noreply. */
 static void
 test_frame_error_waits_block(void **state)
 {
@@ -822,6 +834,13 @@ test_frame_error_waits_block(void **state)
     assert_int_equal(evbuffer_get_length(in), 7);
     assert_int_equal(mc_req_read(in, req, &lim, &err), MC_OK);
     assert_int_equal(req->cmd, MC_CMD_GET);
+    evbuffer_add_printf(in, "set k 0 0 3 extra noreply\r\nget\r\nget y\r\n");
+    assert_int_equal(mc_req_read(in, req, &lim, &err), MC_UNKNOWN);
+    assert_int_equal(evbuffer_get_length(in), 7);
+    assert_int_equal(mc_req_read(in, req, &lim, &err), MC_OK);
+    evbuffer_add_printf(in, "set k 0 0 abc noreply\r\nx\r\n");
+    assert_int_equal(mc_req_read(in, req, &lim, &err), MC_FATAL);
+    assert_true(req->noreply);
     evbuffer_free(in);
 }
 
