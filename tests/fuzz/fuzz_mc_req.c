@@ -3,10 +3,14 @@
  * time, in chunks drawn from the input and cut after every '\r'; each way
  * must give the same sequence of results (status, error, every parsed
  * field, the data block) and leave the same bytes unread. Each result is
- * also checked against the contract in proto_mc.h. Stops at MC_FATAL, as
- * the client does (it replies and closes). */
+ * also checked against the contract in proto_mc.h, and every request
+ * framed is composed again as a backend gets it (mc_req_compose_line and
+ * its data block) and framed once more: it must give the same request,
+ * less noreply. Stops at MC_FATAL, as the client does (it replies and
+ * closes). */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <event2/buffer.h>
 
@@ -50,6 +54,50 @@ static void check_req(const struct mc_req *req, enum mc_status st, const char *e
     }
 }
 
+static bool same_token(const struct mc_req *a, struct mc_token ta,
+                       const struct mc_req *b, struct mc_token tb)
+{
+    return ta.len == tb.len && memcmp(a->line + ta.off, b->line + tb.off, ta.len) == 0;
+}
+
+static bool same_data(struct evbuffer *a, struct evbuffer *b)
+{
+    size_t n = a != NULL ? evbuffer_get_length(a) : 0;
+
+    if (n != (b != NULL ? evbuffer_get_length(b) : 0))
+        return false;
+    return n == 0 || memcmp(evbuffer_pullup(a, -1), evbuffer_pullup(b, -1), n) == 0;
+}
+
+/* What a backend would be sent for `req` frames back into the same
+ * request (noreply is the proxy's and is not sent). */
+static void check_roundtrip(struct mc_req *req)
+{
+    struct mc_limits lim = fuzz_limits;
+    struct evbuffer *out = evbuffer_new();
+    struct mc_req back;
+    const char *err = NULL;
+
+    lim.max_line += 128;    /* numbers are re-written in their shortest form */
+    FUZZ_CHECK(out != NULL);
+    FUZZ_CHECK(mc_req_compose_line(out, req, NULL, 0) == 0);
+    if (mc_cmd_kind(req->cmd) == MC_KIND_STORAGE)
+        FUZZ_CHECK(mc_compose_block(out, req->data, true) == 0);
+    mc_req_init(&back);
+    FUZZ_CHECK(mc_req_read(out, &back, &lim, &err) == MC_OK);
+    FUZZ_CHECK(evbuffer_get_length(out) == 0);
+    FUZZ_CHECK(back.cmd == req->cmd && back.nkeys == req->nkeys);
+    for (uint32_t i = 0; i < req->nkeys; i++)
+        FUZZ_CHECK(same_token(&back, back.keys[i], req, req->keys[i]));
+    FUZZ_CHECK(back.flags == req->flags && back.exptime == req->exptime);
+    FUZZ_CHECK(back.vlen == req->vlen && back.cas == req->cas);
+    FUZZ_CHECK(back.delta == req->delta && !back.noreply);
+    FUZZ_CHECK(same_token(&back, back.arg, req, req->arg));
+    FUZZ_CHECK(same_data(back.data, req->data));
+    mc_req_deinit(&back);
+    evbuffer_free(out);
+}
+
 static void log_req(struct evbuffer *log, const struct mc_req *req,
                     enum mc_status st, const char *err)
 {
@@ -88,6 +136,8 @@ static bool drain_requests(struct evbuffer *in, struct mc_req *req, struct evbuf
         }
         FUZZ_CHECK(evbuffer_get_length(in) <= before);
         check_req(req, st, err);
+        if (st == MC_OK)
+            check_roundtrip(req);
         log_req(log, req, st, err);
         mc_req_reset(req);
         if (st == MC_FATAL)
