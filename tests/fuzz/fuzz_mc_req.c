@@ -7,7 +7,8 @@
  * framed is composed again as a backend gets it (mc_req_compose_line and
  * its data block) and framed once more: it must give the same request,
  * less noreply (not for version, quit, verbosity and stats, which the
- * proxy answers itself). Stops at MC_FATAL, as the client does (it replies and
+ * proxy answers itself), and one server's share of a multiget frames
+ * back into a get of exactly those keys. Stops at MC_FATAL, as the client does (it replies and
  * closes). */
 #include <stdint.h>
 #include <stdlib.h>
@@ -107,6 +108,30 @@ static void check_roundtrip(struct mc_req *req)
     evbuffer_free(out);
 }
 
+/* One server's share of a multiget (every other key, as the router may
+ * split it) frames back into a request for exactly those keys. */
+static void check_split_get(const struct mc_req *req)
+{
+    struct evbuffer *out = evbuffer_new();
+    uint32_t idx[MC_KEY_MAX], n = 0;
+    struct mc_limits lim = fuzz_limits;
+    struct mc_req back;
+    const char *err = NULL;
+
+    FUZZ_CHECK(out != NULL);
+    for (uint32_t i = 1; i < req->nkeys && n < MC_KEY_MAX; i += 2)
+        idx[n++] = i;
+    lim.max_line += 128;
+    FUZZ_CHECK(mc_req_compose_line(out, req, idx, n) == 0);
+    mc_req_init(&back);
+    FUZZ_CHECK(mc_req_read(out, &back, &lim, &err) == MC_OK);
+    FUZZ_CHECK(back.cmd == req->cmd && back.nkeys == n && back.exptime == req->exptime);
+    for (uint32_t i = 0; i < n; i++)
+        FUZZ_CHECK(same_token(&back, back.keys[i], req, req->keys[idx[i]]));
+    mc_req_deinit(&back);
+    evbuffer_free(out);
+}
+
 static void log_req(struct evbuffer *log, const struct mc_req *req,
                     enum mc_status st, const char *err)
 {
@@ -148,6 +173,8 @@ static bool drain_requests(struct evbuffer *in, struct mc_req *req, struct evbuf
         /* Commands the proxy answers itself are never sent on. */
         if (st == MC_OK && mc_cmd_kind(req->cmd) != MC_KIND_PROXY)
             check_roundtrip(req);
+        if (st == MC_OK && mc_cmd_kind(req->cmd) == MC_KIND_RETRIEVAL && req->nkeys >= 2)
+            check_split_get(req);
         log_req(log, req, st, err);
         mc_req_reset(req);
         if (st == MC_FATAL)

@@ -3,10 +3,13 @@
  * whole, a byte at a time, in chunks drawn from the input and cut after
  * every '\r'; each way must give the same sequence of results (status,
  * type and fields, the VALUE data) and leave the same bytes unread. Each
- * result is also checked against the contract in proto_mc.h. Stops at
- * MC_FATAL, as the backend connection does (it resets). */
+ * result is also checked against the contract in proto_mc.h, and each
+ * VALUE composed for a client (mc_compose_value) frames back into the
+ * same unit. Stops at MC_FATAL, as the backend connection does (it
+ * resets). */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <event2/buffer.h>
 
@@ -50,6 +53,32 @@ static void log_rsp(struct evbuffer *log, const struct mc_rsp *rsp, enum mc_stat
         fuzz_log_buffer(log, rsp->data);
 }
 
+/* A VALUE unit as a client gets it (mc_compose_value, which moves the
+ * data out of rsp) frames back into the same unit. */
+static void check_value_roundtrip(struct mc_rsp *rsp)
+{
+    struct evbuffer *out = evbuffer_new(), *data = evbuffer_new();
+    struct mc_rsp back;
+
+    FUZZ_CHECK(out != NULL && data != NULL);
+    fuzz_log_buffer(data, rsp->data);     /* a copy, with its length first */
+    FUZZ_CHECK(mc_compose_value(out, rsp) == 0);
+    mc_rsp_init(&back);
+    FUZZ_CHECK(mc_rsp_read(out, &back, &fuzz_limits) == MC_OK);
+    FUZZ_CHECK(evbuffer_get_length(out) == 0);
+    FUZZ_CHECK(back.type == MC_RSP_VALUE && back.flags == rsp->flags);
+    FUZZ_CHECK(back.vlen == rsp->vlen && back.cas == rsp->cas && back.has_cas == rsp->has_cas);
+    FUZZ_CHECK(back.key.len == rsp->key.len &&
+               memcmp(back.line + back.key.off, rsp->line + rsp->key.off, back.key.len) == 0);
+    fuzz_log_buffer(out, back.data);      /* the data as framed back */
+    FUZZ_CHECK(evbuffer_get_length(out) == evbuffer_get_length(data));
+    FUZZ_CHECK(memcmp(evbuffer_pullup(out, -1), evbuffer_pullup(data, -1),
+                      evbuffer_get_length(data)) == 0);
+    mc_rsp_deinit(&back);
+    evbuffer_free(data);
+    evbuffer_free(out);
+}
+
 /* Frames every whole unit in `in`. Returns true after MC_FATAL. */
 static bool drain_responses(struct evbuffer *in, struct mc_rsp *rsp, struct evbuffer *log)
 {
@@ -64,6 +93,8 @@ static bool drain_responses(struct evbuffer *in, struct mc_rsp *rsp, struct evbu
         FUZZ_CHECK(evbuffer_get_length(in) <= before);
         check_rsp(rsp, st);
         log_rsp(log, rsp, st);
+        if (st == MC_OK && rsp->type == MC_RSP_VALUE)
+            check_value_roundtrip(rsp);
         mc_rsp_reset(rsp);
         if (st == MC_FATAL)
             return true;

@@ -19,7 +19,8 @@ all_harnesses="fuzz_mc_req fuzz_mc_rsp fuzz_conf_yaml fuzz_conf_settings"
 harness_sources() {
     case "$1" in
     fuzz_mc_req|fuzz_mc_rsp)
-        echo "src/proto_mc_req.c src/proto_mc_rsp.c src/proto_mc_frame.c src/proto_mc_compose.c" ;;
+        echo "src/proto_mc_req.c src/proto_mc_rsp.c src/proto_mc_frame.c" \
+             "src/proto_mc_compose.c" ;;
     fuzz_conf_yaml)
         echo "src/conf_yaml.c src/hashkit/names.c" ;;
     fuzz_conf_settings)
