@@ -8,8 +8,8 @@
  * its data block) and framed once more: it must give the same request,
  * less noreply (not for version, quit, verbosity and stats, which the
  * proxy answers itself), and one server's share of a multiget frames
- * back into a get of exactly those keys. Stops at MC_FATAL, as the client does (it replies and
- * closes). */
+ * back into a get of exactly those keys. Stops at MC_FATAL, as the client
+ * does (it replies and closes). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
