@@ -262,12 +262,12 @@ mc_compose_reply_line(struct evbuffer *out, const char *text)
 static char *
 mc_put_req(char *p, const struct mc_req *req)
 {
-    const struct mc_token *k = &req->keys[0];
-
+    /* keys is NULL for a request without keys: index it only when there
+     * is one (&keys[0] on NULL is undefined). */
     switch (mc_cmd_kind(req->cmd)) {
     case MC_KIND_STORAGE:
-        p = mc_put_storage(p, req->cmd, req->line + k->off, k->len, req->flags,
-                           req->exptime, req->vlen);
+        p = mc_put_storage(p, req->cmd, req->line + req->keys[0].off, req->keys[0].len,
+                           req->flags, req->exptime, req->vlen);
         return req->cmd == MC_CMD_CAS ? mc_put_u64(p, req->cas) : p;
     case MC_KIND_KEYED:
         return mc_put_keyed(p, req);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds Strata if needed and runs every test: the cmocka unit tests
 # (make check) and the integration suite, which drives src/strata against
-# real memcached servers and Debian's nutcracker on 127.0.0.1.
+# real memcached servers and Debian's nutcracker on 127.0.0.1. Under
+# --sanitizers it also runs the libFuzzer harnesses (tests/fuzz/run.sh,
+# built with clang) for STRATA_FUZZ_SECONDS each (default 15).
 #   bash tests/run.sh               normal build
 #   bash tests/run.sh --sanitizers  rebuild with ASan+UBSan, run it all
 set -euo pipefail
@@ -33,4 +35,8 @@ grep -h -E '^\[  (PASSED|FAILED)' tests/unit/test_*.log 2>/dev/null || true
 
 STRATA_BIN="$PWD/src/strata" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
     tests/integration || status=1
+
+if [ "$STRATA_SANITIZERS" = 1 ]; then
+    bash tests/fuzz/run.sh "${STRATA_FUZZ_SECONDS:-15}" || status=1
+fi
 exit $status
