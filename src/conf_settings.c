@@ -156,6 +156,7 @@ static const struct settings_key settings_keys[] = {
     { "log_level",          settings_set_int,    FIELD(log_level),          0,    11 },
     { "log_file",           settings_set_string, FIELD(log_file),           0,    0 },
     { "pid_file",           settings_set_string, FIELD(pid_file),           0,    0 },
+    { "user",               settings_set_string, FIELD(user),               0,    0 },
     { "stats_addr",         settings_set_string, FIELD(stats_addr),         0,    0 },
     { "stats_port",         settings_set_u16,    FIELD(stats_port),         1,    65535 },
     { "stats_interval",     settings_set_int,    FIELD(stats_interval_ms),  1,    INT_MAX },
@@ -187,7 +188,8 @@ static void settings_free_strings(struct settings *s)
     free(s->log_file);
     free(s->pid_file);
     free(s->stats_addr);
-    s->conf_file = s->log_file = s->pid_file = s->stats_addr = NULL;
+    free(s->user);
+    s->conf_file = s->log_file = s->pid_file = s->stats_addr = s->user = NULL;
 }
 
 static char *settings_strdup(const char *v, bool *ok)
@@ -209,6 +211,7 @@ static int settings_copy(struct settings *dst, const struct settings *src)
     dst->log_file = settings_strdup(src->log_file, &ok);
     dst->pid_file = settings_strdup(src->pid_file, &ok);
     dst->stats_addr = settings_strdup(src->stats_addr, &ok);
+    dst->user = settings_strdup(src->user, &ok);
     if (!ok) {
         settings_free_strings(dst);
         return -1;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,18 +21,21 @@
 
 #include "strata/conf.h"
 #include "strata/log.h"
+#include "strata/privs.h"
 #include "strata/stats.h"
 #include "strata/util.h"
 #include "strata/worker.h"
 
 #define MBUF_MIN 512
 #define MBUF_MAX (16 * 1024 * 1024)
+/* A unix socket listener whose pool file gives no mode: owner only. */
+#define UNIX_SOCKET_DEFAULT_PERM 0700
 
 /* What the command line said, applied over the -C settings file. */
 struct cli {
     bool        help, version, test_conf, describe_stats, daemonize;
     const char *settings_file;
-    const char *conf_file, *log_file, *pid_file, *stats_addr;
+    const char *conf_file, *log_file, *pid_file, *stats_addr, *user;
     long        log_level, stats_port, stats_interval, mbuf_size, workers;
 };
 
@@ -63,6 +67,7 @@ static const struct option long_options[] = {
     { "mbuf-size",      required_argument, NULL, 'm' },
     { "workers",        required_argument, NULL, 'W' },
     { "settings",       required_argument, NULL, 'C' },
+    { "user",           required_argument, NULL, 'u' },
     { NULL, 0, NULL, 0 },
 };
 
@@ -72,7 +77,7 @@ static void usage(FILE *out)
         "Usage: strata [-?hVdDt] [-v verbosity level] [-o output file]\n"
         "              [-c conf file] [-s stats port] [-a stats addr]\n"
         "              [-i stats interval] [-p pid file] [-m mbuf size]\n"
-        "              [--workers N] [-C settings file]\n\n"
+        "              [--workers N] [-C settings file] [-u user]\n\n"
         "Options:\n"
         "  -h, --help             : this help\n"
         "  -V, --version          : show version and exit\n"
@@ -89,7 +94,9 @@ static void usage(FILE *out)
         "  -p, --pid-file=S       : set pid file (default: off)\n"
         "  -m, --mbuf-size=N      : set size of read chunks in bytes, at least 64 KB are used (default: %d bytes)\n"
         "      --workers=N        : worker threads (default: online cores)\n"
-        "  -C, --settings=S       : daemon settings file, libconfig syntax (default: none)\n",
+        "  -C, --settings=S       : daemon settings file, libconfig syntax (default: none)\n"
+        "  -u, --user=S           : run as this user once every listener is bound\n"
+        "                           (default: the user that starts strata)\n",
         SETTINGS_DEFAULT_LOG_LEVEL, LOG_LEVEL_MAX, SETTINGS_DEFAULT_CONF_FILE,
         SETTINGS_DEFAULT_STATS_PORT, SETTINGS_DEFAULT_STATS_ADDR,
         SETTINGS_DEFAULT_STATS_INTERVAL, SETTINGS_DEFAULT_MBUF_SIZE);
@@ -143,7 +150,7 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
     cli->log_level = cli->stats_port = cli->stats_interval = -1;
     cli->mbuf_size = cli->workers = -1;
     int opt;
-    while ((opt = getopt_long(argc, argv, "hVtdDv:o:c:s:a:i:p:m:C:", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "hVtdDv:o:c:s:a:i:p:m:C:u:", long_options, NULL)) != -1) {
         switch (opt) {
         case 'h': cli->help = true; break;
         case 'V': cli->version = true; break;
@@ -155,6 +162,7 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
         case 'a': cli->stats_addr = optarg; break;
         case 'p': cli->pid_file = optarg; break;
         case 'C': cli->settings_file = optarg; break;
+        case 'u': cli->user = optarg; break;
         case 'v': case 's': case 'i': case 'm': case 'W':
             if (cli_number(opt, optarg, cli) != 0)
                 return -1;
@@ -186,6 +194,7 @@ static void cli_apply(const struct cli *cli, struct settings *s)
     set_string(&s->log_file, cli->log_file);
     set_string(&s->pid_file, cli->pid_file);
     set_string(&s->stats_addr, cli->stats_addr);
+    set_string(&s->user, cli->user);
     if (cli->daemonize)
         s->daemonize = true;
     if (cli->log_level >= 0)
@@ -271,6 +280,32 @@ static void stats_on_accept(struct evconnlistener *l, evutil_socket_t fd,
     bufferevent_enable(bev, EV_WRITE);
 }
 
+/* True for 127.0.0.0/8 and ::1. */
+static bool addr_is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+    }
+    return false;
+}
+
+/* The stats port publishes every pool's servers and counters to whoever
+ * connects: say so when it is reachable from other hosts (nutcracker's
+ * default, 0.0.0.0, is kept; docs/security.md). */
+static void stats_exposure_note(const struct sockaddr_storage *ss, const struct conf_addr *addr)
+{
+    if (addr_is_loopback(ss))
+        return;
+    log_notice("stats port %s:%u is reachable from other hosts and publishes the pools' "
+               "server names and counters; -a 127.0.0.1 keeps it local",
+               addr->host, (unsigned)addr->port);
+}
+
 static int stats_listen(struct app *app)
 {
     struct conf_addr addr = { .host = app->settings.stats_addr,
@@ -290,6 +325,7 @@ static int stats_listen(struct app *app)
                   evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         return -1;
     }
+    stats_exposure_note(&ss, &addr);
     return 0;
 }
 
@@ -303,7 +339,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     case SIGHUP:
         log_notice("signal %d: reopening the log file", (int)sig);
         if (log_reopen() != 0)
-            log_error("cannot reopen the log file: %s", strerror(errno));
+            log_error("cannot reopen the log file '%s': %s; still writing to the file "
+                      "opened before", app->settings.log_file, strerror(errno));
         break;
     case SIGTTIN:
         log_level_up();
@@ -332,27 +369,45 @@ static void signals_setup(struct app *app, struct event **evs)
 
 /* ---- start and stop ---- */
 
+/* bind() with a umask that leaves the new socket file no permissions at
+ * all, so that it never exists with wider ones than `perm` (daemonize
+ * sets the umask to 0); chmod() then gives exactly `perm`, whatever the
+ * umask. Runs before any thread exists: the umask is process-wide. */
+static int unix_bind(int fd, const struct sockaddr_storage *ss, socklen_t len,
+                     const char *path, mode_t perm)
+{
+    mode_t old = umask(0777);
+    int rc = bind(fd, (const struct sockaddr *)ss, len);
+    umask(old);
+    if (rc != 0)
+        return -1;
+    return chmod(path, perm);
+}
+
+/* Listens on the pool's unix socket, replacing a stale file, with the
+ * pool file's mode or UNIX_SOCKET_DEFAULT_PERM. Returns the fd or -1
+ * (logged). */
 static int unix_listen(const struct conf_pool *pool)
 {
     struct sockaddr_storage ss;
     socklen_t len;
     char err[256];
+    const char *path = pool->listen.addr.path;
+    mode_t perm = pool->listen.perm != 0 ? pool->listen.perm : UNIX_SOCKET_DEFAULT_PERM;
     if (util_resolve(&pool->listen.addr, &ss, &len, err, sizeof(err)) != 0) {
         log_error("pool %s: %s", pool->name, err);
         return -1;
     }
-    unlink(pool->listen.addr.path);
+    unlink(path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, len) != 0 ||
+    if (fd < 0 || unix_bind(fd, &ss, len, path, perm) != 0 ||
         listen(fd, pool->backlog) != 0) {
-        log_error("pool %s: cannot listen on %s: %s", pool->name,
-                  pool->listen.addr.path, strerror(errno));
+        log_error("pool %s: cannot listen on %s: %s", pool->name, path, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
     }
-    if (pool->listen.perm != 0)
-        chmod(pool->listen.addr.path, pool->listen.perm);
+    log_info("pool %s: listening on %s, mode %04o", pool->name, path, (unsigned)perm);
     return fd;
 }
 
@@ -380,7 +435,8 @@ static int runtime_setup(struct app *app)
     return 0;
 }
 
-static int workers_start(struct app *app)
+/* Sets up every worker, binding its listeners; no thread runs yet. */
+static int workers_init(struct app *app)
 {
     app->workers = util_xcalloc(app->nworkers, sizeof(*app->workers));
     char err[512];
@@ -392,6 +448,32 @@ static int workers_start(struct app *app)
         }
         app->rt.stats[i] = &app->workers[i].stats;
     }
+    return 0;
+}
+
+/* Drops to settings.user (-u) once every listener is bound, before any
+ * worker thread runs; running as root without -u is allowed, as
+ * nutcracker, with a warning. Returns 0 or -1 (logged and on stderr). */
+static int privileges_drop(const struct app *app)
+{
+    const char *user = app->settings.user;
+    char err[512];
+    if (user == NULL) {
+        if (geteuid() == 0)
+            log_warn("running as root: -u USER drops privileges once the listeners are bound");
+        return 0;
+    }
+    if (privs_drop(user, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        fprintf(stderr, "strata: %s\n", err);
+        return -1;
+    }
+    log_notice("running as user '%s' (uid %ld, gid %ld)", user, (long)getuid(), (long)getgid());
+    return 0;
+}
+
+static int workers_start(struct app *app)
+{
     for (uint32_t i = 0; i < app->nworkers; i++) {
         if (worker_start(&app->workers[i]) != 0) {
             log_error("cannot start worker %u", i);
@@ -514,7 +596,7 @@ static int serve(struct app *app)
         goto out;
     signals_setup(app, sig_evs);
     fd_limit_raise(app);
-    if (workers_start(app) != 0)
+    if (workers_init(app) != 0 || privileges_drop(app) != 0 || workers_start(app) != 0)
         goto out;
     log_notice("strata-%s started on pid %ld with %u workers, %u pools",
                PACKAGE_VERSION, (long)getpid(), app->nworkers, app->conf->npools);
@@ -560,6 +642,11 @@ int main(int argc, char **argv)
         return 0;
     }
     int rc = 1;
+    char err[512];
+    if (app.settings.user != NULL && privs_check(app.settings.user, err, sizeof(err)) != 0) {
+        fprintf(stderr, "strata: %s\n", err);
+        goto out;
+    }
     if (log_setup(app.settings.log_level, app.settings.log_file) != 0) {
         fprintf(stderr, "strata: cannot open log file '%s': %s\n",
                 app.settings.log_file, strerror(errno));

@@ -111,6 +111,7 @@ struct settings {
     int      log_level;          /* -v, 0..11 as nutcracker */
     char    *log_file;           /* -o, NULL: stderr */
     char    *pid_file;           /* -p, NULL: none */
+    char    *user;               /* -u, NULL: keep the starting user */
     char    *stats_addr;         /* -a */
     uint16_t stats_port;         /* -s */
     int      stats_interval_ms;  /* -i */

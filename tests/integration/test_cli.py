@@ -165,6 +165,7 @@ def test_help_mentions_strata_flags():
     r = run_cli([proxy_binary(), "-h"])
     out = r.stdout + r.stderr
     assert "--workers" in out and "-C" in out, out
+    assert "-u, --user" in out, out
 
 
 def test_unknown_flag_fails():

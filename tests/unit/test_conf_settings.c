@@ -77,6 +77,7 @@ static void assert_defaults(const struct settings *s)
     assert_int_equal(s->log_level, 5);
     assert_null(s->log_file);
     assert_null(s->pid_file);
+    assert_null(s->user);
     assert_string_equal(s->stats_addr, "0.0.0.0");
     assert_int_equal(s->stats_port, 22222);
     assert_int_equal(s->stats_interval_ms, 30000);
@@ -110,6 +111,7 @@ static void test_every_key(void **state)
         "log_level = 7;\n"
         "log_file = \"/var/log/strata.log\";\n"
         "pid_file = \"/run/strata.pid\";\n"
+        "user = \"nobody\";\n"
         "stats_addr = \"127.0.0.1\";\n"
         "stats_port = 22223;\n"
         "stats_interval = 10000;\n"
@@ -125,6 +127,7 @@ static void test_every_key(void **state)
     assert_int_equal(s->log_level, 7);
     assert_string_equal(s->log_file, "/var/log/strata.log");
     assert_string_equal(s->pid_file, "/run/strata.pid");
+    assert_string_equal(s->user, "nobody");
     assert_string_equal(s->stats_addr, "127.0.0.1");
     assert_int_equal(s->stats_port, 22223);
     assert_int_equal(s->stats_interval_ms, 10000);
@@ -251,6 +254,8 @@ static const struct err_case err_cases[] = {
     { "pool_file_empty", "pool_file = \"\";\n", 1, "setting 'pool_file' must not be empty" },
     { "log_file_list", "log_file = [\"a\"];\n", 1, "setting 'log_file' must be a string" },
     { "pid_file_bool", "pid_file = true;\n", 1, "setting 'pid_file' must be a string" },
+    { "user_int", "user = 65534;\n", 1, "setting 'user' must be a string" },
+    { "user_empty", "user = \"\";\n", 1, "setting 'user' must not be empty" },
     { "stats_addr_int", "stats_addr = 1;\n", 1, "setting 'stats_addr' must be a string" },
     { "syntax", "workers = ;\n", 1, "syntax error" },
     { "syntax_line3", "workers = 1;\n\nlog_level 3;\n", 3, "syntax error" },
