@@ -194,9 +194,11 @@ static void reply_stats(struct client *c, struct msg *msg)
     evbuffer_add_printf(msg->reply,
         "STAT pid %ld\r\nSTAT uptime %lld\r\nSTAT time %lld\r\n"
         "STAT version %s\r\nSTAT threads %u\r\nSTAT curr_connections %lld\r\n"
-        "STAT total_connections %lld\r\nEND\r\n",
+        "STAT total_connections %lld\r\n",
         (long)getpid(), (long long)(now - rt->start_time_s), (long long)now,
         PACKAGE_VERSION, rt->nworkers, (long long)curr, (long long)total);
+    stats_limits_stat_lines(msg->reply, rt->stats, rt->nworkers);
+    evbuffer_add(msg->reply, "END\r\n", 5);
     client_msg_done(msg);
 }
 

@@ -365,6 +365,7 @@ static int runtime_setup(struct app *app)
     rt->limits.max_line = app->settings.max_line_size;
     rt->limits.max_value = app->settings.max_value_size;
     rt->limits.read_chunk = app->settings.mbuf_size;
+    rt->limits.max_reply = app->settings.max_reply_size;
     rt->nworkers = app->nworkers;
     rt->start_time_s = util_wall_s();
     rt->pool_clients = util_xcalloc(conf->npools, sizeof(uint32_t));

@@ -57,11 +57,20 @@ struct msg *msg_get(struct msg_cache *mc)
     return msg;
 }
 
+void msg_account(struct msg *msg, ssize_t n)
+{
+    msg->gathered += (size_t)n;
+    if (msg->budget != NULL)
+        *msg->budget += (size_t)n;
+}
+
 void msg_put(struct msg *msg)
 {
     struct msg_cache *mc = msg->cache;
     mc->busy--;
     msg->client = NULL;
+    msg_account(msg, -(ssize_t)msg->gathered);
+    msg->budget = NULL;
     msg->done = false;
     mc_req_reset(&msg->req);
     evbuffer_drain(msg->reply, evbuffer_get_length(msg->reply));

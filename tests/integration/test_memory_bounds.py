@@ -1,0 +1,94 @@
+"""Memory bounded by configuration (issue 8, failure 1 and the limits of
+failure 5): a per-request reply limit, a per-client budget of reply bytes,
+a process-wide limit of buffered bytes, a timeout for partial requests and
+a limit on client connections. Each is counted in the proxy's own
+"stats" command (Strata only: nutcracker's JSON keeps its exact shape).
+"""
+
+import threading
+import time
+
+import pytest
+
+import harness
+from conftest import simple_pool
+from harness import MCClient, xchg
+from policy_util import rss_kb, write_settings
+
+pytestmark = pytest.mark.strata_only
+
+VAL = b"x" * (100 * 1024)
+
+
+def proxy_stat(port, name):
+    """One counter of the proxy's own "stats" command."""
+    with MCClient(port) as c:
+        c.send(b"stats\r\n")
+        for _ in range(1000):
+            line = c.readline()
+            if line == b"END\r\n":
+                break
+            parts = line.split()
+            if parts[1] == name.encode():
+                return int(parts[2])
+    raise AssertionError("no STAT %s" % name)
+
+
+def limited_proxy(memcached_factory, proxy_factory, workdir, settings,
+                  nservers=1):
+    servers = memcached_factory(nservers)
+    cfg = write_settings(workdir, settings)
+    proxy = proxy_factory({"alpha": simple_pool(servers)},
+                          extra_args=["-C", cfg, "--workers", "1"])
+    return proxy, servers
+
+
+def test_reply_too_large(memcached_factory, proxy_factory, workdir):
+    """get K K K ... (5,000 copies of a 100 KB value, a 25 KB line): the
+    request fails with SERVER_ERROR once its reply passes max_reply_size,
+    the proxy does not hold the 500 MB, and the client keeps working."""
+    proxy, _ = limited_proxy(memcached_factory, proxy_factory, workdir,
+                             "max_reply_size = 8388608;\n")
+    with proxy.client(timeout=30) as c:
+        xchg(c, b"set KKKK 0 0 %d\r\n" % len(VAL) + VAL + b"\r\n",
+             b"STORED\r\n")
+        rss0 = rss_kb(proxy.pid)
+        peak = [rss0]
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], rss_kb(proxy.pid) or 0)
+                time.sleep(0.01)
+        t = threading.Thread(target=sample)
+        t.start()
+        try:
+            line = b"get " + b" ".join([b"KKKK"] * 5000) + b"\r\n"
+            assert len(line) < 256 * 1024
+            xchg(c, line, b"SERVER_ERROR reply too large\r\n", timeout=30)
+            xchg(c, b"get KKKK\r\n",
+                 b"VALUE KKKK 0 %d\r\n" % len(VAL) + VAL + b"\r\nEND\r\n")
+        finally:
+            stop.set()
+            t.join(5)
+    assert proxy_stat(proxy.port, "reply_too_large") == 1
+    assert harness.SANITIZED or peak[0] - rss0 < 48 * 1024, \
+        "proxy RSS grew %d KiB for one request" % (peak[0] - rss0)
+
+
+def test_reply_too_large_split_multiget(memcached_factory, proxy_factory,
+                                        workdir):
+    """The same over two servers (per-key slots): the error, the client
+    and both backend connections stay in step."""
+    proxy, _ = limited_proxy(memcached_factory, proxy_factory, workdir,
+                             "max_reply_size = 1048576;\n", nservers=2)
+    keys = [b"k%d" % i for i in range(40)]
+    with proxy.client(timeout=30) as c:
+        for k in keys:
+            xchg(c, b"set %s 0 0 %d\r\n" % (k, len(VAL)) + VAL + b"\r\n",
+                 b"STORED\r\n")
+        xchg(c, b"get " + b" ".join(keys) + b"\r\n",
+             b"SERVER_ERROR reply too large\r\n", timeout=30)
+        got = c.get_multi([k.decode() for k in keys[:8]])
+        assert sorted(got) == sorted(k.decode() for k in keys[:8])
+        xchg(c, b"get nothere\r\n", b"END\r\n")
