@@ -16,12 +16,6 @@
 #include "strata/util.h"
 #include "strata/worker.h"
 
-/* Requests one client may have in flight before we stop reading it. With
- * reply bytes counted as well (client_must_pause), this bounds what a
- * client that pipelines without reading can make us hold to about
- * CLIENT_MAX_INFLIGHT values plus client_max_pending bytes. */
-#define CLIENT_MAX_INFLIGHT 128
-
 struct client {
     TAILQ_ENTRY(client) link;
     struct worker_pool *wp;
@@ -29,6 +23,10 @@ struct client {
     struct msg_list     msgs;        /* request order; head replies first */
     uint32_t            nmsgs;
     size_t              held;        /* reply bytes of done msgs behind the head */
+    size_t              gathered;    /* reply bytes the policy holds for msgs
+                                        in flight (their msg->budget) */
+    size_t              expect;      /* reply bytes expected per request in
+                                        flight: running average */
     struct msg         *parsing;     /* request being framed */
     bool                in_process;  /* client_process is on the stack */
     bool                paused;      /* stopped reading: backpressure */
@@ -51,6 +49,7 @@ static void client_close(struct client *c)
     while ((msg = TAILQ_FIRST(&c->msgs)) != NULL) {
         TAILQ_REMOVE(&c->msgs, msg, link);
         msg->client = NULL;
+        msg->budget = NULL;
         if (msg->done)
             msg_put(msg);
         /* else: the policy still holds it; client_msg_done releases it */
@@ -171,7 +170,11 @@ static void client_msg_done(struct msg *msg)
         msg_put(msg);
         return;
     }
-    c->held += evbuffer_get_length(msg->reply);
+    size_t len = evbuffer_get_length(msg->reply);
+    c->gathered -= msg->gathered;
+    msg->budget = NULL;
+    c->held += len;
+    c->expect = (3 * c->expect + len) / 4;
     client_write_done(c);
     if (!c->in_process)
         client_process(c);
@@ -275,6 +278,7 @@ static bool client_read_one(struct client *c)
         return false;
     c->parsing = NULL;
     msg->client = c;
+    msg->budget = &c->gathered;
     TAILQ_INSERT_TAIL(&c->msgs, msg, link);
     c->nmsgs++;
     if (st == MC_OK)
@@ -284,11 +288,17 @@ static bool client_read_one(struct client *c)
     return true;
 }
 
+/* Backpressure: the client's reply bytes — written and waiting, finished
+ * behind a slower head, gathered for requests in flight, and the running
+ * average reply size for each request queued — reach client_max_pending,
+ * or too many requests are in flight. Its requests already taken still
+ * complete; reading resumes as they do or as its output drains. */
 static bool client_must_pause(struct client *c)
 {
-    size_t out = evbuffer_get_length(conn_output(c->conn)) + c->held;
+    size_t bytes = evbuffer_get_length(conn_output(c->conn)) + c->held +
+                   c->gathered + (size_t)c->nmsgs * c->expect;
     return c->nmsgs >= CLIENT_MAX_INFLIGHT ||
-           out >= c->wp->worker->rt->settings->client_max_pending;
+           bytes >= c->wp->worker->rt->settings->client_max_pending;
 }
 
 /* Closes the client once nothing is left to answer, after its output has
@@ -417,6 +427,7 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd)
         return;
     }
     c->wp = wp;
+    c->expect = rt->settings->client_max_pending / CLIENT_START_WINDOW;
     TAILQ_INIT(&c->msgs);
     TAILQ_INSERT_TAIL(&w->clients, c, link);
     int one = 1;

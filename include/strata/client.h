@@ -4,9 +4,12 @@
  *   socket ─► input ─► mc_req_read ─► msg ─► queue (request order) ─► policy
  *   policy ─► client_msg_done ─► done msgs at the head of the queue ─► output
  *
- * Reading pauses while too many requests are in flight or too many reply
- * bytes wait to be written, so a client that never reads cannot grow our
- * memory without bound. */
+ * Reading pauses while too many requests are in flight or the client's
+ * reply bytes — waiting to be written, finished behind a slower head,
+ * gathered for requests in flight, and the running average reply size
+ * for each request queued — reach client_max_pending, so a client that
+ * never reads holds about client_max_pending bytes, not a reply per
+ * request in flight. */
 #ifndef STRATA_CLIENT_H
 #define STRATA_CLIENT_H
 
@@ -14,6 +17,12 @@
 #include <stdint.h>
 
 #include <event2/util.h>
+
+/* Requests one client may have in flight before we stop reading it. */
+#define CLIENT_MAX_INFLIGHT 128
+/* A new client's first window: its reply size is guessed as
+ * client_max_pending / CLIENT_START_WINDOW until replies tell better. */
+#define CLIENT_START_WINDOW 16
 
 struct worker_pool;
 struct worker;

@@ -92,3 +92,43 @@ def test_reply_too_large_split_multiget(memcached_factory, proxy_factory,
         got = c.get_multi([k.decode() for k in keys[:8]])
         assert sorted(got) == sorted(k.decode() for k in keys[:8])
         xchg(c, b"get nothere\r\n", b"END\r\n")
+
+
+def test_client_budget_counts_replies_in_flight(memcached_factory,
+                                               proxy_factory, workdir):
+    """Twenty clients pipeline gets of a 100 KB value and do not read: each
+    is held to about client_max_pending (here 1 MB), counting the replies
+    its requests in flight gather, not 128 values each (the issue measured
+    396 MB). Every reply still arrives, in order, once they read."""
+    proxy, _ = limited_proxy(memcached_factory, proxy_factory, workdir,
+                             "client_max_pending = 1048576;\n")
+    n, nclients = 300, 20
+    with proxy.client() as c:
+        xchg(c, b"set fat 0 0 %d\r\n" % len(VAL) + VAL + b"\r\n",
+             b"STORED\r\n")
+    rss0 = rss_kb(proxy.pid)
+    clients = [MCClient(proxy.port, timeout=30) for _ in range(nclients)]
+    try:
+        for c in clients:
+            c.sock.setsockopt(__import__("socket").SOL_SOCKET,
+                              __import__("socket").SO_RCVBUF, 64 * 1024)
+            c.sock.setblocking(False)
+            try:
+                c.sock.send(b"get fat\r\n" * n)
+            except BlockingIOError:
+                pass
+            c.sock.setblocking(True)
+            c.sock.settimeout(30)
+        time.sleep(1.5)
+        rss1 = rss_kb(proxy.pid)
+        one = b"VALUE fat 0 %d\r\n" % len(VAL) + VAL + b"\r\nEND\r\n"
+        for c in clients:
+            for i in range(n):
+                assert c.read_expected(one, timeout=20) == one, i
+    finally:
+        for c in clients:
+            c.close()
+    assert proxy.alive()
+    assert harness.SANITIZED or rss1 - rss0 < 64 * 1024, \
+        "proxy RSS grew %d KiB for %d non-reading clients" % (rss1 - rss0,
+                                                              nclients)
