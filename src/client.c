@@ -205,6 +205,31 @@ static void reply_stats(struct client *c, struct msg *msg)
     client_msg_done(msg);
 }
 
+/* Whether the process may take more work: its buffered bytes (every
+ * worker's stats.buffered) are under max_memory. A worker under its share
+ * (max_memory / nworkers) answers from its own counter without touching
+ * the others' cache lines; only a worker over its share sums them all
+ * (relaxed loads), so one busy worker may use what idle ones leave. */
+static bool client_memory_ok(const struct worker *w)
+{
+    const struct runtime *rt = w->rt;
+    int64_t limit = (int64_t)rt->max_memory;
+    int64_t sum = __atomic_load_n(&w->stats.buffered, __ATOMIC_RELAXED);
+    if (limit == 0 || sum < limit / (int64_t)rt->nworkers)
+        return true;
+    sum = 0;
+    for (uint32_t i = 0; i < rt->nworkers; i++)
+        sum += __atomic_load_n(&rt->stats[i]->buffered, __ATOMIC_RELAXED);
+    return sum < limit;
+}
+
+/* Over max_memory: the request is refused before any backend is asked. */
+static void client_shed(struct client *c, struct msg *msg)
+{
+    stats_limit_add(c->wp->stats, out_of_memory, 1);
+    msg_reply_now(msg, "%s", "SERVER_ERROR out of memory\r\n");
+}
+
 /* Runs one parsed request: the proxy answers version, verbosity, stats,
  * quit and a gat without keys itself; everything else goes to the pool's
  * policy. */
@@ -233,6 +258,8 @@ static void client_execute(struct client *c, struct msg *msg)
     default:
         if (msg->req.nkeys == 0 && mc_cmd_kind(msg->req.cmd) == MC_KIND_RETRIEVAL)
             msg_reply_now(msg, "%s", "END\r\n");   /* "gat 10", as memcached */
+        else if (!client_memory_ok(c->wp->worker))
+            client_shed(c, msg);
         else
             policy_dispatch(&c->wp->policy, msg, client_msg_done);
         break;
@@ -426,6 +453,7 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd)
         free(c);
         return;
     }
+    conn_account(c->conn, &w->stats.buffered);
     c->wp = wp;
     c->expect = rt->settings->client_max_pending / CLIENT_START_WINDOW;
     TAILQ_INIT(&c->msgs);

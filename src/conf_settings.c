@@ -167,6 +167,7 @@ static const struct settings_key settings_keys[] = {
     { "client_max_pending", settings_set_size,   FIELD(client_max_pending), 1024, 1LL << 40 },
     { "async_queue_limit",  settings_set_u32,    FIELD(async_queue_limit),  1,    100000000 },
     { "max_reply_size",     settings_set_size,   FIELD(max_reply_size),     1024, 1LL << 40 },
+    { "max_memory",         settings_set_size,   FIELD(max_memory),         1048576, 1LL << 50 },
 };
 
 #undef FIELD
@@ -233,6 +234,7 @@ void settings_init(struct settings *s)
     s->client_max_pending = SETTINGS_DEFAULT_CLIENT_PENDING;
     s->async_queue_limit = SETTINGS_DEFAULT_ASYNC_QUEUE;
     s->max_reply_size = SETTINGS_DEFAULT_MAX_REPLY;
+    s->max_memory = SETTINGS_DEFAULT_MAX_MEMORY;
 }
 
 void settings_deinit(struct settings *s)

@@ -366,6 +366,8 @@ static int runtime_setup(struct app *app)
     rt->limits.max_value = app->settings.max_value_size;
     rt->limits.read_chunk = app->settings.mbuf_size;
     rt->limits.max_reply = app->settings.max_reply_size;
+    rt->max_memory = app->settings.max_memory != 0 ? app->settings.max_memory
+                                                   : util_default_max_memory();
     rt->nworkers = app->nworkers;
     rt->start_time_s = util_wall_s();
     rt->pool_clients = util_xcalloc(conf->npools, sizeof(uint32_t));

@@ -15,6 +15,7 @@ void msg_cache_init(struct msg_cache *mc)
     TAILQ_INIT(&mc->free);
     mc->nfree = 0;
     mc->busy = 0;
+    mc->acct = NULL;
 }
 
 static void msg_destroy(struct msg *msg)
@@ -60,6 +61,10 @@ struct msg *msg_get(struct msg_cache *mc)
 void msg_account(struct msg *msg, ssize_t n)
 {
     msg->gathered += (size_t)n;
+    if (msg->cache->acct != NULL)
+        __atomic_store_n(msg->cache->acct,
+                         __atomic_load_n(msg->cache->acct, __ATOMIC_RELAXED) + n,
+                         __ATOMIC_RELAXED);
     if (msg->budget != NULL)
         *msg->budget += (size_t)n;
 }

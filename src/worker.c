@@ -172,6 +172,7 @@ int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
         return -1;
     }
     stats_worker_init(&w->stats, rt->conf);
+    w->msgs.acct = &w->stats.buffered;
     w->npools = rt->conf->npools;
     w->pools = util_xcalloc(w->npools, sizeof(*w->pools));
     for (uint32_t p = 0; p < w->npools; p++) {

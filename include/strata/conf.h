@@ -120,6 +120,7 @@ struct settings {
     size_t   client_max_pending; /* reply bytes queued before reads pause */
     uint32_t async_queue_limit;  /* per worker and destination */
     size_t   max_reply_size;     /* largest reply one retrieval may gather */
+    size_t   max_memory;         /* buffered bytes of the process; 0: default */
 };
 
 #define SETTINGS_DEFAULT_CONF_FILE      "conf/nutcracker.yml"
@@ -133,6 +134,7 @@ struct settings {
 #define SETTINGS_DEFAULT_CLIENT_PENDING (4 * 1024 * 1024)
 #define SETTINGS_DEFAULT_ASYNC_QUEUE    10000
 #define SETTINGS_DEFAULT_MAX_REPLY      (64 * 1024 * 1024)
+#define SETTINGS_DEFAULT_MAX_MEMORY     0   /* a quarter of physical memory */
 
 /* Fills defaults (strings are heap copies). */
 void settings_init(struct settings *s);

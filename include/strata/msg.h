@@ -35,6 +35,7 @@ struct msg_cache {
     struct msg_list free;
     uint32_t        nfree;
     uint32_t        busy;      /* taken and not yet released */
+    int64_t        *acct;      /* the worker's buffered bytes, or NULL */
 };
 
 void msg_cache_init(struct msg_cache *mc);
@@ -42,7 +43,8 @@ void msg_cache_deinit(struct msg_cache *mc);
 /* A clean msg (from the cache or new); NULL only when out of memory. */
 struct msg *msg_get(struct msg_cache *mc);
 /* The policy holds n more (or, negative, fewer) reply bytes for msg:
- * counted in msg->gathered and in the client's budget while it has one. */
+ * counted in msg->gathered, in the client's budget while it has one, and
+ * in the cache's acct (the worker's buffered bytes). */
 void msg_account(struct msg *msg, ssize_t n);
 /* Returns msg to its cache, forgetting its request and reply. */
 void msg_put(struct msg *msg);

@@ -41,7 +41,8 @@ struct evbuffer;
  * stays exact: the proxy's own "stats" command lists them, summed over
  * workers and pools, and -D describes them. ACTION(field, description) */
 #define STATS_LIMIT_LIST(ACTION)                                                  \
-    ACTION(reply_too_large,   "# retrievals failed: reply over max_reply_size")
+    ACTION(reply_too_large,   "# retrievals failed: reply over max_reply_size") \
+    ACTION(out_of_memory,     "# requests refused: buffered bytes over max_memory")
 
 #define STATS_LIMIT_ENUM(name, desc) STATS_LIMIT_##name,
 enum stats_limit_field { STATS_LIMIT_LIST(STATS_LIMIT_ENUM) STATS_LIMIT_NFIELDS };
@@ -71,6 +72,8 @@ struct stats_worker {
     uint32_t           npools;
     int64_t            total_connections;
     int64_t            curr_connections;
+    int64_t            buffered;   /* bytes in client buffers and replies
+                                      gathered (max_memory's measure) */
 };
 
 static inline void stats_add(int64_t *field, int64_t n)

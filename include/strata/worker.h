@@ -28,6 +28,7 @@ struct runtime {
     const struct settings *settings;
     struct mc_limits       limits;
     uint32_t               nworkers;
+    size_t                 max_memory;    /* buffered bytes of all workers; 0: none */
     int64_t                start_time_s;
     uint32_t              *pool_clients;  /* per pool, atomic: client_connections */
     int                   *unix_fds;      /* per pool: shared unix listener, or -1 */

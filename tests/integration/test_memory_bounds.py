@@ -132,3 +132,61 @@ def test_client_budget_counts_replies_in_flight(memcached_factory,
     assert harness.SANITIZED or rss1 - rss0 < 64 * 1024, \
         "proxy RSS grew %d KiB for %d non-reading clients" % (rss1 - rss0,
                                                               nclients)
+
+
+def _send_nonblocking(c, data):
+    """Sends what the socket takes now; the rest is not sent."""
+    c.sock.setblocking(False)
+    try:
+        c.sock.send(data)
+    except BlockingIOError:
+        pass
+    c.sock.setblocking(True)
+    c.sock.settimeout(30)
+
+
+def get_fat(c):
+    """get fat: its first line, the value (if any) read past."""
+    line = c.call("get fat")
+    if line.startswith(b"VALUE"):
+        c.read_exact(len(VAL) + 2)
+        assert c.readline() == b"END\r\n"
+    return line
+
+
+def test_max_memory_sheds_new_requests(memcached_factory, proxy_factory,
+                                       workdir):
+    """A client that does not read makes the proxy hold more than
+    max_memory: new requests from anyone get SERVER_ERROR out of memory
+    before any backend is asked (counted); once it is gone, they work."""
+    proxy, servers = limited_proxy(
+        memcached_factory, proxy_factory, workdir,
+        "max_memory = 4194304;\nclient_max_pending = 16777216;\n")
+    one = b"VALUE fat 0 %d\r\n" % len(VAL) + VAL + b"\r\nEND\r\n"
+    with proxy.client() as c:
+        xchg(c, b"set fat 0 0 %d\r\n" % len(VAL) + VAL + b"\r\n",
+             b"STORED\r\n")
+    hog = MCClient(proxy.port, timeout=30)
+    hog.sock.setsockopt(__import__("socket").SOL_SOCKET,
+                        __import__("socket").SO_RCVBUF, 64 * 1024)
+    _send_nonblocking(hog, b"get fat\r\n" * 200)
+    try:
+        with proxy.client() as c:
+            assert harness.wait_until(
+                lambda: get_fat(c) == b"SERVER_ERROR out of memory\r\n", 10)
+            before = harness.backend_command_counts(servers)["cmd_get"]
+            xchg(c, b"get fat\r\n", b"SERVER_ERROR out of memory\r\n")
+            assert harness.backend_command_counts(servers)["cmd_get"] == before
+        assert proxy_stat(proxy.port, "out_of_memory") >= 2
+        for i in range(200):
+            line = hog.readline()
+            if line.startswith(b"VALUE"):
+                hog.read_exact(len(VAL) + 2)
+                assert hog.readline() == b"END\r\n", i
+            else:
+                assert line == b"SERVER_ERROR out of memory\r\n", (i, line)
+        assert get_fat(hog).startswith(b"VALUE")   # drained: served again
+    finally:
+        hog.close()
+    with proxy.client() as c:
+        xchg(c, b"get fat\r\n", one)
