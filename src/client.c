@@ -28,6 +28,7 @@ struct client {
     size_t              expect;      /* reply bytes expected per request in
                                         flight: running average */
     struct msg         *parsing;     /* request being framed */
+    int64_t             input_ms;    /* when bytes last came in (util_now_ms) */
     bool                in_process;  /* client_process is on the stack */
     bool                paused;      /* stopped reading: backpressure */
     bool                quitting;    /* quit or fatal input: no more requests */
@@ -80,6 +81,29 @@ void client_stop_reading_all(struct worker *w)
         conn_want_read(c->conn, false);
         client_write_done(c);
         client_maybe_close(c);
+    }
+}
+
+/* A client holds a partial request: bytes it sent that cannot be framed
+ * yet, while we are not the ones holding them back (pause, close). */
+static bool client_partial(struct client *c)
+{
+    return !c->paused && !c->closing && !c->lingering && !c->quitting &&
+           evbuffer_get_length(conn_input(c->conn)) > 0;
+}
+
+void client_sweep(struct worker *w)
+{
+    int timeout = w->rt->settings->client_request_timeout_ms;
+    int64_t now = util_now_ms();
+    struct client *c, *next;
+    for (c = TAILQ_FIRST(&w->clients); timeout > 0 && c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (!client_partial(c) || now - c->input_ms < timeout)
+            continue;
+        log_info("client: partial request idle for %d ms, closing", timeout);
+        stats_limit_add(c->wp->stats, request_timeout, 1);
+        client_close(c);
     }
 }
 
@@ -374,6 +398,7 @@ static bool client_process(struct client *c)
 static void on_input(struct conn *conn, void *arg)
 {
     struct client *c = arg;
+    c->input_ms = util_now_ms();
     if (c->lingering) {
         struct evbuffer *in = conn_input(conn);
         evbuffer_drain(in, evbuffer_get_length(in));
@@ -455,6 +480,7 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd)
     }
     conn_account(c->conn, &w->stats.buffered);
     c->wp = wp;
+    c->input_ms = util_now_ms();
     c->expect = rt->settings->client_max_pending / CLIENT_START_WINDOW;
     TAILQ_INIT(&c->msgs);
     TAILQ_INSERT_TAIL(&w->clients, c, link);

@@ -168,6 +168,7 @@ static const struct settings_key settings_keys[] = {
     { "async_queue_limit",  settings_set_u32,    FIELD(async_queue_limit),  1,    100000000 },
     { "max_reply_size",     settings_set_size,   FIELD(max_reply_size),     1024, 1LL << 40 },
     { "max_memory",         settings_set_size,   FIELD(max_memory),         1048576, 1LL << 50 },
+    { "client_request_timeout", settings_set_int, FIELD(client_request_timeout_ms), 0, INT_MAX },
 };
 
 #undef FIELD
@@ -235,6 +236,7 @@ void settings_init(struct settings *s)
     s->async_queue_limit = SETTINGS_DEFAULT_ASYNC_QUEUE;
     s->max_reply_size = SETTINGS_DEFAULT_MAX_REPLY;
     s->max_memory = SETTINGS_DEFAULT_MAX_MEMORY;
+    s->client_request_timeout_ms = SETTINGS_DEFAULT_REQUEST_TIMEOUT;
 }
 
 void settings_deinit(struct settings *s)

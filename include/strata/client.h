@@ -32,6 +32,13 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd);
 /* Stops reading every client of the worker: requests already framed
  * are answered and written, then each client closes (drain on stop). */
 void client_stop_reading_all(struct worker *w);
+/* Closes (and counts) every client whose partial request has had no new
+ * byte for client_request_timeout; run periodically (worker's sweep). */
+void client_sweep(struct worker *w);
+/* The period of that sweep for a timeout: a quarter of it, within
+ * 10 ms .. 1 s. */
+#define CLIENT_SWEEP_MS(timeout) \
+    ((timeout) / 4 < 10 ? 10 : (timeout) / 4 > 1000 ? 1000 : (timeout) / 4)
 /* True while a drained client waits for its peer to close. */
 bool client_lingering(struct worker *w);
 /* Closes every client of the worker (shutdown). */

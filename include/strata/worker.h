@@ -66,6 +66,8 @@ struct worker {
     struct client_list     clients;
     struct event          *stop_ev;     /* activated by the main thread */
     struct event          *drain_ev;    /* polls until requests are answered */
+    struct event          *sweep_ev;    /* closes idle partial requests, trims */
+    int64_t                trim_peak;   /* stats.buffered peak since last trim */
     int64_t                drain_deadline_ms;
 };
 

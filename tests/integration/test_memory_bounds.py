@@ -174,9 +174,17 @@ def test_max_memory_sheds_new_requests(memcached_factory, proxy_factory,
         with proxy.client() as c:
             assert harness.wait_until(
                 lambda: get_fat(c) == b"SERVER_ERROR out of memory\r\n", 10)
-            before = harness.backend_command_counts(servers)["cmd_get"]
+            # the hog's requests already taken finish; then nothing moves
+            gets = lambda: harness.backend_command_counts(servers)["cmd_get"]
+            seen = [gets()]
+
+            def settled():
+                time.sleep(0.2)
+                before, seen[0] = seen[0], gets()
+                return before == seen[0]
+            assert harness.wait_until(settled, 10)
             xchg(c, b"get fat\r\n", b"SERVER_ERROR out of memory\r\n")
-            assert harness.backend_command_counts(servers)["cmd_get"] == before
+            assert gets() == seen[0]
         assert proxy_stat(proxy.port, "out_of_memory") >= 2
         for i in range(200):
             line = hog.readline()
@@ -190,3 +198,37 @@ def test_max_memory_sheds_new_requests(memcached_factory, proxy_factory,
         hog.close()
     with proxy.client() as c:
         xchg(c, b"get fat\r\n", one)
+
+
+def test_partial_requests_time_out(memcached_factory, proxy_factory, workdir):
+    """Slowloris: 50 connections each hold 1 MB of an unfinished set. After
+    client_request_timeout (here 500 ms) without a new byte each is closed
+    (counted) and its memory released; a client that keeps sending, or
+    sends whole requests, is not."""
+    proxy, _ = limited_proxy(memcached_factory, proxy_factory, workdir,
+                             "client_request_timeout = 500;\n"
+                             "max_value_size = 2097152;\n")
+    rss0 = rss_kb(proxy.pid)
+    part = b"set slow 0 0 %d\r\n" % (2 * 1024 * 1024) + b"y" * (1024 * 1024)
+    hogs = [MCClient(proxy.port, timeout=10) for _ in range(50)]
+    idle = MCClient(proxy.port, timeout=10)
+    try:
+        for h in hogs:
+            h.send(part)
+        time.sleep(0.3)
+        rss1 = rss_kb(proxy.pid)
+        xchg(idle, b"get a\r\n", b"END\r\n")
+        for h in hogs:
+            h.expect_closed(timeout=5 * harness.TIME_SCALE)
+        time.sleep(0.3)
+        rss2 = rss_kb(proxy.pid)
+        xchg(idle, b"get a\r\n", b"END\r\n")   # whole requests: not closed
+    finally:
+        for h in hogs:
+            h.close()
+        idle.close()
+    assert proxy_stat(proxy.port, "request_timeout") == 50
+    assert harness.SANITIZED or rss1 - rss0 > 40 * 1024, (rss0, rss1)
+    assert harness.SANITIZED or rss2 - rss0 < 16 * 1024, \
+        "RSS still %d KiB above the start after the clients were closed" % (
+            rss2 - rss0)
