@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -447,6 +448,50 @@ static const struct conn_ops client_conn_ops = {
     .on_error = on_error,
 };
 
+uint32_t client_max_default(const struct conf *conf, uint32_t nworkers)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 1000000;
+    uint64_t reserve = 64;
+    for (uint32_t p = 0; p < conf->npools; p++) {
+        const struct conf_tier *tier;
+        uint64_t conns = 1;   /* the listener */
+        for (uint32_t t = 0; (tier = stats_pool_tier(&conf->pools[p], t)) != NULL; t++)
+            conns += (uint64_t)tier->nservers * tier->server_connections;
+        reserve += conns * nworkers;
+    }
+    uint64_t n = (uint64_t)rl.rlim_cur > reserve ? (uint64_t)rl.rlim_cur - reserve : 1;
+    return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
+/* Under max_clients: the workers' client gauges summed (relaxed loads;
+ * workers accepting at the same moment may pass it by a few). */
+static bool client_admit_process(const struct worker *w)
+{
+    const struct runtime *rt = w->rt;
+    int64_t n = 0;
+    for (uint32_t i = 0; rt->max_clients > 0 && i < rt->nworkers; i++)
+        n += __atomic_load_n(&rt->stats[i]->curr_connections, __ATOMIC_RELAXED);
+    return rt->max_clients == 0 || n < (int64_t)rt->max_clients;
+}
+
+/* Closes a refused connection; the warning is written at most once a
+ * second per worker and pool, with the number refused since the last. */
+static void client_refuse(struct worker_pool *wp, evutil_socket_t fd, const char *limit,
+                          uint32_t value)
+{
+    close(fd);
+    wp->refused++;
+    int64_t now = util_now_ms();
+    if (now - wp->refuse_warned_ms < 1000)
+        return;
+    log_warn("pool %s: %s %u reached, refused %llu client(s)", wp->conf->name, limit,
+             value, (unsigned long long)wp->refused);
+    wp->refuse_warned_ms = now;
+    wp->refused = 0;
+}
+
 static bool client_admit(struct worker_pool *wp)
 {
     uint32_t limit = wp->conf->client_connections;
@@ -462,10 +507,13 @@ static bool client_admit(struct worker_pool *wp)
 void client_accept(struct worker_pool *wp, evutil_socket_t fd)
 {
     struct worker *w = wp->worker;
+    if (!client_admit_process(w)) {
+        stats_limit_add(wp->stats, clients_refused, 1);
+        client_refuse(wp, fd, "max_clients", w->rt->max_clients);
+        return;
+    }
     if (!client_admit(wp)) {
-        log_warn("pool %s: client_connections limit %u reached, refusing a client",
-                 wp->conf->name, wp->conf->client_connections);
-        close(fd);
+        client_refuse(wp, fd, "client_connections limit", wp->conf->client_connections);
         return;
     }
     struct client *c = util_xcalloc(1, sizeof(*c));

@@ -169,6 +169,7 @@ static const struct settings_key settings_keys[] = {
     { "max_reply_size",     settings_set_size,   FIELD(max_reply_size),     1024, 1LL << 40 },
     { "max_memory",         settings_set_size,   FIELD(max_memory),         1048576, 1LL << 50 },
     { "client_request_timeout", settings_set_int, FIELD(client_request_timeout_ms), 0, INT_MAX },
+    { "max_clients",        settings_set_u32,    FIELD(max_clients),        1,    100000000 },
 };
 
 #undef FIELD

@@ -18,6 +18,7 @@
 #include <event2/listener.h>
 #include <event2/thread.h>
 
+#include "strata/client.h"
 #include "strata/conf.h"
 #include "strata/log.h"
 #include "strata/stats.h"
@@ -517,6 +518,8 @@ static int serve(struct app *app)
         goto out;
     signals_setup(app, sig_evs);
     fd_limit_raise(app);
+    app->rt.max_clients = app->settings.max_clients != 0 ? app->settings.max_clients
+                          : client_max_default(app->conf, app->nworkers);
     if (workers_start(app) != 0)
         goto out;
     log_notice("strata-%s started on pid %ld with %u workers, %u pools",

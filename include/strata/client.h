@@ -24,9 +24,15 @@
  * client_max_pending / CLIENT_START_WINDOW until replies tell better. */
 #define CLIENT_START_WINDOW 16
 
+struct conf;
 struct worker_pool;
 struct worker;
 
+/* The default of max_clients: the open files limit (RLIMIT_NOFILE) less
+ * what the configuration needs besides clients (each worker's server
+ * connections and listeners, and a reserve for logs, stats and libevent);
+ * at least 1. */
+uint32_t client_max_default(const struct conf *conf, uint32_t nworkers);
 /* Takes ownership of an accepted socket. */
 void client_accept(struct worker_pool *wp, evutil_socket_t fd);
 /* Stops reading every client of the worker: requests already framed

@@ -122,6 +122,7 @@ struct settings {
     size_t   max_reply_size;     /* largest reply one retrieval may gather */
     size_t   max_memory;         /* buffered bytes of the process; 0: default */
     int      client_request_timeout_ms; /* a partial request may idle; 0: none */
+    uint32_t max_clients;        /* client connections of the process; 0: default */
 };
 
 #define SETTINGS_DEFAULT_CONF_FILE      "conf/nutcracker.yml"

@@ -43,7 +43,8 @@ struct evbuffer;
 #define STATS_LIMIT_LIST(ACTION)                                                  \
     ACTION(reply_too_large,   "# retrievals failed: reply over max_reply_size") \
     ACTION(out_of_memory,     "# requests refused: buffered bytes over max_memory") \
-    ACTION(request_timeout,   "# clients closed: a partial request idle over client_request_timeout")
+    ACTION(request_timeout,   "# clients closed: a partial request idle over client_request_timeout") \
+    ACTION(clients_refused,   "# connections closed at once: max_clients reached")
 
 #define STATS_LIMIT_ENUM(name, desc) STATS_LIMIT_##name,
 enum stats_limit_field { STATS_LIMIT_LIST(STATS_LIMIT_ENUM) STATS_LIMIT_NFIELDS };

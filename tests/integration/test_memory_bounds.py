@@ -20,18 +20,24 @@ pytestmark = pytest.mark.strata_only
 VAL = b"x" * (100 * 1024)
 
 
+def client_stat(c, name):
+    """One counter of the proxy's own "stats" command, on client c."""
+    c.send(b"stats\r\n")
+    value = None
+    for _ in range(1000):
+        line = c.readline()
+        if line == b"END\r\n":
+            break
+        parts = line.split()
+        if parts[1] == name.encode():
+            value = int(parts[2])
+    assert value is not None, "no STAT %s" % name
+    return value
+
+
 def proxy_stat(port, name):
-    """One counter of the proxy's own "stats" command."""
     with MCClient(port) as c:
-        c.send(b"stats\r\n")
-        for _ in range(1000):
-            line = c.readline()
-            if line == b"END\r\n":
-                break
-            parts = line.split()
-            if parts[1] == name.encode():
-                return int(parts[2])
-    raise AssertionError("no STAT %s" % name)
+        return client_stat(c, name)
 
 
 def limited_proxy(memcached_factory, proxy_factory, workdir, settings,
@@ -219,7 +225,7 @@ def test_partial_requests_time_out(memcached_factory, proxy_factory, workdir):
         rss1 = rss_kb(proxy.pid)
         xchg(idle, b"get a\r\n", b"END\r\n")
         for h in hogs:
-            h.expect_closed(timeout=5 * harness.TIME_SCALE)
+            assert h.expect_closed(timeout=5 * harness.TIME_SCALE)
         time.sleep(0.3)
         rss2 = rss_kb(proxy.pid)
         xchg(idle, b"get a\r\n", b"END\r\n")   # whole requests: not closed
@@ -232,3 +238,38 @@ def test_partial_requests_time_out(memcached_factory, proxy_factory, workdir):
     assert harness.SANITIZED or rss2 - rss0 < 16 * 1024, \
         "RSS still %d KiB above the start after the clients were closed" % (
             rss2 - rss0)
+
+
+def test_max_clients(memcached_factory, proxy_factory, workdir):
+    """Beyond max_clients a new connection is closed at once (counted; the
+    warning at most once a second), the others keep working, and a place
+    freed is taken again."""
+    proxy, _ = limited_proxy(memcached_factory, proxy_factory, workdir,
+                             "max_clients = 5;\n")
+    held = [MCClient(proxy.port, timeout=5) for _ in range(5)]
+    try:
+        for c in held:
+            xchg(c, b"get a\r\n", b"END\r\n")
+        for _ in range(100):
+            extra = MCClient(proxy.port, timeout=5)
+            try:
+                extra.sock.sendall(b"get a\r\n")
+            except OSError:
+                pass
+            assert extra.expect_closed(timeout=2)
+            extra.close()
+        xchg(held[0], b"get a\r\n", b"END\r\n")
+        assert client_stat(held[0], "clients_refused") == 100
+        held.pop().close()
+        def admitted():
+            with MCClient(proxy.port, timeout=2) as c:
+                try:
+                    return c.call("get a") == b"END\r\n"
+                except Exception:
+                    return False
+        assert harness.wait_until(admitted, 5)
+    finally:
+        for c in held:
+            c.close()
+    warnings = [l for l in proxy.read_log().splitlines() if "max_clients" in l]
+    assert 1 <= len(warnings) <= 5, warnings
