@@ -453,7 +453,7 @@ uint32_t client_max_default(const struct conf *conf, uint32_t nworkers)
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
         return 1000000;
-    uint64_t reserve = 64;
+    uint64_t reserve = 16;   /* as main's fd_limit_needed */
     for (uint32_t p = 0; p < conf->npools; p++) {
         const struct conf_tier *tier;
         uint64_t conns = 1;   /* the listener */
