@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,12 +17,6 @@
 #include "strata/util.h"
 #include "strata/worker.h"
 
-/* Requests one client may have in flight before we stop reading it. With
- * reply bytes counted as well (client_must_pause), this bounds what a
- * client that pipelines without reading can make us hold to about
- * CLIENT_MAX_INFLIGHT values plus client_max_pending bytes. */
-#define CLIENT_MAX_INFLIGHT 128
-
 struct client {
     TAILQ_ENTRY(client) link;
     struct worker_pool *wp;
@@ -29,7 +24,12 @@ struct client {
     struct msg_list     msgs;        /* request order; head replies first */
     uint32_t            nmsgs;
     size_t              held;        /* reply bytes of done msgs behind the head */
+    size_t              gathered;    /* reply bytes the policy holds for msgs
+                                        in flight (their msg->budget) */
+    size_t              expect;      /* reply bytes expected per request in
+                                        flight: running average */
     struct msg         *parsing;     /* request being framed */
+    int64_t             input_ms;    /* when bytes last came in (util_now_ms) */
     bool                in_process;  /* client_process is on the stack */
     bool                paused;      /* stopped reading: backpressure */
     bool                quitting;    /* quit or fatal input: no more requests */
@@ -51,6 +51,7 @@ static void client_close(struct client *c)
     while ((msg = TAILQ_FIRST(&c->msgs)) != NULL) {
         TAILQ_REMOVE(&c->msgs, msg, link);
         msg->client = NULL;
+        msg->budget = NULL;
         if (msg->done)
             msg_put(msg);
         /* else: the policy still holds it; client_msg_done releases it */
@@ -81,6 +82,29 @@ void client_stop_reading_all(struct worker *w)
         conn_want_read(c->conn, false);
         client_write_done(c);
         client_maybe_close(c);
+    }
+}
+
+/* A client holds a partial request: bytes it sent that cannot be framed
+ * yet, while we are not the ones holding them back (pause, close). */
+static bool client_partial(struct client *c)
+{
+    return !c->paused && !c->closing && !c->lingering && !c->quitting &&
+           evbuffer_get_length(conn_input(c->conn)) > 0;
+}
+
+void client_sweep(struct worker *w)
+{
+    int timeout = w->rt->settings->client_request_timeout_ms;
+    int64_t now = util_now_ms();
+    struct client *c, *next;
+    for (c = TAILQ_FIRST(&w->clients); timeout > 0 && c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (!client_partial(c) || now - c->input_ms < timeout)
+            continue;
+        log_info("client: partial request idle for %d ms, closing", timeout);
+        stats_limit_add(c->wp->stats, request_timeout, 1);
+        client_close(c);
     }
 }
 
@@ -171,7 +195,11 @@ static void client_msg_done(struct msg *msg)
         msg_put(msg);
         return;
     }
-    c->held += evbuffer_get_length(msg->reply);
+    size_t len = evbuffer_get_length(msg->reply);
+    c->gathered -= msg->gathered;
+    msg->budget = NULL;
+    c->held += len;
+    c->expect = (3 * c->expect + len) / 4;
     client_write_done(c);
     if (!c->in_process)
         client_process(c);
@@ -194,10 +222,37 @@ static void reply_stats(struct client *c, struct msg *msg)
     evbuffer_add_printf(msg->reply,
         "STAT pid %ld\r\nSTAT uptime %lld\r\nSTAT time %lld\r\n"
         "STAT version %s\r\nSTAT threads %u\r\nSTAT curr_connections %lld\r\n"
-        "STAT total_connections %lld\r\nEND\r\n",
+        "STAT total_connections %lld\r\n",
         (long)getpid(), (long long)(now - rt->start_time_s), (long long)now,
         PACKAGE_VERSION, rt->nworkers, (long long)curr, (long long)total);
+    stats_limits_stat_lines(msg->reply, rt->stats, rt->nworkers);
+    evbuffer_add(msg->reply, "END\r\n", 5);
     client_msg_done(msg);
+}
+
+/* Whether the process may take more work: its buffered bytes (every
+ * worker's stats.buffered) are under max_memory. A worker under its share
+ * (max_memory / nworkers) answers from its own counter without touching
+ * the others' cache lines; only a worker over its share sums them all
+ * (relaxed loads), so one busy worker may use what idle ones leave. */
+static bool client_memory_ok(const struct worker *w)
+{
+    const struct runtime *rt = w->rt;
+    int64_t limit = (int64_t)rt->max_memory;
+    int64_t sum = __atomic_load_n(&w->stats.buffered, __ATOMIC_RELAXED);
+    if (limit == 0 || sum < limit / (int64_t)rt->nworkers)
+        return true;
+    sum = 0;
+    for (uint32_t i = 0; i < rt->nworkers; i++)
+        sum += __atomic_load_n(&rt->stats[i]->buffered, __ATOMIC_RELAXED);
+    return sum < limit;
+}
+
+/* Over max_memory: the request is refused before any backend is asked. */
+static void client_shed(struct client *c, struct msg *msg)
+{
+    stats_limit_add(c->wp->stats, out_of_memory, 1);
+    msg_reply_now(msg, "%s", "SERVER_ERROR out of memory\r\n");
 }
 
 /* Runs one parsed request: the proxy answers version, verbosity, stats,
@@ -228,6 +283,8 @@ static void client_execute(struct client *c, struct msg *msg)
     default:
         if (msg->req.nkeys == 0 && mc_cmd_kind(msg->req.cmd) == MC_KIND_RETRIEVAL)
             msg_reply_now(msg, "%s", "END\r\n");   /* "gat 10", as memcached */
+        else if (!client_memory_ok(c->wp->worker))
+            client_shed(c, msg);
         else
             policy_dispatch(&c->wp->policy, msg, client_msg_done);
         break;
@@ -273,6 +330,7 @@ static bool client_read_one(struct client *c)
         return false;
     c->parsing = NULL;
     msg->client = c;
+    msg->budget = &c->gathered;
     TAILQ_INSERT_TAIL(&c->msgs, msg, link);
     c->nmsgs++;
     if (st == MC_OK)
@@ -282,11 +340,17 @@ static bool client_read_one(struct client *c)
     return true;
 }
 
+/* Backpressure: the client's reply bytes — written and waiting, finished
+ * behind a slower head, gathered for requests in flight, and the running
+ * average reply size for each request queued — reach client_max_pending,
+ * or too many requests are in flight. Its requests already taken still
+ * complete; reading resumes as they do or as its output drains. */
 static bool client_must_pause(struct client *c)
 {
-    size_t out = evbuffer_get_length(conn_output(c->conn)) + c->held;
+    size_t bytes = evbuffer_get_length(conn_output(c->conn)) + c->held +
+                   c->gathered + (size_t)c->nmsgs * c->expect;
     return c->nmsgs >= CLIENT_MAX_INFLIGHT ||
-           out >= c->wp->worker->rt->settings->client_max_pending;
+           bytes >= c->wp->worker->rt->settings->client_max_pending;
 }
 
 /* Closes the client once nothing is left to answer, after its output has
@@ -335,6 +399,7 @@ static bool client_process(struct client *c)
 static void on_input(struct conn *conn, void *arg)
 {
     struct client *c = arg;
+    c->input_ms = util_now_ms();
     if (c->lingering) {
         struct evbuffer *in = conn_input(conn);
         evbuffer_drain(in, evbuffer_get_length(in));
@@ -383,6 +448,50 @@ static const struct conn_ops client_conn_ops = {
     .on_error = on_error,
 };
 
+uint32_t client_max_default(const struct conf *conf, uint32_t nworkers)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 1000000;
+    uint64_t reserve = 16;   /* as main's fd_limit_needed */
+    for (uint32_t p = 0; p < conf->npools; p++) {
+        const struct conf_tier *tier;
+        uint64_t conns = 1;   /* the listener */
+        for (uint32_t t = 0; (tier = stats_pool_tier(&conf->pools[p], t)) != NULL; t++)
+            conns += (uint64_t)tier->nservers * tier->server_connections;
+        reserve += conns * nworkers;
+    }
+    uint64_t n = (uint64_t)rl.rlim_cur > reserve ? (uint64_t)rl.rlim_cur - reserve : 1;
+    return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
+/* Under max_clients: the workers' client gauges summed (relaxed loads;
+ * workers accepting at the same moment may pass it by a few). */
+static bool client_admit_process(const struct worker *w)
+{
+    const struct runtime *rt = w->rt;
+    int64_t n = 0;
+    for (uint32_t i = 0; rt->max_clients > 0 && i < rt->nworkers; i++)
+        n += __atomic_load_n(&rt->stats[i]->curr_connections, __ATOMIC_RELAXED);
+    return rt->max_clients == 0 || n < (int64_t)rt->max_clients;
+}
+
+/* Closes a refused connection; the warning is written at most once a
+ * second per worker and pool, with the number refused since the last. */
+static void client_refuse(struct worker_pool *wp, evutil_socket_t fd, const char *limit,
+                          uint32_t value)
+{
+    close(fd);
+    wp->refused++;
+    int64_t now = util_now_ms();
+    if (now - wp->refuse_warned_ms < 1000)
+        return;
+    log_warn("pool %s: %s %u reached, refused %llu client(s)", wp->conf->name, limit,
+             value, (unsigned long long)wp->refused);
+    wp->refuse_warned_ms = now;
+    wp->refused = 0;
+}
+
 static bool client_admit(struct worker_pool *wp)
 {
     uint32_t limit = wp->conf->client_connections;
@@ -398,10 +507,13 @@ static bool client_admit(struct worker_pool *wp)
 void client_accept(struct worker_pool *wp, evutil_socket_t fd)
 {
     struct worker *w = wp->worker;
+    if (!client_admit_process(w)) {
+        stats_limit_add(wp->stats, clients_refused, 1);
+        client_refuse(wp, fd, "max_clients", w->rt->max_clients);
+        return;
+    }
     if (!client_admit(wp)) {
-        log_warn("pool %s: client_connections limit %u reached, refusing a client",
-                 wp->conf->name, wp->conf->client_connections);
-        close(fd);
+        client_refuse(wp, fd, "client_connections limit", wp->conf->client_connections);
         return;
     }
     struct client *c = util_xcalloc(1, sizeof(*c));
@@ -414,7 +526,10 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd)
         free(c);
         return;
     }
+    conn_account(c->conn, &w->stats.buffered);
     c->wp = wp;
+    c->input_ms = util_now_ms();
+    c->expect = rt->settings->client_max_pending / CLIENT_START_WINDOW;
     TAILQ_INIT(&c->msgs);
     TAILQ_INSERT_TAIL(&w->clients, c, link);
     int one = 1;

@@ -167,6 +167,10 @@ static const struct settings_key settings_keys[] = {
     { "max_line_size",      settings_set_size,   FIELD(max_line_size),      1024, 1073741824 },
     { "client_max_pending", settings_set_size,   FIELD(client_max_pending), 1024, 1LL << 40 },
     { "async_queue_limit",  settings_set_u32,    FIELD(async_queue_limit),  1,    100000000 },
+    { "max_reply_size",     settings_set_size,   FIELD(max_reply_size),     1024, 1LL << 40 },
+    { "max_memory",         settings_set_size,   FIELD(max_memory),         1048576, 1LL << 50 },
+    { "client_request_timeout", settings_set_int, FIELD(client_request_timeout_ms), 0, INT_MAX },
+    { "max_clients",        settings_set_u32,    FIELD(max_clients),        1,    100000000 },
 };
 
 #undef FIELD
@@ -234,6 +238,9 @@ void settings_init(struct settings *s)
     s->max_line_size = SETTINGS_DEFAULT_MAX_LINE;
     s->client_max_pending = SETTINGS_DEFAULT_CLIENT_PENDING;
     s->async_queue_limit = SETTINGS_DEFAULT_ASYNC_QUEUE;
+    s->max_reply_size = SETTINGS_DEFAULT_MAX_REPLY;
+    s->max_memory = SETTINGS_DEFAULT_MAX_MEMORY;
+    s->client_request_timeout_ms = SETTINGS_DEFAULT_REQUEST_TIMEOUT;
 }
 
 void settings_deinit(struct settings *s)

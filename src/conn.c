@@ -34,6 +34,7 @@ struct conn {
     bool                   connecting;    /* wev waits for the connect */
     bool                   eof;           /* the peer closed its side */
     bool                   flush_late;    /* in loop->pending_late */
+    int64_t               *acct;          /* bytes of in and out, or NULL */
 };
 
 void conn_loop_init(struct conn_loop *l, struct event_base *base, size_t read_extent)
@@ -339,12 +340,44 @@ struct conn *conn_connect(struct conn_loop *l, const struct sockaddr *sa,
     return c;
 }
 
+static void conn_acct_add(int64_t *counter, int64_t n)
+{
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n,
+                     __ATOMIC_RELAXED);
+}
+
+static void conn_acct_cb(struct evbuffer *b, const struct evbuffer_cb_info *info,
+                         void *arg)
+{
+    (void)b;
+    conn_acct_add(arg, (int64_t)info->n_added - (int64_t)info->n_deleted);
+}
+
+void conn_account(struct conn *c, int64_t *counter)
+{
+    struct evbuffer_cb_entry *in = evbuffer_add_cb(c->in, conn_acct_cb, counter);
+    struct evbuffer_cb_entry *out = evbuffer_add_cb(c->out, conn_acct_cb, counter);
+    if (in == NULL || out == NULL) {   /* out of memory: left uncounted */
+        if (in != NULL)
+            evbuffer_remove_cb_entry(c->in, in);
+        if (out != NULL)
+            evbuffer_remove_cb_entry(c->out, out);
+        return;
+    }
+    c->acct = counter;
+    conn_acct_add(counter, (int64_t)(evbuffer_get_length(c->in) +
+                                     evbuffer_get_length(c->out)));
+}
+
 void conn_destroy(struct conn **cp)
 {
     struct conn *c = *cp;
     if (c == NULL)
         return;
     *cp = NULL;
+    if (c->acct != NULL)
+        conn_acct_add(c->acct, -(int64_t)(evbuffer_get_length(c->in) +
+                                          evbuffer_get_length(c->out)));
     conn_unpend(c);
     if (c->rev != NULL)
         event_free(c->rev);

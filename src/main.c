@@ -19,6 +19,7 @@
 #include <event2/listener.h>
 #include <event2/thread.h>
 
+#include "strata/client.h"
 #include "strata/conf.h"
 #include "strata/log.h"
 #include "strata/privs.h"
@@ -420,6 +421,9 @@ static int runtime_setup(struct app *app)
     rt->limits.max_line = app->settings.max_line_size;
     rt->limits.max_value = app->settings.max_value_size;
     rt->limits.read_chunk = app->settings.mbuf_size;
+    rt->limits.max_reply = app->settings.max_reply_size;
+    rt->max_memory = app->settings.max_memory != 0 ? app->settings.max_memory
+                                                   : util_default_max_memory();
     rt->nworkers = app->nworkers;
     rt->start_time_s = util_wall_s();
     rt->pool_clients = util_xcalloc(conf->npools, sizeof(uint32_t));
@@ -596,6 +600,8 @@ static int serve(struct app *app)
         goto out;
     signals_setup(app, sig_evs);
     fd_limit_raise(app);
+    app->rt.max_clients = app->settings.max_clients != 0 ? app->settings.max_clients
+                          : client_max_default(app->conf, app->nworkers);
     if (workers_init(app) != 0 || privileges_drop(app) != 0 || workers_start(app) != 0)
         goto out;
     log_notice("strata-%s started on pid %ld with %u workers, %u pools",

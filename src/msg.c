@@ -15,6 +15,7 @@ void msg_cache_init(struct msg_cache *mc)
     TAILQ_INIT(&mc->free);
     mc->nfree = 0;
     mc->busy = 0;
+    mc->acct = NULL;
 }
 
 static void msg_destroy(struct msg *msg)
@@ -57,11 +58,24 @@ struct msg *msg_get(struct msg_cache *mc)
     return msg;
 }
 
+void msg_account(struct msg *msg, ssize_t n)
+{
+    msg->gathered += (size_t)n;
+    if (msg->cache->acct != NULL)
+        __atomic_store_n(msg->cache->acct,
+                         __atomic_load_n(msg->cache->acct, __ATOMIC_RELAXED) + n,
+                         __ATOMIC_RELAXED);
+    if (msg->budget != NULL)
+        *msg->budget += (size_t)n;
+}
+
 void msg_put(struct msg *msg)
 {
     struct msg_cache *mc = msg->cache;
     mc->busy--;
     msg->client = NULL;
+    msg_account(msg, -(ssize_t)msg->gathered);
+    msg->budget = NULL;
     msg->done = false;
     mc_req_reset(&msg->req);
     evbuffer_drain(msg->reply, evbuffer_get_length(msg->reply));

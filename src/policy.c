@@ -74,6 +74,7 @@ int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
     pp->cache = cache;
     pp->stats = stats;
     pp->async_limit = async_limit;
+    pp->max_reply = limits->max_reply;
     pp->rng = seed | 1;
     TAILQ_INIT(&pp->retrying);
     pp->scratch = evbuffer_new();
@@ -178,6 +179,7 @@ static void req_put(struct policy_req *r)
     r->pool = NULL;
     r->nfrags = 0;
     r->pending = 0;
+    r->gathered = 0;
     r->failed = false;
     r->error[0] = '\0';
     if (pc->nreqs >= POLICY_CACHE_MAX) {
@@ -226,6 +228,34 @@ void policy_req_fail(struct policy_req *r, const char *fmt, const char *reason)
         return;
     r->failed = true;
     snprintf(r->error, sizeof(r->error), fmt, reason);
+}
+
+/* Frees what r gathered: its reply so far and every slot. */
+static void req_drop_gathered(struct policy_req *r)
+{
+    struct evbuffer *reply = r->msg->reply;
+    evbuffer_drain(reply, evbuffer_get_length(reply));
+    uint32_t n = r->msg->req.nkeys < r->slots_cap ? r->msg->req.nkeys : r->slots_cap;
+    for (uint32_t k = 0; k < n; k++)
+        if (r->slots[k] != NULL)
+            evbuffer_drain(r->slots[k], evbuffer_get_length(r->slots[k]));
+    msg_account(r->msg, -(ssize_t)r->gathered);
+    r->gathered = 0;
+}
+
+bool policy_reply_admit(struct policy_req *r, const struct mc_rsp *rsp)
+{
+    size_t unit = (size_t)rsp->vlen + rsp->line_len + 4;   /* line, block, two CRLFs */
+    size_t limit = r->pool->max_reply;
+    if (limit == 0 || r->gathered + unit <= limit) {
+        r->gathered += unit;
+        msg_account(r->msg, (ssize_t)unit);
+        return true;
+    }
+    stats_limit_add(r->pool->stats, reply_too_large, 1);
+    policy_req_fail(r, "%s", POLICY_ERR_TOO_LARGE);
+    req_drop_gathered(r);
+    return false;
 }
 
 void policy_reply_line(struct policy_req *r, const char *line)
@@ -358,7 +388,7 @@ static bool retrieval_value(struct policy_frag *f, struct mc_rsp *rsp)
     uint32_t key;
     if (!policy_frag_match_key(f, rsp, &key))
         return false;
-    if (r->failed)
+    if (r->failed || !policy_reply_admit(r, rsp))
         return true;
     struct evbuffer *out = f->direct ? r->msg->reply : policy_slot(r, key);
     if (out == NULL || mc_compose_value(out, rsp) != 0)

@@ -33,6 +33,7 @@ struct policy_req {
     uint8_t              stage;     /* tiered reads: the tier being read */
     uint32_t             l1;        /* tiered reads: the L1 chosen */
     uint32_t             pending;   /* backend requests still out */
+    size_t               gathered;  /* bytes of VALUE units held for the reply */
     bool                 failed;    /* the reply is `error` */
     char                 error[160]; /* the error line, without "\r\n" */
 };
@@ -50,6 +51,7 @@ struct policy_frag {
 
 #define POLICY_ERR_NOMEM    "SERVER_ERROR out of memory"
 #define POLICY_ERR_COMPOSE  "SERVER_ERROR cannot compose the backend request"
+#define POLICY_ERR_TOO_LARGE "SERVER_ERROR reply too large"
 
 /* Request records (policy.c). */
 struct policy_req *policy_req_get(struct policy_cache *pc);
@@ -60,6 +62,12 @@ void policy_req_fail(struct policy_req *r, const char *fmt, const char *reason);
 /* Replaces the reply with the one line `line` (an error, or flush_all's
  * OK; "\r\n" is added) and finishes r. */
 void policy_reply_line(struct policy_req *r, const char *line);
+
+/* Accounts a VALUE unit about to be held for r's reply (its data block
+ * and line). True when it fits max_reply; false when it does not: r then
+ * fails with "SERVER_ERROR reply too large" (counted), the bytes already
+ * gathered are freed at once, and later VALUEs are to be dropped. */
+bool policy_reply_admit(struct policy_req *r, const struct mc_rsp *rsp);
 
 /* realloc for the record's arrays: grows p (of *cap elements of `size`
  * bytes) to hold `need`, zeroing the new part. Returns the array, or NULL

@@ -173,6 +173,8 @@ static bool read_value(struct policy_frag *f, struct mc_rsp *rsp)
     }
     r->kstate[k] = (uint8_t)((r->kstate[k] | KS_HIT) & ~KS_MASTER_FAIL);
     read_hit_write_back(f->pool, r, rsp);
+    if (!policy_reply_admit(r, rsp))
+        return true;
     struct evbuffer *slot = policy_slot(r, k);
     if (slot != NULL)
         evbuffer_drain(slot, evbuffer_get_length(slot));

@@ -26,6 +26,9 @@ static const struct stats_desc server_desc[] = { STATS_SERVER_LIST(STATS_DESC) }
 #define STATS_TIER_DESC(name, desc) { #name, STATS_KIND_COUNTER, desc },
 static const struct stats_desc tier_desc[] = { STATS_TIER_LIST(STATS_TIER_DESC) };
 #undef STATS_TIER_DESC
+#define STATS_LIMIT_DESC(name, desc) { #name, STATS_KIND_COUNTER, desc },
+static const struct stats_desc limit_desc[] = { STATS_LIMIT_LIST(STATS_LIMIT_DESC) };
+#undef STATS_LIMIT_DESC
 
 const struct conf_tier *stats_pool_tier(const struct conf_pool *pool, uint32_t t)
 {
@@ -375,6 +378,18 @@ void stats_json(struct evbuffer *out, const struct conf *conf,
     evbuffer_add(out, "}\n", 2);
 }
 
+void stats_limits_stat_lines(struct evbuffer *out, struct stats_worker *const *workers,
+                             uint32_t nworkers)
+{
+    for (int f = 0; f < STATS_LIMIT_NFIELDS; f++) {
+        int64_t sum = 0;
+        for (uint32_t w = 0; w < nworkers; w++)
+            for (uint32_t p = 0; p < workers[w]->npools; p++)
+                sum += stats_read(&workers[w]->pools[p].limits[f]);
+        evbuffer_add_printf(out, "STAT %s %lld\r\n", limit_desc[f].name, (long long)sum);
+    }
+}
+
 void stats_describe(FILE *out)
 {
     fprintf(out, "pool stats:\n");
@@ -386,4 +401,7 @@ void stats_describe(FILE *out)
     fprintf(out, "\ntier stats (tiered pools only, as \"tier:NAME\" objects):\n");
     for (size_t i = 0; i < UTIL_ARRAY_LEN(tier_desc); i++)
         fprintf(out, "  %-20s\"%s\"\n", tier_desc[i].name, tier_desc[i].desc);
+    fprintf(out, "\nlimit stats (the proxy's \"stats\" command, summed over pools):\n");
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(limit_desc); i++)
+        fprintf(out, "  %-20s\"%s\"\n", limit_desc[i].name, limit_desc[i].desc);
 }

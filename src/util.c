@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "strata/log.h"
 #include "strata/util.h"
@@ -77,4 +78,12 @@ char *util_xstrdup(const char *s)
         abort();
     }
     return p;
+}
+
+size_t util_default_max_memory(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || size <= 0)
+        return (size_t)1 << 30;
+    return (size_t)pages / 4 * (size_t)size;
 }

@@ -1,5 +1,8 @@
 /* worker: a thread serving every pool on its own event_base. */
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,8 @@
 /* How long a stopping worker waits for requests in flight (clients are
  * no longer read, so this bounds only slow backends and slow readers). */
 #define WORKER_DRAIN_MAX_MS 5000
+/* Freed bytes (below the peak) that make the sweep trim the heap. */
+#define WORKER_TRIM_BYTES   (16 * 1024 * 1024)
 
 /* Accept backoff: out of descriptors, accept() fails at once on every
  * loop turn, so the listener is paused (10 ms, doubling to 1 s) and the
@@ -138,6 +143,40 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
     conn_loop_stop(&w->loop);
 }
 
+/* Gives freed memory back to the kernel once the worker's buffered bytes
+ * have fallen WORKER_TRIM_BYTES below their peak since the last trim:
+ * glibc keeps freed heap pages otherwise, and a burst would stay
+ * resident after its clients left. */
+static void worker_trim(struct worker *w)
+{
+    int64_t now = __atomic_load_n(&w->stats.buffered, __ATOMIC_RELAXED);
+    if (now > w->trim_peak)
+        w->trim_peak = now;
+    if (w->trim_peak - now < WORKER_TRIM_BYTES)
+        return;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+    w->trim_peak = now;
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    client_sweep(arg);
+    worker_trim(arg);
+}
+
+/* The periodic sweep: partial requests that idle too long, memory trim. */
+static int worker_sweep_start(struct worker *w)
+{
+    int timeout = w->rt->settings->client_request_timeout_ms;
+    w->sweep_ev = event_new(w->base, -1, EV_PERSIST, on_sweep, w);
+    int ms = timeout > 0 ? CLIENT_SWEEP_MS(timeout) : 1000;
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    return w->sweep_ev != NULL ? event_add(w->sweep_ev, &tv) : -1;
+}
+
 static void on_stop(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
@@ -167,11 +206,12 @@ int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
     backend_worker_init(&w->backends, &w->loop);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->drain_ev = evtimer_new(w->base, on_drain, w);
-    if (w->stop_ev == NULL || w->drain_ev == NULL) {
+    if (w->stop_ev == NULL || w->drain_ev == NULL || worker_sweep_start(w) != 0) {
         snprintf(err, errlen, "cannot create the worker's events");
         return -1;
     }
     stats_worker_init(&w->stats, rt->conf);
+    w->msgs.acct = &w->stats.buffered;
     w->npools = rt->conf->npools;
     w->pools = util_xcalloc(w->npools, sizeof(*w->pools));
     for (uint32_t p = 0; p < w->npools; p++) {
@@ -247,6 +287,8 @@ void worker_deinit(struct worker *w)
         event_free(w->stop_ev);
     if (w->drain_ev != NULL)
         event_free(w->drain_ev);
+    if (w->sweep_ev != NULL)
+        event_free(w->sweep_ev);
     if (w->base != NULL)
         event_base_free(w->base);
     memset(w, 0, sizeof(*w));

@@ -4,9 +4,12 @@
  *   socket ─► input ─► mc_req_read ─► msg ─► queue (request order) ─► policy
  *   policy ─► client_msg_done ─► done msgs at the head of the queue ─► output
  *
- * Reading pauses while too many requests are in flight or too many reply
- * bytes wait to be written, so a client that never reads cannot grow our
- * memory without bound. */
+ * Reading pauses while too many requests are in flight or the client's
+ * reply bytes — waiting to be written, finished behind a slower head,
+ * gathered for requests in flight, and the running average reply size
+ * for each request queued — reach client_max_pending, so a client that
+ * never reads holds about client_max_pending bytes, not a reply per
+ * request in flight. */
 #ifndef STRATA_CLIENT_H
 #define STRATA_CLIENT_H
 
@@ -15,14 +18,33 @@
 
 #include <event2/util.h>
 
+/* Requests one client may have in flight before we stop reading it. */
+#define CLIENT_MAX_INFLIGHT 128
+/* A new client's first window: its reply size is guessed as
+ * client_max_pending / CLIENT_START_WINDOW until replies tell better. */
+#define CLIENT_START_WINDOW 16
+
+struct conf;
 struct worker_pool;
 struct worker;
 
+/* The default of max_clients: the open files limit (RLIMIT_NOFILE) less
+ * what the configuration needs besides clients (each worker's server
+ * connections and listeners, and a reserve for logs, stats and libevent);
+ * at least 1. */
+uint32_t client_max_default(const struct conf *conf, uint32_t nworkers);
 /* Takes ownership of an accepted socket. */
 void client_accept(struct worker_pool *wp, evutil_socket_t fd);
 /* Stops reading every client of the worker: requests already framed
  * are answered and written, then each client closes (drain on stop). */
 void client_stop_reading_all(struct worker *w);
+/* Closes (and counts) every client whose partial request has had no new
+ * byte for client_request_timeout; run periodically (worker's sweep). */
+void client_sweep(struct worker *w);
+/* The period of that sweep for a timeout: a quarter of it, within
+ * 10 ms .. 1 s. */
+#define CLIENT_SWEEP_MS(timeout) \
+    ((timeout) / 4 < 10 ? 10 : (timeout) / 4 > 1000 ? 1000 : (timeout) / 4)
 /* True while a drained client waits for its peer to close. */
 bool client_lingering(struct worker *w);
 /* Closes every client of the worker (shutdown). */

@@ -120,6 +120,10 @@ struct settings {
     size_t   max_line_size;      /* longest request line (multiget keys) */
     size_t   client_max_pending; /* reply bytes queued before reads pause */
     uint32_t async_queue_limit;  /* per worker and destination */
+    size_t   max_reply_size;     /* largest reply one retrieval may gather */
+    size_t   max_memory;         /* buffered bytes of the process; 0: default */
+    int      client_request_timeout_ms; /* a partial request may idle; 0: none */
+    uint32_t max_clients;        /* client connections of the process; 0: default */
 };
 
 #define SETTINGS_DEFAULT_CONF_FILE      "conf/nutcracker.yml"
@@ -132,6 +136,9 @@ struct settings {
 #define SETTINGS_DEFAULT_MAX_LINE       (256 * 1024)
 #define SETTINGS_DEFAULT_CLIENT_PENDING (4 * 1024 * 1024)
 #define SETTINGS_DEFAULT_ASYNC_QUEUE    10000
+#define SETTINGS_DEFAULT_MAX_REPLY      (64 * 1024 * 1024)
+#define SETTINGS_DEFAULT_MAX_MEMORY     0   /* a quarter of physical memory */
+#define SETTINGS_DEFAULT_REQUEST_TIMEOUT 30000   /* ms */
 
 /* Fills defaults (strings are heap copies). */
 void settings_init(struct settings *s);

@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 
@@ -80,6 +81,11 @@ struct conn *conn_connect(struct conn_loop *l, const struct sockaddr *sa,
                           socklen_t salen, size_t read_max,
                           const struct conn_ops *ops, void *arg,
                           const char **reason);
+/* Counts the bytes of c's input and output in *counter from now on (an
+ * evbuffer callback per change, no allocation), and takes them off when
+ * c is destroyed. One writer, the conn's thread: relaxed stores, so other
+ * threads may read the counter. */
+void conn_account(struct conn *c, int64_t *counter);
 /* Closes the socket and frees the conn and its buffers. Accepts NULL. */
 void conn_destroy(struct conn **cp);
 

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
+#include <sys/types.h>
 
 #include "strata/proto_mc.h"
 
@@ -23,6 +24,8 @@ struct msg {
     struct mc_req        req;      /* owns line, keys and data */
     struct evbuffer     *reply;    /* the reply as the client will get it */
     bool                 done;     /* reply complete */
+    size_t               gathered; /* reply bytes the policy holds for it */
+    size_t              *budget;   /* the client's sum of `gathered`, or NULL */
 };
 
 TAILQ_HEAD(msg_list, msg);
@@ -32,12 +35,17 @@ struct msg_cache {
     struct msg_list free;
     uint32_t        nfree;
     uint32_t        busy;      /* taken and not yet released */
+    int64_t        *acct;      /* the worker's buffered bytes, or NULL */
 };
 
 void msg_cache_init(struct msg_cache *mc);
 void msg_cache_deinit(struct msg_cache *mc);
 /* A clean msg (from the cache or new); NULL only when out of memory. */
 struct msg *msg_get(struct msg_cache *mc);
+/* The policy holds n more (or, negative, fewer) reply bytes for msg:
+ * counted in msg->gathered, in the client's budget while it has one, and
+ * in the cache's acct (the worker's buffered bytes). */
+void msg_account(struct msg *msg, ssize_t n);
 /* Returns msg to its cache, forgetting its request and reply. */
 void msg_put(struct msg *msg);
 

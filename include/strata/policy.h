@@ -70,6 +70,7 @@ struct policy_pool {
     struct stats_pool      *stats;
     struct evbuffer        *scratch;    /* a request's bytes before sending */
     uint32_t                async_limit; /* per destination server */
+    size_t                  max_reply;  /* bytes one retrieval may gather; 0: any */
     uint64_t                rng;        /* xorshift: choice of L1 */
     struct policy_tier     *tiers;      /* master, slave, l1s, replicas */
     uint32_t                ntiers;

@@ -90,6 +90,7 @@ struct mc_limits {
     size_t   max_line;           /* longest request line, without "\r\n" */
     uint32_t max_value;          /* largest data block */
     size_t   read_chunk;         /* bytes read from a socket at once (-m) */
+    size_t   max_reply;          /* reply one retrieval may gather; 0: no limit */
 };
 
 /* Lifecycle of a request reused across many parses: init allocates

@@ -36,6 +36,20 @@ struct evbuffer;
     ACTION(out_queue,          GAUGE,     "# requests in outgoing queue")         \
     ACTION(out_queue_bytes,    GAUGE,     "current request bytes in outgoing queue")
 
+/* Strata only: requests and clients refused by a memory or connection
+ * limit (docs/reliability.md). Not in nutcracker's JSON, whose shape
+ * stays exact: the proxy's own "stats" command lists them, summed over
+ * workers and pools, and -D describes them. ACTION(field, description) */
+#define STATS_LIMIT_LIST(ACTION)                                                  \
+    ACTION(reply_too_large,   "# retrievals failed: reply over max_reply_size") \
+    ACTION(out_of_memory,     "# requests refused: buffered bytes over max_memory") \
+    ACTION(request_timeout,   "# clients closed: a partial request idle over client_request_timeout") \
+    ACTION(clients_refused,   "# connections closed at once: max_clients reached")
+
+#define STATS_LIMIT_ENUM(name, desc) STATS_LIMIT_##name,
+enum stats_limit_field { STATS_LIMIT_LIST(STATS_LIMIT_ENUM) STATS_LIMIT_NFIELDS };
+#undef STATS_LIMIT_ENUM
+
 #define STATS_ENUM_FIELD(name, kind, desc) STATS_##name,
 enum stats_pool_field { STATS_POOL_LIST(STATS_ENUM_FIELD) STATS_POOL_NFIELDS };
 enum stats_server_field { STATS_SERVER_LIST(STATS_ENUM_FIELD) STATS_SERVER_NFIELDS };
@@ -51,6 +65,7 @@ struct stats_pool {
     uint32_t             nservers;
     struct stats_tier   *tiers;       /* tiered pools: master, slave, l1s, replicas */
     uint32_t             ntiers;
+    int64_t              limits[STATS_LIMIT_NFIELDS]; /* Strata only */
 };
 
 /* One worker's counters, written only by that worker. */
@@ -59,6 +74,8 @@ struct stats_worker {
     uint32_t           npools;
     int64_t            total_connections;
     int64_t            curr_connections;
+    int64_t            buffered;   /* bytes in client buffers and replies
+                                      gathered (max_memory's measure) */
 };
 
 static inline void stats_add(int64_t *field, int64_t n)
@@ -74,6 +91,7 @@ static inline void stats_set(int64_t *field, int64_t v)
 
 #define stats_pool_add(sp, name, n)   stats_add(&(sp)->f[STATS_##name], (n))
 #define stats_server_add(ss, name, n) stats_add(&(ss)->f[STATS_##name], (n))
+#define stats_limit_add(sp, name, n)  stats_add(&(sp)->limits[STATS_LIMIT_##name], (n))
 
 /* Number of servers of a pool across its tiers, in the order the stats
  * and the runtime index them: master, slave, each l1, each replica. */
@@ -96,6 +114,11 @@ void stats_worker_deinit(struct stats_worker *sw);
 void stats_json(struct evbuffer *out, const struct conf *conf,
                 struct stats_worker *const *workers, uint32_t nworkers,
                 int64_t start_time_s);
+
+/* Appends "STAT name value\r\n" for each limit counter, summed over
+ * the workers and their pools (the proxy's "stats" command). */
+void stats_limits_stat_lines(struct evbuffer *out, struct stats_worker *const *workers,
+                             uint32_t nworkers);
 
 /* Writes the -D description of every field, nutcracker's sections first
  * ("pool stats:", "server stats:"), then Strata's tier section. */

@@ -33,6 +33,9 @@ static inline uint32_t util_xorshift(uint64_t *state)
 }
 
 /* Allocation that aborts on failure: the proxy cannot serve without it. */
+/* A quarter of the machine's physical memory (sysconf), or 1 GB when it
+ * cannot be known: the default of max_memory. */
+size_t util_default_max_memory(void);
 void *util_xcalloc(size_t n, size_t size);
 char *util_xstrdup(const char *s);
 

@@ -28,6 +28,8 @@ struct runtime {
     const struct settings *settings;
     struct mc_limits       limits;
     uint32_t               nworkers;
+    size_t                 max_memory;    /* buffered bytes of all workers; 0: none */
+    uint32_t               max_clients;   /* client connections of the process; 0: none */
     int64_t                start_time_s;
     uint32_t              *pool_clients;  /* per pool, atomic: client_connections */
     int                   *unix_fds;      /* per pool: shared unix listener, or -1 */
@@ -43,6 +45,8 @@ struct worker_pool {
     uint32_t                accept_pause_ms;  /* current backoff, 0: none */
     int64_t                 accept_warned_ms; /* last "accept failed" line */
     uint64_t                accept_failures;  /* since that line */
+    int64_t                 refuse_warned_ms; /* last "refusing clients" line */
+    uint64_t                refused;          /* clients refused since that line */
     struct policy_pool      policy;
     struct stats_pool      *stats;
 };
@@ -65,6 +69,8 @@ struct worker {
     struct client_list     clients;
     struct event          *stop_ev;     /* activated by the main thread */
     struct event          *drain_ev;    /* polls until requests are answered */
+    struct event          *sweep_ev;    /* closes idle partial requests, trims */
+    int64_t                trim_peak;   /* stats.buffered peak since last trim */
     int64_t                drain_deadline_ms;
 };
 

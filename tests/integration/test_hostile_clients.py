@@ -226,8 +226,13 @@ def test_fd_exhaustion_does_not_spin(memcached_factory, workdir):
     server, = memcached_factory(1)
     ports = distinct_ports(2)
     pools = {"alpha": simple_pool([server], listen="%s:%d" % (HOST, ports[1]))}
+    # max_clients (default: the fd limit less what backends need) would
+    # refuse clients before the fds run out: raised, so accept hits EMFILE
+    cfg = os.path.join(workdir, "fdlimit.cfg")
+    with open(cfg, "w") as f:
+        f.write("max_clients = 1000;\n")
     proxy = Proxy("strata", strata_bin(), workdir, pools, stats_port=ports[0],
-                  extra_args=["--workers", "2"], name="fdlimit")
+                  extra_args=["--workers", "2", "-C", cfg], name="fdlimit")
     plain_argv = proxy.argv
     proxy.argv = lambda: ["prlimit", "--nofile=64:64", "--"] + plain_argv()
     proxy.start()

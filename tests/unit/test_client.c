@@ -39,9 +39,6 @@
 #include "test_sbuf.h"
 #include "test_net.h"
 
-/* As in client.c. */
-#define CLIENT_MAX_INFLIGHT 128
-
 struct fx {
     char                 dir[64];
     char                 pool_file[96];
@@ -214,6 +211,19 @@ static int64_t pool_stat(struct fx *f, enum stats_pool_field k)
     return f->w.stats.pools[0].f[k];
 }
 
+/* A new client may have CLIENT_START_WINDOW requests in flight until its
+ * replies show their size; twelve small replies open the window to
+ * CLIENT_MAX_INFLIGHT. */
+static void client_warm_up(struct fx *f)
+{
+    for (int i = 0; i < 12; i++) {
+        client_says(f, "get w\r\n");
+        server_gets(f, 0, "get w\r\n");
+        server_says(f, 0, "END\r\n");
+        client_gets(f, "END\r\n");
+    }
+}
+
 /* ---- tests ---- */
 
 static void test_version_and_verbosity_without_backend(void **state)
@@ -336,37 +346,47 @@ static void ends_text(struct sbuf *b, int n)
         sbuf_add(b, "END\r\n", 5);
 }
 
-/* The backend answers nothing: the proxy takes CLIENT_MAX_INFLIGHT
- * requests and no more; replies let the rest through. */
-static void test_backpressure_stops_at_max_inflight(void **state)
+/* The client pipelines `total` gets (half-closing its side when asked):
+ * the first `window` reach the server and no more until they are
+ * answered, then the rest do; every reply reaches the client. */
+static void pipeline_in_two_windows(struct fx *f, int window, int total, bool half_close)
 {
-    struct fx *f = *state;
-    const int total = CLIENT_MAX_INFLIGHT + 72;
     struct sbuf req = { 0 }, first = { 0 }, rest = { 0 }, ends = { 0 };
     gets_text(&req, 0, total);
-    gets_text(&first, 0, CLIENT_MAX_INFLIGHT);
-    gets_text(&rest, CLIENT_MAX_INFLIGHT, total);
+    gets_text(&first, 0, window);
+    gets_text(&rest, window, total);
     client_says(f, req.p);
-
+    if (half_close)
+        assert_int_equal(shutdown(f->cfd, SHUT_WR), 0);
     server_gets(f, 0, first.p);
-    net_quiet(loop_of(f), f->mc[0], 30);   /* no 129th request */
-    assert_int_equal(client_requests_in_flight(&f->w), CLIENT_MAX_INFLIGHT);
+    net_quiet(loop_of(f), f->mc[0], 30);   /* nothing past the window */
+    assert_int_equal(client_requests_in_flight(&f->w), window);
     assert_int_equal(net_peek(f->cfd), 0);
-
-    ends_text(&ends, CLIENT_MAX_INFLIGHT);
+    assert_false(client_gone(f));
+    ends_text(&ends, window);
     server_says(f, 0, ends.p);
     net_expect(loop_of(f), f->cfd, ends.p);
     server_gets(f, 0, rest.p);
     free(ends.p);
     memset(&ends, 0, sizeof(ends));
-    ends_text(&ends, total - CLIENT_MAX_INFLIGHT);
+    ends_text(&ends, total - window);
     server_says(f, 0, ends.p);
-    client_gets(f, ends.p);
-    assert_int_equal(client_requests_in_flight(&f->w), 0);
+    net_expect(loop_of(f), f->cfd, ends.p);
     free(req.p);
     free(first.p);
     free(rest.p);
     free(ends.p);
+}
+
+/* The backend answers nothing: the proxy takes CLIENT_MAX_INFLIGHT
+ * requests and no more; replies let the rest through. */
+static void test_backpressure_stops_at_max_inflight(void **state)
+{
+    struct fx *f = *state;
+    client_warm_up(f);
+    pipeline_in_two_windows(f, CLIENT_MAX_INFLIGHT, CLIENT_MAX_INFLIGHT + 72, false);
+    net_quiet(loop_of(f), f->cfd, 5);
+    assert_int_equal(client_requests_in_flight(&f->w), 0);
 }
 
 /* Half-closed while paused: the requests the pause held back in the
@@ -374,31 +394,19 @@ static void test_backpressure_stops_at_max_inflight(void **state)
 static void test_half_close_while_paused_answers_all(void **state)
 {
     struct fx *f = *state;
-    const int total = CLIENT_MAX_INFLIGHT + 10;
-    struct sbuf req = { 0 }, first = { 0 }, rest = { 0 }, ends = { 0 };
-    gets_text(&req, 0, total);
-    gets_text(&first, 0, CLIENT_MAX_INFLIGHT);
-    gets_text(&rest, CLIENT_MAX_INFLIGHT, total);
-    client_says(f, req.p);
-    assert_int_equal(shutdown(f->cfd, SHUT_WR), 0);
-    server_gets(f, 0, first.p);
-    net_quiet(loop_of(f), f->cfd, 10);
-    assert_false(client_gone(f));
-    ends_text(&ends, CLIENT_MAX_INFLIGHT);
-    server_says(f, 0, ends.p);
-    net_expect(loop_of(f), f->cfd, ends.p);
-    server_gets(f, 0, rest.p);
-    free(ends.p);
-    memset(&ends, 0, sizeof(ends));
-    ends_text(&ends, total - CLIENT_MAX_INFLIGHT);
-    server_says(f, 0, ends.p);
-    net_expect(loop_of(f), f->cfd, ends.p);
+    client_warm_up(f);
+    pipeline_in_two_windows(f, CLIENT_MAX_INFLIGHT, CLIENT_MAX_INFLIGHT + 10, true);
     net_expect_closed(loop_of(f), f->cfd);
     assert_true(client_gone(f));
-    free(req.p);
-    free(first.p);
-    free(rest.p);
-    free(ends.p);
+}
+
+/* A new client, before any reply: CLIENT_START_WINDOW requests reach the
+ * backend, the rest wait until replies come back. */
+static void test_new_client_starts_with_small_window(void **state)
+{
+    struct fx *f = *state;
+    pipeline_in_two_windows(f, CLIENT_START_WINDOW, CLIENT_START_WINDOW + 8, false);
+    net_quiet(loop_of(f), f->cfd, 5);
 }
 
 /* One byte past max_line (a final '\r' could still be half of "\r\n"). */
@@ -433,6 +441,7 @@ int main(void)
         T(test_half_close_gets_every_reply_then_eof),
         T(test_backpressure_stops_at_max_inflight),
         T(test_half_close_while_paused_answers_all),
+        T(test_new_client_starts_with_small_window),
         T(test_line_too_long_errors_and_closes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -86,6 +86,10 @@ static void assert_defaults(const struct settings *s)
     assert_int_equal(s->max_line_size, 256 * 1024);
     assert_int_equal(s->client_max_pending, 4 * 1024 * 1024);
     assert_int_equal(s->async_queue_limit, 10000);
+    assert_int_equal(s->max_reply_size, 64 * 1024 * 1024);
+    assert_int_equal(s->max_memory, 0);   /* main: a quarter of the RAM */
+    assert_int_equal(s->client_request_timeout_ms, 30000);
+    assert_int_equal(s->max_clients, 0);  /* main: from RLIMIT_NOFILE */
 }
 
 static void test_defaults(void **state)
@@ -119,7 +123,11 @@ static void test_every_key(void **state)
         "max_value_size = 2097152;\n"
         "max_line_size = 1024;\n"
         "client_max_pending = 8589934592L;\n"
-        "async_queue_limit = 500;\n");
+        "async_queue_limit = 500;\n"
+        "max_reply_size = 1048576;\n"
+        "max_memory = 2147483648L;\n"
+        "client_request_timeout = 0;\n"
+        "max_clients = 100;\n");
     const struct settings *s = &fx->s;
     assert_int_equal(s->workers, 8);
     assert_string_equal(s->conf_file, "/etc/strata/pools.yml");
@@ -136,6 +144,10 @@ static void test_every_key(void **state)
     assert_int_equal(s->max_line_size, 1024);
     assert_int_equal(s->client_max_pending, 8589934592ULL);
     assert_int_equal(s->async_queue_limit, 500);
+    assert_int_equal(s->max_reply_size, 1048576);
+    assert_int_equal(s->max_memory, 2147483648ULL);
+    assert_int_equal(s->client_request_timeout_ms, 0);
+    assert_int_equal(s->max_clients, 100);
 }
 
 /* Only keys present override; a second file applies over the first. */
@@ -247,6 +259,14 @@ static const struct err_case err_cases[] = {
       "setting 'client_max_pending' is out of range 1024..1099511627776: 10" },
     { "async_queue_limit_zero", "async_queue_limit = 0;\n", 1,
       "setting 'async_queue_limit' is out of range 1..100000000: 0" },
+    { "max_reply_size_small", "max_reply_size = 10;\n", 1,
+      "setting 'max_reply_size' is out of range 1024..1099511627776: 10" },
+    { "max_memory_small", "max_memory = 1000;\n", 1,
+      "setting 'max_memory' is out of range 1048576..1125899906842624: 1000" },
+    { "client_request_timeout_negative", "client_request_timeout = -1;\n", 1,
+      "setting 'client_request_timeout' is out of range 0..2147483647: -1" },
+    { "max_clients_zero", "max_clients = 0;\n", 1,
+      "setting 'max_clients' is out of range 1..100000000: 0" },
     { "daemonize_int", "daemonize = 1;\n", 1, "setting 'daemonize' must be true or false" },
     { "daemonize_string", "daemonize = \"yes\";\n", 1,
       "setting 'daemonize' must be true or false" },
