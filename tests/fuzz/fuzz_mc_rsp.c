@@ -125,16 +125,6 @@ static void run(const uint8_t *d, size_t n, enum fuzz_split how, struct evbuffer
 
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 {
-    struct evbuffer *whole = evbuffer_new(), *cut = evbuffer_new();
-
-    FUZZ_CHECK(whole != NULL && cut != NULL);
-    run(d, n, FUZZ_SPLIT_WHOLE, whole);
-    for (int how = FUZZ_SPLIT_BYTES; how < FUZZ_SPLIT_COUNT; how++) {
-        evbuffer_drain(cut, evbuffer_get_length(cut));
-        run(d, n, (enum fuzz_split)how, cut);
-        fuzz_log_compare(whole, cut, (enum fuzz_split)how, "mc_rsp_read");
-    }
-    evbuffer_free(whole);
-    evbuffer_free(cut);
+    fuzz_compare_splits(d, n, run, "mc_rsp_read");
     return 0;
 }

@@ -114,4 +114,25 @@ static inline void fuzz_log_compare(struct evbuffer *whole, struct evbuffer *cut
         }                                                                   \
     } while (0)
 
+/* Feeds one input through `run` whole and then cut every other way, and
+ * checks every cut logs the same as the whole (`what` names the framer). */
+typedef void (*fuzz_run_fn)(const uint8_t *d, size_t n, enum fuzz_split how,
+                            struct evbuffer *log);
+
+static inline void fuzz_compare_splits(const uint8_t *d, size_t n, fuzz_run_fn run,
+                                       const char *what)
+{
+    struct evbuffer *whole = evbuffer_new(), *cut = evbuffer_new();
+
+    FUZZ_CHECK(whole != NULL && cut != NULL);
+    run(d, n, FUZZ_SPLIT_WHOLE, whole);
+    for (int how = FUZZ_SPLIT_BYTES; how < FUZZ_SPLIT_COUNT; how++) {
+        evbuffer_drain(cut, evbuffer_get_length(cut));
+        run(d, n, (enum fuzz_split)how, cut);
+        fuzz_log_compare(whole, cut, (enum fuzz_split)how, what);
+    }
+    evbuffer_free(whole);
+    evbuffer_free(cut);
+}
+
 #endif
