@@ -246,6 +246,11 @@ def test_max_clients(memcached_factory, proxy_factory, workdir):
     freed is taken again."""
     proxy, _ = limited_proxy(memcached_factory, proxy_factory, workdir,
                              "max_clients = 5;\n")
+    # The harness's readiness probe was a client too: wait until the proxy
+    # has seen it go, or it would hold one of the five places.
+    def no_clients():
+        return harness.read_stats(proxy.stats_port)["alpha"]["client_connections"] == 0
+    assert harness.wait_until(no_clients, 5)
     held = [MCClient(proxy.port, timeout=5) for _ in range(5)]
     try:
         for c in held:
