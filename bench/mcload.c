@@ -438,6 +438,27 @@ static void conn_fill(struct conn *c, uint64_t now)
         conn_flush(c, now);
 }
 
+/* Splits "VALUE <key> <flags> <bytes> [<cas>]" (p, llen bytes) into a
+ * copy in line[MAX_LINE + 1]: *k and *fl point into it, *nbytes is the
+ * byte count. -1 when a field is missing or the count is not a number or
+ * would not fit half the read buffer (rcap). */
+static int value_line(const char *p, size_t llen, size_t rcap, char *line,
+                      char **k, char **fl, unsigned long long *nbytes)
+{
+    char *save = NULL, *end = NULL, *by;
+    memcpy(line, p, llen);
+    line[llen] = '\0';
+    strtok_r(line, " ", &save);
+    *k = strtok_r(NULL, " ", &save);
+    *fl = strtok_r(NULL, " ", &save);
+    by = strtok_r(NULL, " ", &save);
+    *nbytes = by ? strtoull(by, &end, 10) : 0;
+    if (!*k || !*fl || !by || end == by || *end != '\0' ||
+        *nbytes > (unsigned long long)(rcap / 2))
+        return -1;
+    return 0;
+}
+
 static void record(struct thr *t, struct req *r, uint64_t now)
 {
     if (r->prefill) {
@@ -524,17 +545,9 @@ static long conn_parse(struct conn *c, uint64_t now)
                 }
             } else if (llen > 6 && memcmp(p, "VALUE ", 6) == 0) {
                 char line[MAX_LINE + 1];
-                memcpy(line, p, llen);
-                line[llen] = '\0';
-                char *save = NULL;
-                strtok_r(line, " ", &save);
-                char *k = strtok_r(NULL, " ", &save);
-                char *fl = strtok_r(NULL, " ", &save);
-                char *by = strtok_r(NULL, " ", &save);
-                char *end = NULL;
-                unsigned long long nbytes = by ? strtoull(by, &end, 10) : 0;
-                if (!k || !fl || !by || end == by || *end != '\0' ||
-                    nbytes > (unsigned long long)(c->rcap / 2)) {
+                char *k, *fl;
+                unsigned long long nbytes;
+                if (value_line(p, llen, c->rcap, line, &k, &fl, &nbytes) != 0) {
                     sample("thread %d: mget: malformed VALUE line '%s'", t->id,
                            show(p, llen, tmp, sizeof tmp));
                     return -1;
@@ -591,17 +604,9 @@ static long conn_parse(struct conn *c, uint64_t now)
         } else if (llen > 6 && memcmp(p, "VALUE ", 6) == 0) {
             /* VALUE <key> <flags> <bytes> [<cas>] */
             char line[MAX_LINE + 1];
-            memcpy(line, p, llen);
-            line[llen] = '\0';
-            char *save = NULL;
-            strtok_r(line, " ", &save);
-            char *k = strtok_r(NULL, " ", &save);
-            char *fl = strtok_r(NULL, " ", &save);
-            char *by = strtok_r(NULL, " ", &save);
-            char *end = NULL;
-            unsigned long long nbytes = by ? strtoull(by, &end, 10) : 0;
-            if (!k || !fl || !by || end == by || *end != '\0' ||
-                nbytes > (unsigned long long)(c->rcap / 2)) {
+            char *k, *fl;
+            unsigned long long nbytes;
+            if (value_line(p, llen, c->rcap, line, &k, &fl, &nbytes) != 0) {
                 sample("thread %d: get: malformed VALUE line '%s'", t->id,
                        show(p, llen, tmp, sizeof tmp));
                 return -1;
