@@ -89,6 +89,12 @@ struct conf_pool {
     uint32_t           nl1;
     struct conf_tier  *replicas;
     uint32_t           nreplicas;
+    /* Redis pools: `slaves:`, a list of tiers, each one copy of every
+     * master shard (same names and weights, named "slaves[0]", ...);
+     * reads go to them unless `read_from: master`. */
+    struct conf_tier  *slaves;
+    uint32_t           nslaves;
+    bool               read_from_master;
 };
 
 struct conf {
