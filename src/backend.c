@@ -25,8 +25,13 @@ struct backend_req {
     enum mc_cmd  cmd;
     size_t       bytes;
     int64_t      deadline_ms;  /* INT64_MAX: no timeout */
-    backend_cb   cb;
+    backend_cb   cb;           /* memcached servers */
     void        *arg;
+    /* Redis servers: the command (NULL: the proxy's own, any reply fits)
+     * and how many keys it asked for */
+    backend_redis_cb         redis_cb;
+    const struct redis_cmd  *redis_cmd;
+    uint32_t                 redis_nkeys;
 };
 
 struct backend_conn {
@@ -41,6 +46,7 @@ struct backend_conn {
     bool                    reset_pending; /* connect failed in place */
     char                    reset_reason[96];
     struct mc_rsp           rsp;       /* reply unit being framed */
+    struct redis_rsp        redis_rsp; /* Redis: reply being framed */
 };
 
 static void conn_reset(struct backend_conn *c, const char *reason);
@@ -109,6 +115,7 @@ int backend_server_init(struct backend_server *s, const struct conf_server *conf
         c->server = s;
         TAILQ_INIT(&c->inflight);
         mc_rsp_init(&c->rsp);
+        redis_rsp_init(&c->redis_rsp);
         c->timer = evtimer_new(bw->loop->base, on_timer, c);
         if (c->timer == NULL) {
             snprintf(err, errlen, "server %s: out of memory", conf->text);
@@ -128,6 +135,7 @@ static void conn_close(struct backend_conn *c)
     }
     c->connected = false;
     mc_rsp_reset(&c->rsp);
+    redis_rsp_reset(&c->redis_rsp);
 }
 
 void backend_server_deinit(struct backend_server *s)
@@ -140,6 +148,7 @@ void backend_server_deinit(struct backend_server *s)
         if (c->timer != NULL)
             event_free(c->timer);
         mc_rsp_deinit(&c->rsp);
+        redis_rsp_deinit(&c->redis_rsp);
     }
     free(s->conns);
     s->conns = NULL;
@@ -220,7 +229,10 @@ static void conn_reset(struct backend_conn *c, const char *reason)
     struct backend_req *r;
     while ((r = TAILQ_FIRST(&failed)) != NULL) {
         TAILQ_REMOVE(&failed, r, link);
-        r->cb(r->arg, BACKEND_FAIL, NULL, reason);
+        if (r->redis_cb != NULL)
+            r->redis_cb(r->arg, NULL, reason);
+        else
+            r->cb(r->arg, BACKEND_FAIL, NULL, reason);
         req_put(c->server->bw, r);
     }
 }
@@ -255,9 +267,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 #define BACKEND_ERR_INVALID "backend sent an invalid response"
 #define BACKEND_ERR_KEY     "backend returned a key it was not asked for"
 
-/* The head request is answered: off the pipeline, counted, called back. */
+/* The head request is answered: off the pipeline, counted, called back
+ * with rsp (memcached) or redis_rsp (Redis). */
 static void conn_complete(struct backend_conn *c, struct backend_req *head,
-                          struct mc_rsp *rsp)
+                          struct mc_rsp *rsp, struct redis_rsp *redis_rsp)
 {
     TAILQ_REMOVE(&c->inflight, head, link);
     c->ninflight--;
@@ -266,7 +279,10 @@ static void conn_complete(struct backend_conn *c, struct backend_req *head,
     stats_server_add(c->server->stats, out_queue_bytes, -(int64_t)head->bytes);
     stats_server_add(c->server->stats, responses, 1);
     server_succeeded(c->server);
-    head->cb(head->arg, BACKEND_DONE, rsp, NULL);
+    if (head->redis_cb != NULL)
+        head->redis_cb(head->arg, redis_rsp, NULL);
+    else
+        head->cb(head->arg, BACKEND_DONE, rsp, NULL);
     req_put(c->server->bw, head);
     timer_arm(c);
 }
@@ -282,8 +298,53 @@ static const char *conn_deliver(struct backend_conn *c, struct mc_rsp *rsp)
         return BACKEND_ERR_INVALID;
     if (rsp->type == MC_RSP_VALUE)
         return head->cb(head->arg, BACKEND_VALUE, rsp, NULL) ? NULL : BACKEND_ERR_KEY;
-    conn_complete(c, head, rsp);
+    conn_complete(c, head, rsp, NULL);
     return NULL;
+}
+
+/* The same for a whole Redis reply. */
+static const char *conn_deliver_redis(struct backend_conn *c, struct redis_rsp *rsp)
+{
+    struct backend_req *head = TAILQ_FIRST(&c->inflight);
+    if (head == NULL || head->redis_cb == NULL ||
+        (head->redis_cmd != NULL && !redis_rsp_fits(head->redis_cmd, head->redis_nkeys, rsp)))
+        return BACKEND_ERR_INVALID;
+    conn_complete(c, head, NULL, rsp);
+    return NULL;
+}
+
+/* Frames one unit (memcached) or one whole reply (Redis) from `in` and
+ * delivers it. REDIS_AGAIN/MC_AGAIN: nothing yet; else NULL when
+ * delivered, or why the connection must be reset. */
+static const char *conn_frame_one(struct backend_conn *c, struct evbuffer *in,
+                                  bool *again)
+{
+    struct backend_server *s = c->server;
+    size_t before = evbuffer_get_length(in);
+    const char *bad;
+    *again = false;
+    if (s->redis) {
+        enum redis_status st = redis_rsp_read(in, &c->redis_rsp, &s->redis_limits);
+        if (st == REDIS_AGAIN) {
+            *again = true;
+            return NULL;
+        }
+        stats_server_add(s->stats, response_bytes,
+                         (int64_t)(before - evbuffer_get_length(in)));
+        bad = st == REDIS_OK ? conn_deliver_redis(c, &c->redis_rsp) : BACKEND_ERR_INVALID;
+        redis_rsp_reset(&c->redis_rsp);
+        return bad;
+    }
+    enum mc_status st = mc_rsp_read(in, &c->rsp, s->limits);
+    if (st == MC_AGAIN) {
+        *again = true;
+        return NULL;
+    }
+    stats_server_add(s->stats, response_bytes,
+                     (int64_t)(before - evbuffer_get_length(in)));
+    bad = st == MC_OK ? conn_deliver(c, &c->rsp) : BACKEND_ERR_INVALID;
+    mc_rsp_reset(&c->rsp);
+    return bad;
 }
 
 /* Frames and delivers every whole reply unit in the input. */
@@ -293,19 +354,15 @@ static void on_input(struct conn *conn, void *arg)
     struct evbuffer *in = conn_input(conn);
     uint32_t generation = c->generation;
     for (;;) {
-        size_t before = evbuffer_get_length(in);
-        enum mc_status st = mc_rsp_read(in, &c->rsp, c->server->limits);
-        if (st == MC_AGAIN)
+        bool again;
+        const char *bad = conn_frame_one(c, in, &again);
+        if (again)
             break;
-        stats_server_add(c->server->stats, response_bytes,
-                         (int64_t)(before - evbuffer_get_length(in)));
-        const char *bad = st == MC_OK ? conn_deliver(c, &c->rsp) : BACKEND_ERR_INVALID;
         if (bad != NULL) {
             stats_server_add(c->server->stats, server_err, 1);
             conn_fail(c, bad);
             return;
         }
-        mc_rsp_reset(&c->rsp);
         if (c->generation != generation)   /* a callback reset us */
             return;
     }
@@ -358,6 +415,54 @@ static void conn_defer_fail(struct backend_conn *c, const char *reason)
     evtimer_add(c->timer, &zero);
 }
 
+static void queue_request(struct backend_conn *c, struct backend_req *r,
+                          struct evbuffer *bytes);
+
+/* The reply to AUTH or SELECT on a new connection: anything but +OK
+ * means the connection cannot serve the pool's requests. */
+static void handshake_cb(void *arg, struct redis_rsp *rsp, const char *reason)
+{
+    struct backend_conn *c = arg;
+    (void)reason;
+    if (rsp == NULL || rsp->type == REDIS_RSP_STATUS)
+        return;   /* failed with the connection, or accepted */
+    if (!c->reset_pending)
+        conn_defer_fail(c, "backend refused the AUTH/SELECT handshake");
+}
+
+/* Queues one handshake command "name arg" on a new connection. */
+static void handshake_send(struct backend_conn *c, const char *name, const char *arg)
+{
+    struct backend_server *s = c->server;
+    const char *argv[2] = { name, arg };
+    size_t argvlen[2] = { strlen(name), strlen(arg) };
+    struct evbuffer *bytes = evbuffer_new();
+    if (bytes == NULL || redis_compose_command(bytes, 2, argv, argvlen) != 0) {
+        if (bytes != NULL)
+            evbuffer_free(bytes);
+        conn_defer_fail(c, "backend send failed: out of memory");
+        return;
+    }
+    struct backend_req *r = req_get(s->bw);
+    *r = (struct backend_req){ .redis_cb = handshake_cb, .arg = c };
+    queue_request(c, r, bytes);
+    evbuffer_free(bytes);
+}
+
+/* AUTH and SELECT go first on a new connection to a Redis server (its
+ * output and pipeline are empty), so their replies come back first. */
+static void redis_handshake(struct backend_conn *c)
+{
+    struct backend_server *s = c->server;
+    if (s->redis_auth != NULL)
+        handshake_send(c, "AUTH", s->redis_auth);
+    if (s->redis_db != 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", s->redis_db);
+        handshake_send(c, "SELECT", db);
+    }
+}
+
 /* Starts connecting; a failure is reported from the loop, never from
  * here, so backend_send never calls back into its caller. */
 static void conn_open(struct backend_conn *c)
@@ -367,6 +472,9 @@ static void conn_open(struct backend_conn *c)
     /* A backend reply bigger than the largest value is refused by the
      * framing anyway; stop reading well past it. */
     size_t read_max = (size_t)s->limits->max_value + s->limits->max_line + 4096;
+    if (s->redis)   /* a whole Redis reply is framed at once */
+        read_max = s->redis_limits.max_reply < SIZE_MAX - 4096
+                   ? s->redis_limits.max_reply + 4096 : SIZE_MAX;
     c->conn = conn_connect(s->bw->loop, (struct sockaddr *)&s->addr, s->addrlen,
                            read_max, &backend_conn_ops, c, &why);
     if (c->conn == NULL) {
@@ -376,6 +484,8 @@ static void conn_open(struct backend_conn *c)
         return;
     }
     conn_set_flush_late(c->conn, true);
+    if (s->redis)
+        redis_handshake(c);
 }
 
 void backend_server_connect(struct backend_server *s)
@@ -392,22 +502,25 @@ static void send_fail_later(struct backend_conn *c, const char *reason)
         conn_defer_fail(c, reason);
 }
 
-void backend_send(struct backend_server *s, enum mc_cmd cmd,
-                  struct evbuffer *bytes, backend_cb cb, void *arg)
+void backend_server_set_redis(struct backend_server *s, const char *auth, int db,
+                              const struct redis_limits *limits)
 {
-    struct backend_conn *c = &s->conns[s->next_conn++ % s->nconns];
-    if (c->conn == NULL && !c->reset_pending)
-        conn_open(c);
+    s->redis = true;
+    s->redis_auth = auth;
+    s->redis_db = db;
+    s->redis_limits = *limits;
+}
+
+/* Puts r (its cmd and callback set) at the tail of c's pipeline with its
+ * bytes (moved) and the deadline of the server's tier. */
+static void queue_request(struct backend_conn *c, struct backend_req *r,
+                          struct evbuffer *bytes)
+{
+    struct backend_server *s = c->server;
     size_t len = evbuffer_get_length(bytes);
-    struct backend_req *r = req_get(s->bw);
     int timeout = s->tier->timeout_ms;
-    *r = (struct backend_req){
-        .cmd = cmd,
-        .bytes = len,
-        .deadline_ms = timeout >= 0 ? util_now_ms() + timeout : INT64_MAX,
-        .cb = cb,
-        .arg = arg,
-    };
+    r->bytes = len;
+    r->deadline_ms = timeout >= 0 ? util_now_ms() + timeout : INT64_MAX;
     bool was_idle = TAILQ_EMPTY(&c->inflight);
     TAILQ_INSERT_TAIL(&c->inflight, r, link);
     c->ninflight++;
@@ -424,4 +537,33 @@ void backend_send(struct backend_server *s, enum mc_cmd cmd,
     }
     if (was_idle && !c->reset_pending)
         timer_arm(c);
+}
+
+/* The next connection of s, opened if it is closed. */
+static struct backend_conn *conn_next(struct backend_server *s)
+{
+    struct backend_conn *c = &s->conns[s->next_conn++ % s->nconns];
+    if (c->conn == NULL && !c->reset_pending)
+        conn_open(c);
+    return c;
+}
+
+void backend_send(struct backend_server *s, enum mc_cmd cmd,
+                  struct evbuffer *bytes, backend_cb cb, void *arg)
+{
+    struct backend_conn *c = conn_next(s);
+    struct backend_req *r = req_get(s->bw);
+    *r = (struct backend_req){ .cmd = cmd, .cb = cb, .arg = arg };
+    queue_request(c, r, bytes);
+}
+
+void backend_send_redis(struct backend_server *s, const struct redis_cmd *cmd,
+                        uint32_t nkeys, struct evbuffer *bytes,
+                        backend_redis_cb cb, void *arg)
+{
+    struct backend_conn *c = conn_next(s);
+    struct backend_req *r = req_get(s->bw);
+    *r = (struct backend_req){ .redis_cb = cb, .redis_cmd = cmd,
+                               .redis_nkeys = nkeys, .arg = arg };
+    queue_request(c, r, bytes);
 }

@@ -38,6 +38,7 @@ struct client {
     bool                draining;    /* the worker stops: read no more */
     bool                lingering;   /* drained, write side shut: waiting
                                         for the peer's close */
+    bool                authed;      /* Redis: AUTH accepted (or none needed) */
 };
 
 static bool client_process(struct client *c);
@@ -310,6 +311,52 @@ static void client_reject(struct client *c, struct msg *msg, enum mc_status st,
     msg_reply_now(msg, "CLIENT_ERROR %s\r\n", err != NULL ? err : "bad request");
 }
 
+/* ---- Redis pools ---- */
+
+/* Runs one RESP request: the proxy answers PING, QUIT and AUTH, and
+ * until a pool's redis_auth password is given, nothing is forwarded. */
+static void client_execute_redis(struct client *c, struct msg *msg)
+{
+    const struct conf_pool *pool = c->wp->conf;
+    const struct redis_req *req = &msg->redis;
+    const char *name = req->cmd->name;
+    if (strcmp(name, "auth") == 0) {
+        const struct redis_token *pw = &req->args[1];
+        if (pool->redis_auth == NULL) {
+            msg_reply_now(msg, "%s", "-ERR Client sent AUTH, but no password is set\r\n");
+        } else if (pw->len == strlen(pool->redis_auth) &&
+                   memcmp(req->buf + pw->off, pool->redis_auth, pw->len) == 0) {
+            c->authed = true;
+            msg_reply_now(msg, "%s", "+OK\r\n");
+        } else {
+            c->authed = false;
+            msg_reply_now(msg, "%s", "-ERR invalid password\r\n");
+        }
+    } else if (pool->redis_auth != NULL && !c->authed) {
+        msg_reply_now(msg, "%s", "-NOAUTH Authentication required.\r\n");
+    } else if (strcmp(name, "ping") == 0) {
+        msg_reply_now(msg, "%s", "+PONG\r\n");
+    } else if (strcmp(name, "quit") == 0) {
+        c->quitting = true;
+        msg_reply_now(msg, "%s", "+OK\r\n");
+    } else if (!client_memory_ok(c->wp->worker)) {
+        stats_limit_add(c->wp->stats, out_of_memory, 1);
+        msg_reply_now(msg, "%s", "-ERR out of memory\r\n");
+    } else {
+        policy_dispatch(&c->wp->policy, msg, client_msg_done);
+    }
+}
+
+/* A request that cannot run: nutcracker closes the connection on any
+ * request it cannot parse or does not support; Strata writes the reason
+ * as an error reply first, so the client sees why, then closes. */
+static void client_reject_redis(struct client *c, struct msg *msg, const char *err)
+{
+    c->quitting = true;
+    stats_pool_add(c->wp->stats, client_err, 1);
+    msg_reply_now(msg, "-ERR %s\r\n", err != NULL ? err : "bad request");
+}
+
 /* Frames one request from the input and queues it. Returns false when
  * nothing more can be read now. */
 static bool client_read_one(struct client *c)
@@ -324,16 +371,25 @@ static bool client_read_one(struct client *c)
     }
     struct msg *msg = c->parsing;
     const char *err = NULL;
-    enum mc_status st = mc_req_read(conn_input(c->conn), &msg->req,
-                                    &w->rt->limits, &err);
-    if (st == MC_AGAIN)
+    bool redis = c->wp->conf->redis;
+    enum mc_status st = MC_AGAIN;
+    enum redis_status rst = REDIS_AGAIN;
+    if (redis)
+        rst = redis_req_read(conn_input(c->conn), &msg->redis, w->rt->limits.redis, &err);
+    else
+        st = mc_req_read(conn_input(c->conn), &msg->req, &w->rt->limits, &err);
+    if (redis ? rst == REDIS_AGAIN : st == MC_AGAIN)
         return false;
     c->parsing = NULL;
     msg->client = c;
     msg->budget = &c->gathered;
     TAILQ_INSERT_TAIL(&c->msgs, msg, link);
     c->nmsgs++;
-    if (st == MC_OK)
+    if (redis && rst == REDIS_OK)
+        client_execute_redis(c, msg);
+    else if (redis)
+        client_reject_redis(c, msg, err);
+    else if (st == MC_OK)
         client_execute(c, msg);
     else
         client_reject(c, msg, st, err);

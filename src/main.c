@@ -422,6 +422,16 @@ static int runtime_setup(struct app *app)
     rt->limits.max_value = app->settings.max_value_size;
     rt->limits.read_chunk = app->settings.mbuf_size;
     rt->limits.max_reply = app->settings.max_reply_size;
+    /* Redis pools: a bulk is a value, the other arguments count against
+     * the line limit (each takes at least 4 bytes of framing). */
+    rt->redis_limits = (struct redis_limits){
+        .max_bulk = app->settings.max_value_size,
+        .max_args = (uint32_t)(app->settings.max_line_size / 4),
+        .max_request = (size_t)app->settings.max_value_size + app->settings.max_line_size,
+        .max_reply = app->settings.max_reply_size > 0 ? app->settings.max_reply_size : SIZE_MAX,
+        .max_depth = 32,
+    };
+    rt->limits.redis = &rt->redis_limits;
     rt->max_memory = app->settings.max_memory != 0 ? app->settings.max_memory
                                                    : util_default_max_memory();
     rt->nworkers = app->nworkers;

@@ -21,6 +21,7 @@ void msg_cache_init(struct msg_cache *mc)
 static void msg_destroy(struct msg *msg)
 {
     mc_req_deinit(&msg->req);
+    redis_req_deinit(&msg->redis);
     if (msg->reply != NULL)
         evbuffer_free(msg->reply);
     free(msg);
@@ -47,6 +48,7 @@ struct msg *msg_get(struct msg_cache *mc)
         if (msg == NULL)
             return NULL;
         mc_req_init(&msg->req);
+        redis_req_init(&msg->redis);
         msg->reply = evbuffer_new();
         msg->cache = mc;
         if (msg->reply == NULL) {
@@ -78,6 +80,7 @@ void msg_put(struct msg *msg)
     msg->budget = NULL;
     msg->done = false;
     mc_req_reset(&msg->req);
+    redis_req_reset(&msg->redis);
     evbuffer_drain(msg->reply, evbuffer_get_length(msg->reply));
     if (mc->nfree >= MSG_CACHE_MAX) {
         msg_destroy(msg);

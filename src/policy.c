@@ -35,6 +35,8 @@ static int tier_init(struct policy_tier *t, const struct conf_tier *conf,
                                 &stats->servers[first_stat + i], &t->eject_epoch,
                                 err, errlen) != 0)
             return -1;
+        if (pool->redis)
+            backend_server_set_redis(s, pool->redis_auth, pool->redis_db, limits->redis);
         if (pool->preconnect)
             backend_server_connect(s);
     }
@@ -51,18 +53,6 @@ static void tier_deinit(struct policy_tier *t)
     router_deinit(&t->router);
 }
 
-static void tier_name(const struct policy_pool *pp, uint32_t i, char *out, size_t len)
-{
-    if (i == 0)
-        snprintf(out, len, "master");
-    else if (pp->slave != NULL && i == 1)
-        snprintf(out, len, "slave");
-    else if (i < 1 + (pp->slave != NULL) + pp->conf->nl1)
-        snprintf(out, len, "l1[%u]", i - 1 - (pp->slave != NULL));
-    else
-        snprintf(out, len, "replicas[%u]", i - 1 - (pp->slave != NULL) - pp->conf->nl1);
-}
-
 int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
                      struct backend_worker *bw, const struct mc_limits *limits,
                      struct stats_pool *stats, struct policy_cache *cache,
@@ -70,6 +60,10 @@ int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
 {
     memset(pp, 0, sizeof(*pp));
     pp->conf = conf;
+    if (conf->redis && limits->redis == NULL) {
+        snprintf(err, errlen, "pool %s: internal: no limits for Redis", conf->name);
+        return -1;
+    }
     pp->base = bw->loop->base;
     pp->cache = cache;
     pp->stats = stats;
@@ -90,10 +84,12 @@ int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
     pp->nl1 = conf->nl1;
     pp->replicas = &pp->tiers[next + conf->nl1];
     pp->nreplicas = conf->nreplicas;
+    pp->slaves = &pp->tiers[next + conf->nl1 + conf->nreplicas];
+    pp->nslaves = conf->nslaves;
     uint32_t first_stat = 0;
     for (uint32_t i = 0; i < pp->ntiers; i++) {
         char name[24];
-        tier_name(pp, i, name, sizeof(name));
+        stats_tier_name(conf, i, name, sizeof(name));
         const struct conf_tier *ct = stats_pool_tier(conf, i);
         pp->tiers[i].stats = &stats->tiers[i];
         if (tier_init(&pp->tiers[i], ct, name, conf, bw, limits, stats,
@@ -101,7 +97,7 @@ int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
             return -1;
         first_stat += ct->nservers;
     }
-    return 0;
+    return conf->redis ? policy_redis_init(pp, err, errlen) : 0;
 }
 
 void policy_pool_deinit(struct policy_pool *pp)
@@ -110,6 +106,8 @@ void policy_pool_deinit(struct policy_pool *pp)
     policy_async_cancel(pp);
     for (uint32_t i = 0; pp->tiers != NULL && i < pp->ntiers; i++)
         tier_deinit(&pp->tiers[i]);
+    free(pp->shard_map);
+    pp->shard_map = NULL;
     free(pp->tiers);
     pp->tiers = NULL;
     if (pp->scratch != NULL)
@@ -170,7 +168,8 @@ struct policy_req *policy_req_get(struct policy_cache *pc)
 static void req_put(struct policy_req *r)
 {
     struct policy_cache *pc = r->cache;
-    uint32_t n = r->msg->req.nkeys < r->slots_cap ? r->msg->req.nkeys : r->slots_cap;
+    uint32_t nkeys = policy_req_nkeys(r);
+    uint32_t n = nkeys < r->slots_cap ? nkeys : r->slots_cap;
     for (uint32_t k = 0; k < n; k++)
         if (r->slots[k] != NULL)
             evbuffer_drain(r->slots[k], evbuffer_get_length(r->slots[k]));
@@ -180,6 +179,7 @@ static void req_put(struct policy_req *r)
     r->nfrags = 0;
     r->pending = 0;
     r->gathered = 0;
+    r->sum = 0;
     r->failed = false;
     r->error[0] = '\0';
     if (pc->nreqs >= POLICY_CACHE_MAX) {
@@ -235,7 +235,8 @@ static void req_drop_gathered(struct policy_req *r)
 {
     struct evbuffer *reply = r->msg->reply;
     evbuffer_drain(reply, evbuffer_get_length(reply));
-    uint32_t n = r->msg->req.nkeys < r->slots_cap ? r->msg->req.nkeys : r->slots_cap;
+    uint32_t nkeys = policy_req_nkeys(r);
+    uint32_t n = nkeys < r->slots_cap ? nkeys : r->slots_cap;
     for (uint32_t k = 0; k < n; k++)
         if (r->slots[k] != NULL)
             evbuffer_drain(r->slots[k], evbuffer_get_length(r->slots[k]));
@@ -245,7 +246,12 @@ static void req_drop_gathered(struct policy_req *r)
 
 bool policy_reply_admit(struct policy_req *r, const struct mc_rsp *rsp)
 {
-    size_t unit = (size_t)rsp->vlen + rsp->line_len + 4;   /* line, block, two CRLFs */
+    /* line, block, two CRLFs */
+    return policy_reply_admit_bytes(r, (size_t)rsp->vlen + rsp->line_len + 4);
+}
+
+bool policy_reply_admit_bytes(struct policy_req *r, size_t unit)
+{
     size_t limit = r->pool->max_reply;
     if (limit == 0 || r->gathered + unit <= limit) {
         r->gathered += unit;
@@ -296,7 +302,7 @@ int policy_frags_reserve(struct policy_req *r, uint32_t n)
 
 int policy_slots_reserve(struct policy_req *r)
 {
-    struct evbuffer **sl = policy_grow(r->slots, &r->slots_cap, r->msg->req.nkeys,
+    struct evbuffer **sl = policy_grow(r->slots, &r->slots_cap, policy_req_nkeys(r),
                                        sizeof(*sl));
     if (sl == NULL)
         return -1;
@@ -335,12 +341,14 @@ static void group_route(struct policy_tier *t, struct policy_req *r, uint32_t *s
                         bool (*want)(const struct policy_req *, uint32_t),
                         void (*unrouted)(struct policy_req *, uint32_t))
 {
-    const struct mc_req *req = &r->msg->req;
-    for (uint32_t k = 0; k < req->nkeys; k++) {
+    uint32_t nkeys = policy_req_nkeys(r);
+    for (uint32_t k = 0; k < nkeys; k++) {
         srv[k] = UINT32_MAX;
         if (want != NULL && !want(r, k))
             continue;
-        srv[k] = router_pick(&t->router, req->line + req->keys[k].off, req->keys[k].len);
+        size_t len;
+        const char *key = policy_req_key(r, k, &len);
+        srv[k] = router_pick(&t->router, key, len);
         if (srv[k] == UINT32_MAX)
             unrouted(r, k);
         else
@@ -352,7 +360,7 @@ int policy_group_keys(struct policy_pool *pp, struct policy_tier *t, struct poli
                       bool (*want)(const struct policy_req *, uint32_t),
                       void (*unrouted)(struct policy_req *, uint32_t))
 {
-    uint32_t n = r->msg->req.nkeys;
+    uint32_t n = policy_req_nkeys(r);
     uint32_t *idx = policy_grow(r->key_idx, &r->key_idx_cap, 2 * n, sizeof(uint32_t));
     if (idx == NULL || policy_frags_reserve(r, t->nservers) != 0)
         return -1;
@@ -641,7 +649,9 @@ void policy_dispatch(struct policy_pool *pp, struct msg *msg, policy_done_cb don
     struct policy_req *r = policy_req_get(pp->cache);
     if (r == NULL) {
         evbuffer_drain(msg->reply, evbuffer_get_length(msg->reply));
-        if (mc_compose_reply_line(msg->reply, POLICY_ERR_NOMEM) != 0)
+        int rc = pp->conf->redis ? redis_compose_error(msg->reply, "ERR out of memory")
+                                 : mc_compose_reply_line(msg->reply, POLICY_ERR_NOMEM);
+        if (rc != 0)
             log_error("out of memory: a request gets an empty reply");
         done(msg);
         return;
@@ -651,7 +661,10 @@ void policy_dispatch(struct policy_pool *pp, struct msg *msg, policy_done_cb don
     r->pool = pp;
     for (uint32_t i = 0; i < pp->ntiers; i++)
         policy_tier_refresh(&pp->tiers[i]);
-    dispatch_req(pp, r);
+    if (pp->conf->redis)
+        policy_redis_dispatch(pp, r);
+    else
+        dispatch_req(pp, r);
 }
 
 void policy_read_tier(struct policy_pool *pp, struct policy_tier *t, struct policy_req *r)

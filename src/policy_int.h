@@ -34,6 +34,7 @@ struct policy_req {
     uint32_t             l1;        /* tiered reads: the L1 chosen */
     uint32_t             pending;   /* backend requests still out */
     size_t               gathered;  /* bytes of VALUE units held for the reply */
+    int64_t              sum;       /* Redis: integers of split parts added */
     bool                 failed;    /* the reply is `error` */
     char                 error[160]; /* the error line, without "\r\n" */
 };
@@ -53,6 +54,26 @@ struct policy_frag {
 #define POLICY_ERR_COMPOSE  "SERVER_ERROR cannot compose the backend request"
 #define POLICY_ERR_TOO_LARGE "SERVER_ERROR reply too large"
 
+/* The keys of r's request (memcached or Redis): how many, and key k. */
+static inline uint32_t policy_req_nkeys(const struct policy_req *r)
+{
+    return r->pool->conf->redis ? r->msg->redis.nkeys : r->msg->req.nkeys;
+}
+
+static inline const char *policy_req_key(const struct policy_req *r, uint32_t k,
+                                         size_t *len)
+{
+    if (r->pool->conf->redis) {
+        const struct redis_req *req = &r->msg->redis;
+        const struct redis_token *t = &req->args[req->key_first + k * req->key_step];
+        *len = t->len;
+        return req->buf + t->off;
+    }
+    const struct mc_req *req = &r->msg->req;
+    *len = req->keys[k].len;
+    return req->line + req->keys[k].off;
+}
+
 /* Request records (policy.c). */
 struct policy_req *policy_req_get(struct policy_cache *pc);
 /* Returns r to its cache, then calls done(msg): r is gone afterwards. */
@@ -68,6 +89,8 @@ void policy_reply_line(struct policy_req *r, const char *line);
  * fails with "SERVER_ERROR reply too large" (counted), the bytes already
  * gathered are freed at once, and later VALUEs are to be dropped. */
 bool policy_reply_admit(struct policy_req *r, const struct mc_rsp *rsp);
+/* The same for `unit` bytes of any reply. */
+bool policy_reply_admit_bytes(struct policy_req *r, size_t unit);
 
 /* realloc for the record's arrays: grows p (of *cap elements of `size`
  * bytes) to hold `need`, zeroing the new part. Returns the array, or NULL
@@ -114,6 +137,11 @@ void policy_write_after_master(struct policy_pool *pp, struct policy_req *r,
                                const struct mc_rsp *rsp);
 /* A plain read of the request's keys from one tier (policy.c). */
 void policy_read_tier(struct policy_pool *pp, struct policy_tier *t, struct policy_req *r);
+
+/* Redis pools (policy_redis.c): the slave tiers' shard map, and the plan
+ * of one request. */
+int policy_redis_init(struct policy_pool *pp, char *err, size_t errlen);
+void policy_redis_dispatch(struct policy_pool *pp, struct policy_req *r);
 
 /* Tiered pools (policy_read.c, policy_write.c). */
 void policy_tiered_read(struct policy_pool *pp, struct policy_req *r);

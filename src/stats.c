@@ -43,7 +43,10 @@ const struct conf_tier *stats_pool_tier(const struct conf_pool *pool, uint32_t t
     if (t < pool->nl1)
         return &pool->l1[t];
     t -= pool->nl1;
-    return t < pool->nreplicas ? &pool->replicas[t] : NULL;
+    if (t < pool->nreplicas)
+        return &pool->replicas[t];
+    t -= pool->nreplicas;
+    return t < pool->nslaves ? &pool->slaves[t] : NULL;
 }
 
 uint32_t stats_pool_tier_count(const struct conf_pool *pool)
@@ -224,19 +227,23 @@ static void json_server(struct evbuffer *out, const char *label,
     evbuffer_add(out, "}", 1);
 }
 
-/* "master", "slave", "l1[i]" or "replicas[i]": tier t of a pool in the
- * order of stats_pool_tier. */
-static void stats_tier_name(const struct conf_pool *pool, uint32_t t, char *out, size_t len)
+/* "master", "slave", "l1[i]", "replicas[i]" or "slaves[i]": tier t of a
+ * pool in the order of stats_pool_tier. */
+void stats_tier_name(const struct conf_pool *pool, uint32_t t, char *out, size_t len)
 {
     uint32_t first_l1 = 1 + (pool->slave != NULL);
+    uint32_t first_replica = first_l1 + pool->nl1;
+    uint32_t first_slaves = first_replica + pool->nreplicas;
     if (t == 0)
         snprintf(out, len, "master");
     else if (t < first_l1)
         snprintf(out, len, "slave");
-    else if (t < first_l1 + pool->nl1)
+    else if (t < first_replica)
         snprintf(out, len, "l1[%u]", t - first_l1);
+    else if (t < first_slaves)
+        snprintf(out, len, "replicas[%u]", t - first_replica);
     else
-        snprintf(out, len, "replicas[%u]", t - first_l1 - pool->nl1);
+        snprintf(out, len, "slaves[%u]", t - first_slaves);
 }
 
 /* The servers of each tier, in nutcracker's order within the tier; tiers

@@ -21,6 +21,7 @@
 
 #include "strata/conf.h"
 #include "strata/proto_mc.h"
+#include "strata/proto_redis.h"
 #include "strata/stats.h"
 
 struct evbuffer;
@@ -44,6 +45,12 @@ enum backend_event {
  * return value is ignored. */
 typedef bool (*backend_cb)(void *arg, enum backend_event ev,
                            struct mc_rsp *rsp, const char *reason);
+
+/* A Redis server's answer: called exactly once, with the whole reply
+ * (rsp; the callee may move rsp->data but must not keep rsp), or with
+ * rsp NULL and why no reply will come. The backend has checked that the
+ * reply fits the command (redis_rsp_fits). */
+typedef void (*backend_redis_cb)(void *arg, struct redis_rsp *rsp, const char *reason);
 
 TAILQ_HEAD(backend_req_list, backend_req);
 
@@ -73,6 +80,12 @@ struct backend_server {
     uint32_t                 *eject_epoch;       /* bumped on eject */
     struct sockaddr_storage   addr;
     socklen_t                 addrlen;
+    /* Redis servers (backend_server_set_redis): replies are RESP, and
+     * every new connection first authenticates and selects the db. */
+    bool                      redis;
+    const char               *redis_auth;        /* NULL: no AUTH */
+    int                       redis_db;          /* 0: no SELECT */
+    struct redis_limits       redis_limits;
 };
 
 int backend_server_init(struct backend_server *s, const struct conf_server *conf,
@@ -82,6 +95,13 @@ int backend_server_init(struct backend_server *s, const struct conf_server *conf
                         char *err, size_t errlen);
 /* Fails every request in flight and closes the connections. */
 void backend_server_deinit(struct backend_server *s);
+
+/* Makes s a Redis server: RESP replies within `limits`; each connection
+ * sends "AUTH auth" (when auth is not NULL) and "SELECT db" (when db is
+ * not 0) before any request, and a connection whose handshake is refused
+ * fails like a broken one. Call before the first send. */
+void backend_server_set_redis(struct backend_server *s, const char *auth, int db,
+                              const struct redis_limits *limits);
 
 /* Opens every connection now (preconnect). */
 void backend_server_connect(struct backend_server *s);
@@ -94,6 +114,14 @@ bool backend_server_live(const struct backend_server *s, int64_t now_ms);
  * the event loop, never inside this call. */
 void backend_send(struct backend_server *s, enum mc_cmd cmd,
                   struct evbuffer *req, backend_cb cb, void *arg);
+
+/* The same for a Redis server: `bytes` hold one whole RESP request for
+ * `cmd` (NULL for a command the proxy composed itself and accepts any
+ * reply to) with `nkeys` keys, checked against the reply with
+ * redis_rsp_fits. */
+void backend_send_redis(struct backend_server *s, const struct redis_cmd *cmd,
+                        uint32_t nkeys, struct evbuffer *bytes,
+                        backend_redis_cb cb, void *arg);
 
 /* Requests queued or in flight on the server's connections. */
 uint32_t backend_server_pending(const struct backend_server *s);

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "strata/proto_mc.h"
+#include "strata/proto_redis.h"
 
 struct client;
 struct evbuffer;
@@ -22,6 +23,7 @@ struct msg {
     struct msg_cache    *cache;    /* where it returns when released */
     struct client       *client;   /* NULL once the client has gone */
     struct mc_req        req;      /* owns line, keys and data */
+    struct redis_req     redis;    /* the request instead, in a Redis pool */
     struct evbuffer     *reply;    /* the reply as the client will get it */
     bool                 done;     /* reply complete */
     size_t               gathered; /* reply bytes the policy holds for it */

@@ -80,6 +80,10 @@ struct policy_pool {
     uint32_t                nl1;
     struct policy_tier     *replicas;
     uint32_t                nreplicas;
+    struct policy_tier     *slaves;     /* Redis: replicas of master's shards */
+    uint32_t                nslaves;
+    uint32_t               *shard_map;  /* [k * master->nservers + m]: master
+                                           server m's copy in slaves[k] */
     struct policy_async_list retrying;  /* deletes waiting to be resent */
     bool                    closing;    /* shutting down: no more retries */
 };

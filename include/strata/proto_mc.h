@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 struct evbuffer;
+struct redis_limits;
 
 #define MC_KEY_MAX 250
 
@@ -91,6 +92,8 @@ struct mc_limits {
     uint32_t max_value;          /* largest data block */
     size_t   read_chunk;         /* bytes read from a socket at once (-m) */
     size_t   max_reply;          /* reply one retrieval may gather; 0: no limit */
+    const struct redis_limits *redis;   /* Redis pools' limits (derived
+                                           from these); NULL: none */
 };
 
 /* Lifecycle of a request reused across many parses: init allocates

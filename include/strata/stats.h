@@ -100,9 +100,13 @@ uint32_t stats_pool_server_count(const struct conf_pool *pool);
 const struct conf_server *stats_pool_server(const struct conf_pool *pool, uint32_t i);
 
 /* Number of tiers of a pool (1 for a plain pool), and the i-th in the
- * order master, slave, each l1, each replica; NULL past the end. */
+ * order master, slave, each l1, each replica, each of a Redis pool's
+ * slaves; NULL past the end. */
 uint32_t stats_pool_tier_count(const struct conf_pool *pool);
 const struct conf_tier *stats_pool_tier(const struct conf_pool *pool, uint32_t i);
+/* The name of tier i in that order: "master", "slave", "l1[0]",
+ * "replicas[0]", "slaves[0]", ... */
+void stats_tier_name(const struct conf_pool *pool, uint32_t i, char *out, size_t len);
 
 int stats_worker_init(struct stats_worker *sw, const struct conf *conf);
 void stats_worker_deinit(struct stats_worker *sw);

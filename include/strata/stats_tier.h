@@ -15,7 +15,9 @@
     ACTION(async_failed,  "# asynchronous writes that failed (after retries)") \
     ACTION(async_dropped, "# asynchronous writes dropped: queue full")         \
     ACTION(async_retried, "# asynchronous deletes retried")                    \
-    ACTION(async_pending, "# asynchronous writes queued or in flight now")
+    ACTION(async_pending, "# asynchronous writes queued or in flight now")   \
+    ACTION(reads,         "# Redis reads this tier answered")                 \
+    ACTION(read_fallbacks, "# Redis reads this replica failed, sent to master")
 
 #define STATS_TIER_ENUM(name, desc) STATS_TIER_##name,
 enum stats_tier_field { STATS_TIER_LIST(STATS_TIER_ENUM) STATS_TIER_NFIELDS };

@@ -27,6 +27,7 @@ struct runtime {
     const struct conf     *conf;
     const struct settings *settings;
     struct mc_limits       limits;
+    struct redis_limits    redis_limits;  /* limits.redis points here */
     uint32_t               nworkers;
     size_t                 max_memory;    /* buffered bytes of all workers; 0: none */
     uint32_t               max_clients;   /* client connections of the process; 0: none */
