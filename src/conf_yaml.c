@@ -453,19 +453,29 @@ static int conf_set_ttl(struct conf_ctx *ctx, const struct conf_key *key,
     return 0;
 }
 
-/* Only "true" and "false", as twemproxy: "yes" or "on" are refused. */
-static int conf_set_bool(struct conf_ctx *ctx, const struct conf_key *key,
-                         yaml_node_t *value, void *base)
+/* A value that is exactly one of two words, stored as a bool that is
+ * true for `yes`. */
+static int conf_set_either(struct conf_ctx *ctx, const struct conf_key *key,
+                           yaml_node_t *value, void *base, const char *yes, const char *no)
 {
     const char *v = conf_text(ctx, key->name, value);
     if (v == NULL) {
         return -1;
     }
-    if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0) {
-        return conf_bad(ctx, key->name, value, "is not \"true\" or \"false\"");
+    if (strcmp(v, yes) != 0 && strcmp(v, no) != 0) {
+        char reason[64];
+        snprintf(reason, sizeof(reason), "is not \"%s\" or \"%s\"", yes, no);
+        return conf_bad(ctx, key->name, value, reason);
     }
-    *CONF_FIELD(base, key->offset, bool) = strcmp(v, "true") == 0;
+    *CONF_FIELD(base, key->offset, bool) = strcmp(v, yes) == 0;
     return 0;
+}
+
+/* Only "true" and "false", as twemproxy: "yes" or "on" are refused. */
+static int conf_set_bool(struct conf_ctx *ctx, const struct conf_key *key,
+                         yaml_node_t *value, void *base)
+{
+    return conf_set_either(ctx, key, value, base, "true", "false");
 }
 
 static int conf_set_string(struct conf_ctx *ctx, const struct conf_key *key,
@@ -652,15 +662,7 @@ static int conf_set_tier_list(struct conf_ctx *ctx, const struct conf_key *key,
 static int conf_set_read_from(struct conf_ctx *ctx, const struct conf_key *key,
                               yaml_node_t *value, void *base)
 {
-    const char *v = conf_text(ctx, key->name, value);
-    if (v == NULL) {
-        return -1;
-    }
-    if (strcmp(v, "master") != 0 && strcmp(v, "slaves") != 0) {
-        return conf_bad(ctx, key->name, value, "is not \"master\" or \"slaves\"");
-    }
-    *CONF_FIELD(base, key->offset, bool) = strcmp(v, "master") == 0;
-    return 0;
+    return conf_set_either(ctx, key, value, base, "master", "slaves");
 }
 
 /* ---- key tables -------------------------------------------------------- */
