@@ -7,8 +7,10 @@
  * inherit them) and lets validation point at the line of any key.
  *
  *   file ─► libyaml document ─► per pool: check keys ─► apply settings
- *        ─► check shape (servers vs tiers) ─► apply servers/tiers
- *        ─► validate pool ─► validate across pools ─► struct conf
+ *        ─► check kind (memcached or redis keys) ─► check shape (servers
+ *        vs tiers) ─► apply servers/tiers ─► validate pool (redis: slaves
+ *        match master) ─► finish (defaults known only now)
+ *        ─► validate across pools ─► struct conf
  */
 #include <errno.h>
 #include <limits.h>
@@ -105,6 +107,20 @@ static int conf_error(struct conf_ctx *ctx, const yaml_node_t *node, const char 
 static int conf_nomem(struct conf_ctx *ctx, const yaml_node_t *node)
 {
     return conf_error(ctx, node, "out of memory in %s", ctx->where);
+}
+
+/* Appends " tier 'name'" to ctx->where; returns the length to give back
+ * to conf_where_pop. */
+static size_t conf_where_push(struct conf_ctx *ctx, const char *name)
+{
+    size_t len = strlen(ctx->where);
+    snprintf(ctx->where + len, sizeof(ctx->where) - len, " tier '%s'", name);
+    return len;
+}
+
+static void conf_where_pop(struct conf_ctx *ctx, size_t len)
+{
+    ctx->where[len] = '\0';
 }
 
 /* ---- document helpers -------------------------------------------------- */
@@ -437,19 +453,29 @@ static int conf_set_ttl(struct conf_ctx *ctx, const struct conf_key *key,
     return 0;
 }
 
-/* Only "true" and "false", as twemproxy: "yes" or "on" are refused. */
-static int conf_set_bool(struct conf_ctx *ctx, const struct conf_key *key,
-                         yaml_node_t *value, void *base)
+/* A value that is exactly one of two words, stored as a bool that is
+ * true for `yes`. */
+static int conf_set_either(struct conf_ctx *ctx, const struct conf_key *key,
+                           yaml_node_t *value, void *base, const char *yes, const char *no)
 {
     const char *v = conf_text(ctx, key->name, value);
     if (v == NULL) {
         return -1;
     }
-    if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0) {
-        return conf_bad(ctx, key->name, value, "is not \"true\" or \"false\"");
+    if (strcmp(v, yes) != 0 && strcmp(v, no) != 0) {
+        char reason[64];
+        snprintf(reason, sizeof(reason), "is not \"%s\" or \"%s\"", yes, no);
+        return conf_bad(ctx, key->name, value, reason);
     }
-    *CONF_FIELD(base, key->offset, bool) = strcmp(v, "true") == 0;
+    *CONF_FIELD(base, key->offset, bool) = strcmp(v, yes) == 0;
     return 0;
+}
+
+/* Only "true" and "false", as twemproxy: "yes" or "on" are refused. */
+static int conf_set_bool(struct conf_ctx *ctx, const struct conf_key *key,
+                         yaml_node_t *value, void *base)
+{
+    return conf_set_either(ctx, key, value, base, "true", "false");
 }
 
 static int conf_set_string(struct conf_ctx *ctx, const struct conf_key *key,
@@ -631,6 +657,14 @@ static int conf_set_tier_list(struct conf_ctx *ctx, const struct conf_key *key,
     return 0;
 }
 
+/* read_from: "master" or "slaves" (the default, applied once the pool's
+ * slaves are known: see conf_pool_finish). */
+static int conf_set_read_from(struct conf_ctx *ctx, const struct conf_key *key,
+                              yaml_node_t *value, void *base)
+{
+    return conf_set_either(ctx, key, value, base, "master", "slaves");
+}
+
 /* ---- key tables -------------------------------------------------------- */
 
 #define POOL(f) offsetof(struct conf_pool, f)
@@ -664,6 +698,8 @@ static const struct conf_key conf_pool_keys[] = {
     { "slave",                conf_set_slave,        POOL(slave),                   0,                  TIERS },
     { "l1",                   conf_set_tier_list,    POOL(l1),                      POOL(nl1),          TIERS },
     { "replicas",             conf_set_tier_list,    POOL(replicas),                POOL(nreplicas),    TIERS },
+    { "read_from",            conf_set_read_from,    POOL(read_from_master),        0,                  SETTING },
+    { "slaves",               conf_set_tier_list,    POOL(slaves),                  POOL(nslaves),      TIERS },
 };
 
 static const struct conf_key conf_tier_keys[] = {
@@ -686,7 +722,25 @@ static const struct conf_key conf_tier_keys[] = {
 #define CONF_NKEYS(t) (sizeof(t) / sizeof((t)[0]))
 
 /* The keys a tier may not carry, for the shape check. */
-static const char *const conf_tier_names[] = { "master", "slave", "l1", "replicas" };
+static const char *const conf_tier_names[] = { "master", "slave", "l1", "replicas", "slaves" };
+
+/* Pool keys that belong to one kind of pool: memcached (redis false) or
+ * Redis (redis true). */
+struct conf_kind_key {
+    const char *name;
+    bool        redis;
+    const char *hint;     /* appended to the message */
+};
+
+static const struct conf_kind_key conf_kind_keys[] = {
+    { "slave",        false, ": a redis pool's copies are 'slaves', a list of tiers" },
+    { "l1",           false, "" },
+    { "replicas",     false, "" },
+    { "allow_flush",  false, "" },
+    { "backfill_ttl", false, "" },
+    { "slaves",       true,  "" },
+    { "read_from",    true,  "" },
+};
 
 /* ---- mappings ---------------------------------------------------------- */
 
@@ -756,11 +810,7 @@ static int conf_tier_parse(struct conf_ctx *ctx, struct conf_tier *tier,
     if (map->type != YAML_MAPPING_NODE) {
         return conf_bad(ctx, name, map, "must be a mapping with a 'servers' key");
     }
-    char saved[CONF_WHERE_LEN];
-    memcpy(saved, ctx->where, sizeof(saved));
-    size_t len = strlen(ctx->where);
-    snprintf(ctx->where + len, sizeof(ctx->where) - len, " tier '%s'", name);
-
+    size_t len = conf_where_push(ctx, name);
     size_t n = CONF_NKEYS(conf_tier_keys);
     int rc = conf_map_check(ctx, map, conf_tier_keys, n);
     if (rc == 0) {
@@ -769,11 +819,44 @@ static int conf_tier_parse(struct conf_ctx *ctx, struct conf_tier *tier,
     if (rc == 0) {
         rc = conf_map_apply(ctx, map, conf_tier_keys, n, tier, CONF_PHASE_TIER);
     }
-    memcpy(ctx->where, saved, sizeof(saved));
+    conf_where_pop(ctx, len);
     return rc;
 }
 
 /* ---- validation -------------------------------------------------------- */
+
+static const struct conf_kind_key *conf_kind_find(const char *name)
+{
+    for (size_t i = 0; i < CONF_NKEYS(conf_kind_keys); i++) {
+        if (strcmp(conf_kind_keys[i].name, name) == 0) {
+            return &conf_kind_keys[i];
+        }
+    }
+    return NULL;
+}
+
+/* Keys of the other kind of pool are errors: a Redis pool has no L1,
+ * replicas, flush or write-back; a memcached pool has no `slaves`.
+ * Checked in file order, before the tiers are parsed. */
+static int conf_validate_kind(struct conf_ctx *ctx, const struct conf_pool *pool,
+                              const yaml_node_t *map)
+{
+    for (size_t i = 0; i < conf_map_size(map); i++) {
+        yaml_node_t *key = conf_node(ctx, map->data.mapping.pairs.start[i].key);
+        const char *name = conf_scalar(key);
+        const struct conf_kind_key *k = conf_kind_find(name);
+        if (k == NULL || k->redis == pool->redis) {
+            continue;
+        }
+        if (pool->redis) {
+            return conf_error(ctx, key, "key '%s' in %s is for memcached pools, "
+                              "not redis pools%s", name, ctx->where, k->hint);
+        }
+        return conf_error(ctx, key, "key '%s' in %s is for redis pools only "
+                          "('redis: true')%s", name, ctx->where, k->hint);
+    }
+    return 0;
+}
 
 /* A plain pool has `servers`; a tiered one has `master` and never
  * `servers`. Checked before the tiers are parsed, since `servers` and
@@ -867,12 +950,9 @@ static int conf_validate_tier(struct conf_ctx *ctx, const struct conf_tier *tier
 static int conf_validate_named(struct conf_ctx *ctx, const struct conf_tier *tier,
                                const yaml_node_t *map, const char *name)
 {
-    char saved[CONF_WHERE_LEN];
-    memcpy(saved, ctx->where, sizeof(saved));
-    size_t len = strlen(ctx->where);
-    snprintf(ctx->where + len, sizeof(ctx->where) - len, " tier '%s'", name);
+    size_t len = conf_where_push(ctx, name);
     int rc = conf_validate_tier(ctx, tier, map);
-    memcpy(ctx->where, saved, sizeof(saved));
+    conf_where_pop(ctx, len);
     return rc;
 }
 
@@ -907,8 +987,196 @@ static int conf_validate_tiers(struct conf_ctx *ctx, const struct conf_pool *poo
                            "l1") != 0) {
         return -1;
     }
+    if (conf_validate_list(ctx, pool->slaves, pool->nslaves,
+                           conf_map_value(ctx, map, "slaves"), "slaves") != 0) {
+        return -1;
+    }
     return conf_validate_list(ctx, pool->replicas, pool->nreplicas,
                               conf_map_value(ctx, map, "replicas"), "replicas");
+}
+
+/* ---- validation: Redis slaves ------------------------------------------ */
+
+/* How a server is called in messages: its name, else "host:port:weight". */
+static const char *conf_server_label(const struct conf_server *srv)
+{
+    return srv->name != NULL ? srv->name : srv->text;
+}
+
+/* A `hash_tag` key that a slave tier gives must be master's. */
+static int conf_slave_hash_tag(struct conf_ctx *ctx, const struct conf_tier *master,
+                               const struct conf_tier *slave, const yaml_node_t *key)
+{
+    if (key == NULL ||
+        (master->has_hash_tag && memcmp(slave->hash_tag, master->hash_tag, 2) == 0)) {
+        return 0;
+    }
+    if (!master->has_hash_tag) {
+        return conf_error(ctx, key, "key 'hash_tag' in %s is '%.2s', but master has none: "
+                          "a slave tier routes as its master", ctx->where, slave->hash_tag);
+    }
+    return conf_error(ctx, key, "key 'hash_tag' in %s is '%.2s', but master's is '%.2s': "
+                      "a slave tier routes as its master", ctx->where, slave->hash_tag,
+                      master->hash_tag);
+}
+
+/* A slave tier routes as its master: the routing keys it gives (it
+ * inherits the others from master) must equal master's. `item` is the
+ * tier's mapping; ctx->where names the slave tier. */
+static int conf_slave_routing(struct conf_ctx *ctx, const struct conf_tier *master,
+                              const struct conf_tier *slave, const yaml_node_t *item)
+{
+    yaml_node_t *key = conf_map_key(ctx, item, "hash");
+    if (key != NULL && slave->hash != master->hash) {
+        return conf_error(ctx, key, "key 'hash' in %s is '%s', but master's is '%s': "
+                          "a slave tier routes as its master", ctx->where,
+                          hashkit_hash_name(slave->hash), hashkit_hash_name(master->hash));
+    }
+    key = conf_map_key(ctx, item, "distribution");
+    if (key != NULL && slave->distribution != master->distribution) {
+        return conf_error(ctx, key, "key 'distribution' in %s is '%s', but master's is '%s': "
+                          "a slave tier routes as its master", ctx->where,
+                          hashkit_dist_name(slave->distribution),
+                          hashkit_dist_name(master->distribution));
+    }
+    return conf_slave_hash_tag(ctx, master, slave, conf_map_key(ctx, item, "hash_tag"));
+}
+
+/* The index of the server of `tier` named `name`, or tier->nservers. */
+static uint32_t conf_server_find(const struct conf_tier *tier, const char *name)
+{
+    uint32_t i = 0;
+    while (i < tier->nservers &&
+           (tier->servers[i].name == NULL || strcmp(tier->servers[i].name, name) != 0)) {
+        i++;
+    }
+    return i;
+}
+
+static int conf_slave_weight(struct conf_ctx *ctx, const struct conf_server *srv,
+                             const struct conf_server *shard)
+{
+    if (srv->weight == shard->weight) {
+        return 0;
+    }
+    return conf_error_at(ctx, srv->line, "key 'servers' in %s: server '%s': weight %u "
+                         "differs from master's %u", ctx->where, conf_server_label(srv),
+                         (unsigned)srv->weight, (unsigned)shard->weight);
+}
+
+/* Master's servers are named: every slave server names a master shard,
+ * with its weight, and every shard has a copy. Names are unique within
+ * a tier (checked before), so the tier is then a permutation of master. */
+static int conf_slave_by_name(struct conf_ctx *ctx, const struct conf_tier *master,
+                              const struct conf_tier *slave, const yaml_node_t *item)
+{
+    for (uint32_t j = 0; j < slave->nservers; j++) {
+        const struct conf_server *srv = &slave->servers[j];
+        if (srv->name == NULL) {
+            return conf_error_at(ctx, srv->line, "key 'servers' in %s: server '%s' has no "
+                                 "name, but master's servers are named: name it after the "
+                                 "master shard it copies", ctx->where, srv->text);
+        }
+        uint32_t i = conf_server_find(master, srv->name);
+        if (i == master->nservers) {
+            return conf_error_at(ctx, srv->line, "key 'servers' in %s: server '%s' is not "
+                                 "a master shard", ctx->where, srv->name);
+        }
+        if (conf_slave_weight(ctx, srv, &master->servers[i]) != 0) {
+            return -1;
+        }
+    }
+    for (uint32_t i = 0; i < master->nservers; i++) {
+        if (conf_server_find(slave, master->servers[i].name) == slave->nservers) {
+            return conf_error(ctx, item, "%s has no copy of master shard '%s'",
+                              ctx->where, master->servers[i].name);
+        }
+    }
+    return 0;
+}
+
+/* Master's servers have no names: the slave tier's servers copy them in
+ * order, one for one, with the same weights. */
+static int conf_slave_by_position(struct conf_ctx *ctx, const struct conf_tier *master,
+                                  const struct conf_tier *slave, const yaml_node_t *item)
+{
+    if (slave->nservers > master->nservers) {
+        const struct conf_server *srv = &slave->servers[master->nservers];
+        return conf_error_at(ctx, srv->line, "key 'servers' in %s: server '%s' is not a "
+                             "master shard: master has %u servers", ctx->where,
+                             conf_server_label(srv), (unsigned)master->nservers);
+    }
+    if (slave->nservers < master->nservers) {
+        return conf_error(ctx, item, "%s has %u server(s), master has %u: a slave tier is "
+                          "one copy of every master shard", ctx->where,
+                          (unsigned)slave->nservers, (unsigned)master->nservers);
+    }
+    for (uint32_t i = 0; i < slave->nservers; i++) {
+        if (conf_slave_weight(ctx, &slave->servers[i], &master->servers[i]) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Slaves are matched to master by name when every master server has
+ * one, by position when none has; a mix is an error. */
+static int conf_master_named(struct conf_ctx *ctx, const struct conf_tier *master,
+                             bool *named)
+{
+    *named = master->servers[0].name != NULL;
+    for (uint32_t i = 1; i < master->nservers; i++) {
+        const struct conf_server *srv = &master->servers[i];
+        if ((srv->name != NULL) != *named) {
+            return conf_error_at(ctx, srv->line, "key 'servers' in %s tier 'master' names "
+                                 "some servers and not others: with 'slaves', name every "
+                                 "master server or none", ctx->where);
+        }
+    }
+    return 0;
+}
+
+static int conf_validate_slave(struct conf_ctx *ctx, const struct conf_pool *pool,
+                               uint32_t k, const yaml_node_t *item, bool named)
+{
+    char name[64];
+    snprintf(name, sizeof(name), "slaves[%u]", (unsigned)k);
+    size_t len = conf_where_push(ctx, name);
+    const struct conf_tier *slave = &pool->slaves[k];
+    int rc = conf_slave_routing(ctx, &pool->master, slave, item);
+    if (rc == 0 && named) {
+        rc = conf_slave_by_name(ctx, &pool->master, slave, item);
+    } else if (rc == 0) {
+        rc = conf_slave_by_position(ctx, &pool->master, slave, item);
+    }
+    conf_where_pop(ctx, len);
+    return rc;
+}
+
+/* A Redis pool: `read_from: slaves` needs slaves; each slave tier is one
+ * copy of every master shard and routes as master. */
+static int conf_validate_redis(struct conf_ctx *ctx, const struct conf_pool *pool,
+                               const yaml_node_t *map)
+{
+    yaml_node_t *key = conf_map_key(ctx, map, "read_from");
+    if (key != NULL && !pool->read_from_master && pool->nslaves == 0) {
+        return conf_error(ctx, key, "key 'read_from' in %s is 'slaves', but the pool has "
+                          "no 'slaves' tiers", ctx->where);
+    }
+    if (pool->nslaves == 0) {
+        return 0;
+    }
+    bool named;
+    if (conf_master_named(ctx, &pool->master, &named) != 0) {
+        return -1;
+    }
+    yaml_node_t *seq = conf_map_value(ctx, map, "slaves");
+    for (uint32_t k = 0; k < pool->nslaves; k++) {
+        if (conf_validate_slave(ctx, pool, k, conf_seq_item(ctx, seq, k), named) != 0) {
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int conf_validate_pool(struct conf_ctx *ctx, const struct conf_pool *pool,
@@ -917,11 +1185,10 @@ static int conf_validate_pool(struct conf_ctx *ctx, const struct conf_pool *pool
     if (pool->listen.text == NULL) {
         return conf_error_at(ctx, pool->line, "missing key 'listen' in %s", ctx->where);
     }
-    if (pool->redis) {
-        return conf_error(ctx, conf_map_key(ctx, map, "redis"),
-                          "key 'redis' in %s: redis pools are not supported yet", ctx->where);
+    if (conf_validate_tiers(ctx, pool, map) != 0) {
+        return -1;
     }
-    return conf_validate_tiers(ctx, pool, map);
+    return pool->redis ? conf_validate_redis(ctx, pool, map) : 0;
 }
 
 static bool conf_listen_same(const struct conf_listen *a, const struct conf_listen *b)
@@ -994,6 +1261,35 @@ static void conf_pool_init(struct conf_pool *pool)
     pool->backfill_ttl = CONF_DEFAULT_BACKFILL_TTL;
 }
 
+/* Puts the servers of a valid slave tier in master's order, so that
+ * slave->servers[i] is the copy of master->servers[i]. Named servers
+ * only: unnamed ones are in that order already. */
+static void conf_slave_order(struct conf_tier *slave, const struct conf_tier *master)
+{
+    for (uint32_t i = 0; i < master->nservers && master->servers[i].name != NULL; i++) {
+        uint32_t j = conf_server_find(slave, master->servers[i].name);
+        struct conf_server tmp = slave->servers[i];
+        slave->servers[i] = slave->servers[j];
+        slave->servers[j] = tmp;
+    }
+}
+
+/* After validation: `read_from` defaults to slaves when there are some
+ * (read_from_master is true whenever a pool has none); slave tiers take
+ * master's routing and order. */
+static void conf_pool_finish(struct conf_pool *pool)
+{
+    pool->read_from_master = pool->read_from_master || pool->nslaves == 0;
+    for (uint32_t k = 0; k < pool->nslaves; k++) {
+        struct conf_tier *slave = &pool->slaves[k];
+        slave->hash = pool->master.hash;
+        slave->distribution = pool->master.distribution;
+        memcpy(slave->hash_tag, pool->master.hash_tag, sizeof(slave->hash_tag));
+        slave->has_hash_tag = pool->master.has_hash_tag;
+        conf_slave_order(slave, &pool->master);
+    }
+}
+
 /* Parses and validates one pool: the pair `pair` of the root mapping. */
 static int conf_pool_load(struct conf_ctx *ctx, struct conf_pool *pool,
                           const yaml_node_pair_t *pair)
@@ -1012,11 +1308,14 @@ static int conf_pool_load(struct conf_ctx *ctx, struct conf_pool *pool,
 
     if (conf_map_check(ctx, map, conf_pool_keys, n) != 0 ||
         conf_map_apply(ctx, map, conf_pool_keys, n, pool, CONF_PHASE_SETTING) != 0 ||
+        conf_validate_kind(ctx, pool, map) != 0 ||
         conf_validate_shape(ctx, pool, map) != 0 ||
-        conf_map_apply(ctx, map, conf_pool_keys, n, pool, CONF_PHASE_TIER) != 0) {
+        conf_map_apply(ctx, map, conf_pool_keys, n, pool, CONF_PHASE_TIER) != 0 ||
+        conf_validate_pool(ctx, pool, map) != 0) {
         return -1;
     }
-    return conf_validate_pool(ctx, pool, map);
+    conf_pool_finish(pool);
+    return 0;
 }
 
 static int conf_pools_load(struct conf_ctx *ctx, struct conf *conf, const yaml_node_t *root)
@@ -1155,6 +1454,7 @@ static void conf_pool_deinit(struct conf_pool *pool)
     conf_tiers_free(pool->slave, pool->slave != NULL ? 1 : 0);
     conf_tiers_free(pool->l1, pool->nl1);
     conf_tiers_free(pool->replicas, pool->nreplicas);
+    conf_tiers_free(pool->slaves, pool->nslaves);
 }
 
 void conf_destroy(struct conf **conf)

@@ -95,6 +95,11 @@ struct conf_pool {
     struct conf_tier  *slaves;
     uint32_t           nslaves;
     bool               read_from_master;
+    /* As loaded: slaves[k].servers[i] is the copy of master.servers[i]
+     * (the loader puts each slave tier in master's order), so route on
+     * master and take the same index; slave tiers carry master's hash,
+     * distribution and hash_tag. read_from_master is true whenever
+     * nslaves is 0. */
 };
 
 struct conf {

@@ -157,6 +157,9 @@ static void test_defaults(void **state)
     assert_int_equal(p->nl1, 0);
     assert_null(p->replicas);
     assert_int_equal(p->nreplicas, 0);
+    assert_null(p->slaves);
+    assert_int_equal(p->nslaves, 0);
+    assert_true(p->read_from_master);      /* no slaves: reads go to master */
     assert_int_equal(p->master.nservers, 1);
     assert_tier_defaults(&p->master);
 }
@@ -569,6 +572,128 @@ static void test_server_names(void **state)
     assert_int_equal(c->pools[1].slave->nservers, 1);
 }
 
+/* ---- redis pools ------------------------------------------------------- */
+
+/* twemproxy's Redis pool: the same keys, defaults and routing. */
+static void test_redis_plain(void **state)
+{
+    struct conf *c = fx_load(*state,
+        "r:\n"
+        "  listen: 127.0.0.1:22123\n"
+        "  redis: true\n"
+        "  redis_auth: s3cret\n"
+        "  redis_db: 5\n"
+        "  hash: murmur\n"
+        "  servers:\n"
+        "    - 127.0.0.1:6379:1 a\n"
+        "    - 127.0.0.1:6380:2 b\n"
+        "d:\n"
+        "  listen: 127.0.0.1:22124\n"
+        "  redis: true\n"
+        "  read_from: master\n"
+        "  servers: [127.0.0.1:6381:1]\n");
+    const struct conf_pool *p = &c->pools[0];
+    assert_true(p->redis);
+    assert_string_equal(p->redis_auth, "s3cret");
+    assert_int_equal(p->redis_db, 5);
+    assert_false(p->tiered);
+    assert_int_equal(p->master.nservers, 2);
+    assert_int_equal(p->master.hash, HASHKIT_HASH_MURMUR);
+    assert_int_equal(p->master.servers[1].weight, 2);
+    assert_null(p->slaves);
+    assert_int_equal(p->nslaves, 0);
+    assert_true(p->read_from_master);
+    const struct conf_pool *d = &c->pools[1];   /* twemproxy's defaults */
+    assert_true(d->redis);
+    assert_null(d->redis_auth);
+    assert_int_equal(d->redis_db, 0);
+    assert_int_equal(d->timeout_ms, -1);
+    assert_true(d->read_from_master);
+    assert_tier_defaults(&d->master);
+}
+
+/* Two slave tiers: matched to master by name, put in master's order,
+ * routing taken from master, other settings inherited from the pool. */
+static void test_redis_slaves(void **state)
+{
+    struct conf *c = fx_load(*state,
+        "sessions:\n"
+        "  listen: 127.0.0.1:22123\n"
+        "  slaves:\n"
+        "    - servers:\n"
+        "        - 10.0.2.1:6379:1 shard-a\n"
+        "        - 10.0.2.2:6379:2 shard-b\n"
+        "    - servers:\n"
+        "        - 10.0.3.2:6379:2 shard-b\n"
+        "        - 10.0.3.1:6379:1 shard-a\n"
+        "      timeout: 900\n"
+        "      distribution: modula\n"
+        "  redis: true\n"
+        "  hash: fnv1a_64\n"
+        "  hash_tag: \"{}\"\n"
+        "  timeout: 300\n"
+        "  master:\n"
+        "    distribution: modula\n"
+        "    servers:\n"
+        "      - 10.0.1.1:6379:1 shard-a\n"
+        "      - 10.0.1.2:6379:2 shard-b\n");
+    const struct conf_pool *p = &c->pools[0];
+    assert_true(p->redis);
+    assert_true(p->tiered);
+    assert_false(p->read_from_master);      /* default with slaves */
+    assert_int_equal(p->master.distribution, HASHKIT_DIST_MODULA);
+    assert_int_equal(p->nslaves, 2);
+    for (uint32_t k = 0; k < p->nslaves; k++) {
+        const struct conf_tier *s = &p->slaves[k];
+        assert_int_equal(s->nservers, 2);
+        assert_string_equal(s->servers[0].name, "shard-a");
+        assert_string_equal(s->servers[1].name, "shard-b");
+        assert_int_equal(s->servers[1].weight, 2);
+        assert_int_equal(s->hash, HASHKIT_HASH_FNV1A_64);
+        assert_int_equal(s->distribution, HASHKIT_DIST_MODULA);   /* master's */
+        assert_true(s->has_hash_tag);
+        assert_memory_equal(s->hash_tag, "{}", 2);
+    }
+    assert_string_equal(p->slaves[0].servers[0].addr.host, "10.0.2.1");
+    assert_int_equal(p->slaves[0].timeout_ms, 300);
+    /* slaves[1] was written shard-b first: reordered, lines kept */
+    assert_string_equal(p->slaves[1].servers[0].addr.host, "10.0.3.1");
+    assert_int_equal(p->slaves[1].servers[0].line, 9);
+    assert_int_equal(p->slaves[1].servers[1].line, 8);
+    assert_int_equal(p->slaves[1].timeout_ms, 900);
+}
+
+/* Unnamed master servers: slaves copy them by position. */
+static void test_redis_slaves_by_position(void **state)
+{
+    struct conf *c = fx_load(*state,
+        "r:\n"
+        "  listen: 127.0.0.1:22123\n"
+        "  redis: true\n"
+        "  read_from: master\n"
+        "  master: {servers: [10.0.1.1:6379:1, 10.0.1.2:6379:3]}\n"
+        "  slaves:\n"
+        "    - servers: [10.0.2.1:6379:1, 10.0.2.2:6379:3]\n");
+    const struct conf_pool *p = &c->pools[0];
+    assert_true(p->read_from_master);
+    assert_int_equal(p->nslaves, 1);
+    assert_string_equal(p->slaves[0].servers[1].addr.host, "10.0.2.2");
+    assert_int_equal(p->slaves[0].servers[1].weight, 3);
+}
+
+/* A tiered Redis pool may have a master and no slaves. */
+static void test_redis_master_only(void **state)
+{
+    struct conf *c = fx_load(*state,
+        "r:\n"
+        "  listen: 127.0.0.1:22123\n"
+        "  redis: true\n"
+        "  master: {servers: [10.0.1.1:6379:1]}\n");
+    assert_true(c->pools[0].tiered);
+    assert_int_equal(c->pools[0].nslaves, 0);
+    assert_true(c->pools[0].read_from_master);
+}
+
 static void test_examples(void **state)
 {
     struct fx *fx = *state;
@@ -602,6 +727,50 @@ static void test_examples(void **state)
     assert_int_equal(c->pools[0].nl1, 0);
     assert_int_equal(c->pools[0].nreplicas, 2);
     conf_destroy(&c);
+
+    assert_int_equal(conf_yaml_load(SRCDIR "/conf/redis.yml", &c, fx->err,
+                                    sizeof(fx->err)), 0);
+    assert_true(c->pools[0].redis);
+    assert_false(c->pools[0].tiered);
+    assert_int_equal(c->pools[0].master.nservers, 2);
+    conf_destroy(&c);
+
+    assert_int_equal(conf_yaml_load(SRCDIR "/conf/redis_replicas.yml", &c, fx->err,
+                                    sizeof(fx->err)), 0);
+    assert_true(c->pools[0].redis);
+    assert_true(c->pools[0].tiered);
+    assert_int_equal(c->pools[0].nslaves, 2);
+    assert_false(c->pools[0].read_from_master);
+    assert_int_equal(c->pools[0].slaves[1].timeout_ms, 1000);
+    conf_destroy(&c);
+}
+
+/* Every file under conf/ that is a pool file loads. */
+static void test_every_example(void **state)
+{
+    struct fx *fx = *state;
+    DIR *d = opendir(SRCDIR "/conf");
+    struct dirent *e;
+    unsigned n = 0;
+
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len < 4 || strcmp(e->d_name + len - 4, ".yml") != 0 ||
+            strcmp(e->d_name, "demo.yml") == 0) {      /* a template for demo.sh */
+            continue;
+        }
+        char path[PATH_MAX];
+        struct conf *c = NULL;
+        snprintf(path, sizeof(path), "%s/conf/%s", SRCDIR, e->d_name);
+        if (conf_yaml_load(path, &c, fx->err, sizeof(fx->err)) != 0) {
+            fail_msg("%s", fx->err);
+        }
+        conf_destroy(&c);
+        n++;
+    }
+    closedir(d);
+    assert_true(n >= 5);
 }
 
 static void test_missing_file(void **state)
@@ -658,6 +827,12 @@ struct err_case {
 
 #define POOL_HEAD "alpha:\n  listen: 127.0.0.1:22121\n"
 #define SERVERS   "  servers:\n    - 127.0.0.1:11211:1\n"
+#define REDIS_HEAD "r:\n  listen: 127.0.0.1:22123\n  redis: true\n"
+#define MASTER_AB "  master:\n    servers:\n      - 10.0.1.1:6379:1 shard-a\n" \
+                  "      - 10.0.1.2:6379:1 shard-b\n"
+#define MASTER_UNNAMED "  master:\n    servers: [10.0.1.1:6379:1, 10.0.1.2:6379:1]\n"
+#define SLAVES_AB "  slaves:\n    - servers:\n        - 10.0.2.1:6379:1 shard-a\n" \
+                  "        - 10.0.2.2:6379:1 shard-b\n"
 #define TIER_HEAD "beta:\n  listen: 127.0.0.1:22122\n  master:\n    servers: [127.0.0.1:1:1]\n"
 
 static const struct err_case err_cases[] = {
@@ -713,8 +888,6 @@ static const struct err_case err_cases[] = {
       "key 'allow_flush' in pool 'alpha' is not \"true\" or \"false\": 'True'" },
     { "redis_maybe", POOL_HEAD "  redis: maybe\n" SERVERS, 3,
       "key 'redis' in pool 'alpha' is not \"true\" or \"false\"" },
-    { "redis_true", POOL_HEAD "  redis: true\n" SERVERS, 3,
-      "key 'redis' in pool 'alpha': redis pools are not supported yet" },
     { "redis_auth_list", POOL_HEAD "  redis_auth: [a]\n" SERVERS, 3,
       "key 'redis_auth' in pool 'alpha' must be a single value" },
     { "hash_foo", POOL_HEAD "  hash: foo\n" SERVERS, 3,
@@ -831,6 +1004,93 @@ static const struct err_case err_cases[] = {
       "key 'l1' in pool 'beta' must be a non-empty list of tiers" },
     { "l1_item_scalar", TIER_HEAD "  l1:\n    - a:1:1\n", 6,
       "key 'l1[0]' in pool 'beta' must be a mapping with a 'servers' key: 'a:1:1'" },
+    /* redis pools: keys of the other kind */
+    { "redis_db_negative", REDIS_HEAD "  redis_db: -1\n" SERVERS, 4,
+      "key 'redis_db' in pool 'r' is not a number: '-1'" },
+    { "redis_slave", REDIS_HEAD MASTER_AB "  slave:\n    servers: [a:1:1]\n", 8,
+      "key 'slave' in pool 'r' is for memcached pools, not redis pools: "
+      "a redis pool's copies are 'slaves', a list of tiers" },
+    { "redis_l1", REDIS_HEAD SERVERS "  l1:\n    - servers: [a:1:1]\n", 6,
+      "key 'l1' in pool 'r' is for memcached pools, not redis pools" },
+    { "redis_replicas", REDIS_HEAD MASTER_AB "  replicas:\n    - servers: [a:1:1]\n", 8,
+      "key 'replicas' in pool 'r' is for memcached pools, not redis pools" },
+    { "redis_allow_flush", REDIS_HEAD "  allow_flush: false\n" SERVERS, 4,
+      "key 'allow_flush' in pool 'r' is for memcached pools, not redis pools" },
+    { "redis_backfill_ttl", REDIS_HEAD SERVERS "  backfill_ttl: 60\n", 6,
+      "key 'backfill_ttl' in pool 'r' is for memcached pools, not redis pools" },
+    { "memcached_slaves", TIER_HEAD "  slaves:\n    - servers: [a:1:1]\n", 5,
+      "key 'slaves' in pool 'beta' is for redis pools only ('redis: true')" },
+    { "memcached_read_from", POOL_HEAD "  redis: false\n  read_from: master\n" SERVERS, 4,
+      "key 'read_from' in pool 'alpha' is for redis pools only ('redis: true')" },
+    /* redis pools: read_from */
+    { "read_from_bad", REDIS_HEAD "  read_from: replicas\n" SERVERS, 4,
+      "key 'read_from' in pool 'r' is not \"master\" or \"slaves\": 'replicas'" },
+    { "read_from_slaves_alone", REDIS_HEAD "  read_from: slaves\n" SERVERS, 4,
+      "key 'read_from' in pool 'r' is 'slaves', but the pool has no 'slaves' tiers" },
+    { "read_from_slaves_master_only", REDIS_HEAD MASTER_AB "  read_from: slaves\n", 8,
+      "key 'read_from' in pool 'r' is 'slaves', but the pool has no 'slaves' tiers" },
+    /* redis pools: the shape of slaves */
+    { "slaves_with_servers", REDIS_HEAD SERVERS "  slaves:\n    - servers: [a:1:1]\n", 6,
+      "key 'slaves' in pool 'r' cannot be used together with 'servers'" },
+    { "slaves_without_master", REDIS_HEAD "  slaves:\n    - servers: [a:1:1]\n", 4,
+      "missing key 'master' in pool 'r': key 'slaves' needs a master tier" },
+    { "slaves_mapping", REDIS_HEAD MASTER_AB "  slaves:\n    servers: [a:1:1]\n", 9,
+      "key 'slaves' in pool 'r' must be a non-empty list of tiers" },
+    { "slaves_empty", REDIS_HEAD MASTER_AB "  slaves: []\n", 8,
+      "key 'slaves' in pool 'r' must be a non-empty list of tiers" },
+    { "slaves_item_scalar", REDIS_HEAD MASTER_AB "  slaves:\n    - a:1:1\n", 9,
+      "key 'slaves[0]' in pool 'r' must be a mapping with a 'servers' key" },
+    { "slaves_unknown_key", REDIS_HEAD MASTER_AB SLAVES_AB "      listen: a:1\n", 12,
+      "unknown key 'listen' in pool 'r' tier 'slaves[0]'" },
+    { "slaves_no_servers", REDIS_HEAD MASTER_AB SLAVES_AB "    - timeout: 5\n", 12,
+      "missing key 'servers' in pool 'r' tier 'slaves[1]'" },
+    { "slaves_empty_servers", REDIS_HEAD MASTER_AB SLAVES_AB "    - servers: []\n", 12,
+      "key 'servers' in pool 'r' tier 'slaves[1]' is an empty list" },
+    /* redis pools: each slave tier copies every master shard */
+    { "slave_not_a_shard", REDIS_HEAD MASTER_AB SLAVES_AB
+      "    - servers:\n        - 10.0.3.1:6379:1 shard-a\n        - 10.0.3.3:6379:1 shard-c\n",
+      14, "key 'servers' in pool 'r' tier 'slaves[1]': server 'shard-c' is not a master shard" },
+    { "slave_weight", REDIS_HEAD MASTER_AB "  slaves:\n    - servers:\n"
+      "        - 10.0.2.1:6379:2 shard-a\n        - 10.0.2.2:6379:1 shard-b\n", 10,
+      "key 'servers' in pool 'r' tier 'slaves[0]': server 'shard-a': weight 2 differs "
+      "from master's 1" },
+    { "slave_missing_shard", REDIS_HEAD MASTER_AB SLAVES_AB
+      "    - servers: [10.0.3.2:6379:1 shard-b]\n", 12,
+      "pool 'r' tier 'slaves[1]' has no copy of master shard 'shard-a'" },
+    { "slave_unnamed", REDIS_HEAD MASTER_AB "  slaves:\n    - servers:\n"
+      "        - 10.0.2.1:6379:1 shard-a\n        - 10.0.2.2:6379:1\n", 11,
+      "key 'servers' in pool 'r' tier 'slaves[0]': server '10.0.2.2:6379:1' has no name, "
+      "but master's servers are named" },
+    { "slave_same_shard_twice", REDIS_HEAD MASTER_AB "  slaves:\n    - servers:\n"
+      "        - 10.0.2.1:6379:1 shard-a\n        - 10.0.2.2:6379:1 shard-a\n", 11,
+      "key 'servers' in pool 'r' tier 'slaves[0]' has two servers named 'shard-a'" },
+    { "master_mixed_names", REDIS_HEAD "  master:\n    servers:\n"
+      "      - 10.0.1.1:6379:1 shard-a\n      - 10.0.1.2:6379:1\n" SLAVES_AB, 7,
+      "key 'servers' in pool 'r' tier 'master' names some servers and not others" },
+    { "slave_position_more", REDIS_HEAD MASTER_UNNAMED
+      "  slaves:\n    - servers: [10.0.2.1:6379:1, 10.0.2.2:6379:1,\n"
+      "                10.0.2.3:6379:1]\n", 8,
+      "key 'servers' in pool 'r' tier 'slaves[0]': server '10.0.2.3:6379:1' is not a "
+      "master shard: master has 2 servers" },
+    { "slave_position_fewer", REDIS_HEAD MASTER_UNNAMED
+      "  slaves:\n    - servers: [10.0.2.1:6379:1, 10.0.2.2:6379:1]\n"
+      "    - servers: [10.0.3.1:6379:1]\n", 8,
+      "pool 'r' tier 'slaves[1]' has 1 server(s), master has 2" },
+    { "slave_position_weight", REDIS_HEAD MASTER_UNNAMED
+      "  slaves:\n    - servers:\n        - 10.0.2.1:6379:1\n        - 10.0.2.2:6379:4\n",
+      9, "key 'servers' in pool 'r' tier 'slaves[0]': server '10.0.2.2:6379:4': weight 4 "
+      "differs from master's 1" },
+    /* redis pools: slave tiers route as master */
+    { "slave_hash", REDIS_HEAD MASTER_AB SLAVES_AB "      hash: md5\n", 12,
+      "key 'hash' in pool 'r' tier 'slaves[0]' is 'md5', but master's is 'fnv1a_64'" },
+    { "slave_distribution", REDIS_HEAD "  distribution: modula\n" MASTER_AB SLAVES_AB
+      "      distribution: ketama\n", 13,
+      "key 'distribution' in pool 'r' tier 'slaves[0]' is 'ketama', but master's is 'modula'" },
+    { "slave_hash_tag", REDIS_HEAD "  hash_tag: \"{}\"\n" MASTER_AB SLAVES_AB
+      "      hash_tag: \"[]\"\n", 13,
+      "key 'hash_tag' in pool 'r' tier 'slaves[0]' is '[]', but master's is '{}'" },
+    { "slave_hash_tag_master_none", REDIS_HEAD MASTER_AB SLAVES_AB "      hash_tag: \"{}\"\n",
+      12, "key 'hash_tag' in pool 'r' tier 'slaves[0]' is '{}', but master has none" },
     /* file structure */
     { "duplicate_pool", POOL_HEAD SERVERS "alpha:\n  listen: 127.0.0.1:22122\n" SERVERS, 5,
       "duplicate pool name 'alpha'" },
@@ -884,7 +1144,12 @@ int main(void)
         FX_TEST(test_tiers_before_settings),
         FX_TEST(test_master_replicas),
         FX_TEST(test_server_names),
+        FX_TEST(test_redis_plain),
+        FX_TEST(test_redis_slaves),
+        FX_TEST(test_redis_slaves_by_position),
+        FX_TEST(test_redis_master_only),
         FX_TEST(test_examples),
+        FX_TEST(test_every_example),
         FX_TEST(test_missing_file),
         FX_TEST(test_no_err_buffer),
         FX_TEST(test_short_err_buffer),
