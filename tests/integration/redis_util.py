@@ -320,9 +320,10 @@ class RedisServer:
     def stop(self):
         """SIGKILL by PID (test data does not matter); reaped."""
         if self.proc is not None and self.proc.poll() is None:
-            if self.stopped:
-                self.resume()
+            # SIGKILL ends a SIGSTOPped process too; no SIGCONT first, so
+            # a paused server dies without answering what it was sent
             self.proc.kill()
+            self.stopped = False
             try:
                 self.proc.wait(timeout=3.0)
             except subprocess.TimeoutExpired:
