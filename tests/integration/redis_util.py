@@ -263,7 +263,9 @@ class RedisServer:
         cmd = [REDIS_SERVER_BIN, "--port", str(self.port), "--bind", HOST,
                "--save", "", "--appendonly", "no", "--daemonize", "no",
                "--dir", self.dir, "--logfile", self.logpath,
-               "--protected-mode", "no"]
+               "--protected-mode", "no",
+               # a replica's initial sync starts at once, not after 5 s
+               "--repl-diskless-sync-delay", "0"]
         if self.password:
             cmd += ["--requirepass", self.password]
         if self.replicaof is not None:
