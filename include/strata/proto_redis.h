@@ -59,6 +59,10 @@ struct redis_cmd {
  * proxy does not support the command (nutcracker 0.5.0's list). */
 const struct redis_cmd *redis_cmd_lookup(const char *name, size_t len);
 
+/* The whole table, sorted by name, and its length in *n (for tests, stats
+ * and anything that lists the supported commands). */
+const struct redis_cmd *redis_cmd_table(size_t *n);
+
 /* An argument as an offset into req->buf: the buffer may move. */
 struct redis_token {
     uint32_t off;

@@ -1,0 +1,406 @@
+/* Unit tests of proto_redis replies: framing of every reply type, nested
+ * arrays and their top-level elements, garbage and limits, results that
+ * do not depend on how the stream is split, and replies against their
+ * command (redis_rsp_fits). */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <event2/buffer.h>
+
+#include "strata/proto_redis.h"
+
+#include "test_sbuf.h"
+
+static const struct redis_limits lim = {
+    .max_bulk = 1024, .max_args = 64, .max_request = 4096,
+    .max_reply = 4096, .max_depth = 4,
+};
+
+#define S(lit) lit, sizeof(lit) - 1
+
+struct fixture {
+    struct redis_rsp  rsp;
+    struct evbuffer  *in;
+};
+
+static int
+setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    if (f == NULL || (f->in = evbuffer_new()) == NULL)
+        return -1;
+    redis_rsp_init(&f->rsp);
+    *state = f;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    redis_rsp_deinit(&f->rsp);
+    evbuffer_free(f->in);
+    free(f);
+    return 0;
+}
+
+static enum redis_status
+read_rsp(struct fixture *f, const char *s, size_t n, const struct redis_limits *l)
+{
+    evbuffer_drain(f->in, evbuffer_get_length(f->in));
+    evbuffer_add(f->in, s, n);
+    redis_rsp_reset(&f->rsp);
+    return redis_rsp_read(f->in, &f->rsp, l);
+}
+
+/* The reply's bytes are exactly s[0..n). */
+static void
+assert_data(const struct redis_rsp *rsp, const char *s, size_t n)
+{
+    assert_non_null(rsp->data);
+    assert_int_equal(evbuffer_get_length(rsp->data), n);
+    assert_memory_equal(evbuffer_pullup(rsp->data, -1), s, n);
+}
+
+static void
+assert_elem(const struct redis_rsp *rsp, uint32_t i, const char *s)
+{
+    size_t n = strlen(s);
+    const char *p = (const char *)evbuffer_pullup(rsp->data, -1);
+
+    assert_true((int64_t)i < rsp->count);
+    assert_int_equal(rsp->elems[i].len, n);
+    assert_memory_equal(p + rsp->elems[i].off, s, n);
+}
+
+/* ---- every type ---------------------------------------------------------- */
+
+static void
+test_scalars(void **state)
+{
+    static const struct {
+        const char         *s;
+        size_t              n;
+        enum redis_rsp_type type;
+        bool                nil;
+        int64_t             integer;
+        int64_t             count;
+    } cases[] = {
+        { S("+OK\r\n"), REDIS_RSP_STATUS, false, 0, 0 },
+        { S("+\r\n"), REDIS_RSP_STATUS, false, 0, 0 },
+        { S("-ERR unknown command 'x'\r\n"), REDIS_RSP_ERROR, false, 0, 0 },
+        { S(":0\r\n"), REDIS_RSP_INTEGER, false, 0, 0 },
+        { S(":-42\r\n"), REDIS_RSP_INTEGER, false, -42, 0 },
+        { S(":9223372036854775807\r\n"), REDIS_RSP_INTEGER, false, INT64_MAX, 0 },
+        { S(":-9223372036854775807\r\n"), REDIS_RSP_INTEGER, false, -INT64_MAX, 0 },
+        { S("$3\r\nfoo\r\n"), REDIS_RSP_BULK, false, 0, 3 },
+        { S("$0\r\n\r\n"), REDIS_RSP_BULK, false, 0, 0 },
+        { S("$-1\r\n"), REDIS_RSP_BULK, true, 0, -1 },
+        { S("$6\r\n\r\n\r\n\r\n\r\n"), REDIS_RSP_BULK, false, 0, 6 },
+        { S("*0\r\n"), REDIS_RSP_ARRAY, false, 0, 0 },
+        { S("*-1\r\n"), REDIS_RSP_ARRAY, true, 0, -1 },
+    };
+    struct fixture *f = *state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (read_rsp(f, cases[i].s, cases[i].n, &lim) != REDIS_OK)
+            fail_msg("case %zu not framed", i);
+        assert_int_equal(f->rsp.type, cases[i].type);
+        assert_int_equal(f->rsp.nil, cases[i].nil);
+        assert_true(f->rsp.integer == cases[i].integer);
+        assert_true(f->rsp.count == cases[i].count);
+        assert_data(&f->rsp, cases[i].s, cases[i].n);
+        assert_int_equal(evbuffer_get_length(f->in), 0);
+    }
+}
+
+static void
+test_array_elements(void **state)
+{
+    static const char r[] = "*5\r\n$3\r\nfoo\r\n$-1\r\n:7\r\n-ERR x\r\n+OK\r\n";
+    struct fixture *f = *state;
+
+    assert_int_equal(read_rsp(f, S(r), &lim), REDIS_OK);
+    assert_int_equal(f->rsp.type, REDIS_RSP_ARRAY);
+    assert_int_equal(f->rsp.count, 5);
+    assert_false(f->rsp.nil);
+    assert_data(&f->rsp, S(r));
+    assert_elem(&f->rsp, 0, "$3\r\nfoo\r\n");
+    assert_elem(&f->rsp, 1, "$-1\r\n");
+    assert_elem(&f->rsp, 2, ":7\r\n");
+    assert_elem(&f->rsp, 3, "-ERR x\r\n");
+    assert_elem(&f->rsp, 4, "+OK\r\n");
+}
+
+static void
+test_nested_arrays(void **state)
+{
+    static const char r[] = "*4\r\n*2\r\n*1\r\n:1\r\n*0\r\n$1\r\na\r\n*-1\r\n"
+                            "*2\r\n$1\r\nb\r\n*1\r\n+x\r\n";
+    struct fixture *f = *state;
+
+    assert_int_equal(read_rsp(f, S(r), &lim), REDIS_OK);
+    assert_int_equal(f->rsp.count, 4);
+    assert_int_equal(f->rsp.depth, 0);
+    assert_elem(&f->rsp, 0, "*2\r\n*1\r\n:1\r\n*0\r\n");
+    assert_elem(&f->rsp, 1, "$1\r\na\r\n");
+    assert_elem(&f->rsp, 2, "*-1\r\n");
+    assert_elem(&f->rsp, 3, "*2\r\n$1\r\nb\r\n*1\r\n+x\r\n");
+}
+
+static void
+test_pipelined(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(read_rsp(f, S("*1\r\n:1\r\n+OK\r\n$2\r\nab\r\n:"), &lim), REDIS_OK);
+    assert_int_equal(f->rsp.type, REDIS_RSP_ARRAY);
+    assert_int_equal(redis_rsp_read(f->in, &f->rsp, &lim), REDIS_OK);
+    assert_int_equal(f->rsp.type, REDIS_RSP_STATUS);
+    assert_data(&f->rsp, S("+OK\r\n"));
+    assert_int_equal(redis_rsp_read(f->in, &f->rsp, &lim), REDIS_OK);
+    assert_int_equal(f->rsp.type, REDIS_RSP_BULK);
+    assert_int_equal(f->rsp.count, 2);
+    assert_int_equal(redis_rsp_read(f->in, &f->rsp, &lim), REDIS_AGAIN);
+    assert_int_equal(evbuffer_get_length(f->in), 1);
+}
+
+/* AGAIN consumes nothing; the elements already framed are not rescanned. */
+static void
+test_progress_kept(void **state)
+{
+    static const char r[] = "*2\r\n*2\r\n:1\r\n:2\r\n$3\r\nabc\r\n";
+    struct fixture *f = *state;
+
+    assert_int_equal(read_rsp(f, r, 14, &lim), REDIS_AGAIN);
+    assert_int_equal(evbuffer_get_length(f->in), 14);
+    assert_int_equal(f->rsp.depth, 2);
+    assert_int_equal(f->rsp.scan_off, 12);
+    evbuffer_add(f->in, r + 14, 6);
+    assert_int_equal(redis_rsp_read(f->in, &f->rsp, &lim), REDIS_AGAIN);
+    assert_int_equal(f->rsp.depth, 1);
+    assert_int_equal(f->rsp.scan_off, 16);
+    evbuffer_add(f->in, r + 20, sizeof(r) - 1 - 20);
+    assert_int_equal(redis_rsp_read(f->in, &f->rsp, &lim), REDIS_OK);
+    assert_elem(&f->rsp, 0, "*2\r\n:1\r\n:2\r\n");
+    assert_elem(&f->rsp, 1, "$3\r\nabc\r\n");
+}
+
+/* ---- garbage and limits -------------------------------------------------- */
+
+static void
+test_fatal(void **state)
+{
+    static const struct {
+        const char *s;
+        size_t      n;
+    } cases[] = {
+        { S("OK\r\n") }, { S("\r\n") }, { S("x") }, { S("*1\r\n!\r\n") },
+        { S("+O\nK\r\n") }, { S("+O\rK\r\n") }, { S("+OK\n") }, { S("-ERR\r\r\n") },
+        { S(":\r\n") }, { S(":-\r\n") }, { S(":12a\r\n") }, { S(":-0\r\n") },
+        { S(":01\r\n") }, { S(": 1\r\n") }, { S(":1 \r\n") }, { S(":+1\r\n") },
+        { S(":9223372036854775808\r\n") }, { S(":-9223372036854775808\r\n") },
+        { S(":12345678901234567890\r\n") }, { S(":1\r\r") }, { S(":1\n") },
+        { S("$-2\r\n") }, { S("$3\r\nfooXY") }, { S("$3\r\nfoo\n\r") },
+        { S("$0\r\nx\r\n") }, { S("*-2\r\n") }, { S("*1\r\n$1\r\nab\r\n") },
+    };
+    struct fixture *f = *state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (read_rsp(f, cases[i].s, cases[i].n, &lim) != REDIS_FATAL)
+            fail_msg("case %zu (%s) not fatal", i, cases[i].s);
+}
+
+static void
+test_depth(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(read_rsp(f, S("*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n"), &lim), REDIS_OK);
+    assert_int_equal(read_rsp(f, S("*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n"), &lim), REDIS_FATAL);
+    /* empty and nil arrays open no level */
+    assert_int_equal(read_rsp(f, S("*1\r\n*1\r\n*1\r\n*1\r\n*0\r\n"), &lim), REDIS_OK);
+    assert_int_equal(read_rsp(f, S("*1\r\n*1\r\n*1\r\n*1\r\n*-1\r\n"), &lim), REDIS_OK);
+}
+
+/* max_reply is enforced from the lengths, before the bytes arrive. */
+static void
+test_max_reply(void **state)
+{
+    struct redis_limits l = lim;
+    struct fixture *f = *state;
+    char line[64];
+
+    l.max_reply = 11;
+    assert_int_equal(read_rsp(f, S("$5\r\nhello\r\n"), &l), REDIS_OK);
+    assert_int_equal(read_rsp(f, S("$6\r\n"), &l), REDIS_FATAL);
+    assert_int_equal(read_rsp(f, S("$4096\r\n"), &lim), REDIS_FATAL);
+    assert_int_equal(read_rsp(f, S("*2\r\n$1\r\na\r\n"), &l), REDIS_AGAIN);
+    assert_int_equal(read_rsp(f, S("*3\r\n"), &l), REDIS_FATAL);
+    assert_int_equal(read_rsp(f, S("*1000000000\r\n"), &lim), REDIS_FATAL);
+    assert_int_equal(read_rsp(f, S("+123456789\r\n"), &l), REDIS_FATAL);
+    assert_int_equal(read_rsp(f, S("+12345678\r\n"), &l), REDIS_OK);
+    /* a line with no end yet is refused once it cannot fit */
+    assert_int_equal(read_rsp(f, S("+1234567890"), &l), REDIS_FATAL);
+    assert_int_equal(read_rsp(f, S("+12345678\r"), &l), REDIS_AGAIN);
+    memset(line, 'x', sizeof(line));
+    line[0] = '-';
+    assert_int_equal(read_rsp(f, line, sizeof(line), &l), REDIS_FATAL);
+}
+
+/* ---- the same results however the stream is cut ---------------------- */
+
+static bool
+drain_log(struct evbuffer *in, struct redis_rsp *rsp, struct sbuf *log)
+{
+    for (;;) {
+        size_t before = evbuffer_get_length(in);
+        enum redis_status st = redis_rsp_read(in, rsp, &lim);
+
+        if (st == REDIS_AGAIN) {
+            assert_int_equal(evbuffer_get_length(in), before);
+            return false;
+        }
+        if (st == REDIS_FATAL) {
+            sbuf_add(log, "fatal\n", 6);
+            return true;
+        }
+        sbuf_printf(log, "%c nil=%d int=%lld count=%lld ", (char)rsp->type, rsp->nil,
+                    (long long)rsp->integer, (long long)rsp->count);
+        sbuf_add_escaped(log, (const char *)evbuffer_pullup(rsp->data, -1),
+                         evbuffer_get_length(rsp->data));
+        for (int64_t i = 0; rsp->type == REDIS_RSP_ARRAY && i < rsp->count; i++)
+            sbuf_printf(log, " [%zu+%zu]", rsp->elems[i].off, rsp->elems[i].len);
+        sbuf_add(log, "\n", 1);
+    }
+}
+
+static void
+run_cut(const char *s, size_t n, const size_t *cuts, size_t ncut, struct sbuf *log)
+{
+    struct evbuffer *in = evbuffer_new();
+    struct redis_rsp rsp;
+    size_t pos = 0;
+    bool fatal = false;
+
+    redis_rsp_init(&rsp);
+    for (size_t c = 0; c <= ncut && !fatal; c++) {
+        size_t to = c < ncut ? cuts[c] : n;
+
+        evbuffer_add(in, s + pos, to - pos);
+        pos = to;
+        fatal = drain_log(in, &rsp, log);
+    }
+    if (!fatal)
+        sbuf_printf(log, "left %zu\n", evbuffer_get_length(in));
+    redis_rsp_deinit(&rsp);
+    evbuffer_free(in);
+}
+
+static void
+assert_same_cut(const char *s, size_t n, const size_t *cuts, size_t ncut,
+                const struct sbuf *whole)
+{
+    struct sbuf log = { 0 };
+
+    run_cut(s, n, cuts, ncut, &log);
+    if (log.len != whole->len || memcmp(log.p, whole->p, log.len) != 0)
+        fail_msg("cut %zu of %zu:\n%s\nwhole:\n%s", ncut ? cuts[0] : 0, n, log.p, whole->p);
+    free(log.p);
+}
+
+static void
+test_split_everywhere(void **state)
+{
+    static const struct {
+        const char *s;
+        size_t      n;
+    } streams[] = {
+        { S("+OK\r\n-ERR wrong\r\n:-12\r\n$5\r\nhe\r\nl\r\n$-1\r\n*0\r\n*-1\r\n") },
+        { S("*3\r\n*2\r\n$1\r\na\r\n*1\r\n:1\r\n$0\r\n\r\n+x\r\n:1") },
+        { S("*2\r\n$3\r\nfoo\r\n$-1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n") },
+        { S("+OK\r\n+O\rK\r\n") },
+        { S(":1\r\n$5000\r\n") },
+        { S("*1\r\n:12a\r\n") },
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(streams) / sizeof(streams[0]); i++) {
+        const char *s = streams[i].s;
+        size_t n = streams[i].n, *bytes = malloc(n * sizeof(size_t));
+        struct sbuf whole = { 0 };
+
+        run_cut(s, n, NULL, 0, &whole);
+        for (size_t k = 1; k < n; k++) {
+            assert_same_cut(s, n, &k, 1, &whole);
+            bytes[k - 1] = k;
+        }
+        assert_same_cut(s, n, bytes, n - 1, &whole);
+        free(bytes);
+        free(whole.p);
+    }
+}
+
+/* ---- replies against their command --------------------------------------- */
+
+static void
+test_fits(void **state)
+{
+    /* columns: get mget(2 keys) del mset ping eval */
+    static const char *const cmds[] = { "get", "mget", "del", "mset", "ping", "eval" };
+    static const struct {
+        const char *s;
+        size_t      n;
+        const char *fits;
+    } cases[] = {
+        { S("-ERR x\r\n"), "xxxxxx" },
+        { S("+OK\r\n"), "x..x.x" },
+        { S(":3\r\n"), "x.x..x" },
+        { S("$1\r\na\r\n"), "x....x" },
+        { S("$-1\r\n"), "x....x" },
+        { S("*2\r\n$1\r\na\r\n$-1\r\n"), "xx...x" },
+        { S("*1\r\n$1\r\na\r\n"), "x....x" },
+        { S("*-1\r\n"), "x....x" },
+    };
+    struct fixture *f = *state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(read_rsp(f, cases[i].s, cases[i].n, &lim), REDIS_OK);
+        for (size_t c = 0; c < sizeof(cmds) / sizeof(cmds[0]); c++) {
+            const struct redis_cmd *cmd = redis_cmd_lookup(cmds[c], strlen(cmds[c]));
+            bool want = cases[i].fits[c] == 'x';
+
+            if (redis_rsp_fits(cmd, 2, &f->rsp) != want)
+                fail_msg("%s to %s: want %s", cases[i].s, cmds[c], want ? "fits" : "not");
+        }
+        assert_false(redis_rsp_fits(NULL, 2, &f->rsp));
+    }
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_scalars, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_array_elements, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nested_arrays, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_progress_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fatal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_depth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_reply, setup, teardown),
+        cmocka_unit_test(test_split_everywhere),
+        cmocka_unit_test_setup_teardown(test_fits, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
