@@ -333,12 +333,12 @@ static void client_execute_redis(struct client *c, struct msg *msg)
             msg_reply_now(msg, "%s", "-ERR invalid password\r\n");
         }
     } else if (pool->redis_auth != NULL && !c->authed) {
-        msg_reply_now(msg, "%s", "-NOAUTH Authentication required.\r\n");
+        msg_reply_now(msg, "%s", "-NOAUTH Authentication required\r\n");
     } else if (strcmp(name, "ping") == 0) {
         msg_reply_now(msg, "%s", "+PONG\r\n");
     } else if (strcmp(name, "quit") == 0) {
-        c->quitting = true;
-        msg_reply_now(msg, "%s", "+OK\r\n");
+        c->quitting = true;   /* closed with no reply, as nutcracker */
+        client_msg_done(msg);
     } else if (!client_memory_ok(c->wp->worker)) {
         stats_limit_add(c->wp->stats, out_of_memory, 1);
         msg_reply_now(msg, "%s", "-ERR out of memory\r\n");
@@ -347,14 +347,15 @@ static void client_execute_redis(struct client *c, struct msg *msg)
     }
 }
 
-/* A request that cannot run: nutcracker closes the connection on any
- * request it cannot parse or does not support; Strata writes the reason
- * as an error reply first, so the client sees why, then closes. */
+/* A request that cannot run (unsupported, a wrong argument count, bad
+ * RESP): as nutcracker, the connection is closed without a reply to it,
+ * after the replies to the requests before it; the reason is logged. */
 static void client_reject_redis(struct client *c, struct msg *msg, const char *err)
 {
     c->quitting = true;
     stats_pool_add(c->wp->stats, client_err, 1);
-    msg_reply_now(msg, "-ERR %s\r\n", err != NULL ? err : "bad request");
+    log_info("client: %s, closing the connection", err != NULL ? err : "bad request");
+    client_msg_done(msg);
 }
 
 /* Frames one request from the input and queues it. Returns false when

@@ -62,12 +62,15 @@ int policy_redis_init(struct policy_pool *pp, char *err, size_t errlen)
 /* ---- replies ---- */
 
 /* The error a client gets when no reply came from a server: nutcracker's
- * "ERR <strerror>" where the backend's reason ends with one. */
+ * "ERR <strerror>" — ETIMEDOUT for a timeout, ECONNRESET for a server
+ * that closed, else the errno text the backend's reason ends with. */
 static void fail_backend(struct policy_req *r, const char *reason)
 {
     const char *colon = strrchr(reason, ':');
     if (strstr(reason, "timed out") != NULL)
-        reason = "Operation timed out";
+        reason = "Connection timed out";
+    else if (strstr(reason, "closed the connection") != NULL)
+        reason = "Connection reset by peer";
     else if (colon != NULL && colon[1] == ' ')
         reason = colon + 2;
     policy_req_fail(r, "ERR %s", reason);

@@ -131,7 +131,7 @@ test_lookup_misses(void **state)
 {
     static const char *const names[] = {
         "", "g", "ge", "gett", "keys", "flushall", "multi", "exec", "select",
-        "info", "sort", "bitop", "msetnx", "randomkey", "scan", "subscribe",
+        "info", "rename", "bitop", "msetnx", "randomkey", "scan", "subscribe",
         "getx", "aaaa", "zzzz", "georadiusbymemberx", "a", "zzzzzz",
     };
     char longname[200];
@@ -158,23 +158,24 @@ test_table_entries(void **state)
         int32_t             arity;
     } want[] = {
         { "get", REDIS_KIND_KEY, REDIS_MERGE_NONE, true, 2 },
-        { "set", REDIS_KIND_KEY, REDIS_MERGE_NONE, false, -3 },
+        { "set", REDIS_KIND_KEY, REDIS_MERGE_NONE, false, -2 },
         { "mget", REDIS_KIND_MULTI, REDIS_MERGE_ARRAY, true, -2 },
         { "del", REDIS_KIND_MULTI, REDIS_MERGE_SUM, false, -2 },
         { "unlink", REDIS_KIND_MULTI, REDIS_MERGE_SUM, false, -2 },
-        { "exists", REDIS_KIND_MULTI, REDIS_MERGE_SUM, true, -2 },
+        { "exists", REDIS_KIND_KEY, REDIS_MERGE_NONE, true, -2 },   /* not split */
         { "touch", REDIS_KIND_MULTI, REDIS_MERGE_SUM, false, -2 },
         { "mset", REDIS_KIND_PAIRS, REDIS_MERGE_OK, false, -3 },
         { "eval", REDIS_KIND_EVAL, REDIS_MERGE_NONE, false, -3 },
         { "evalsha", REDIS_KIND_EVAL, REDIS_MERGE_NONE, false, -3 },
-        { "ping", REDIS_KIND_PROXY, REDIS_MERGE_NONE, false, -1 },
-        { "quit", REDIS_KIND_PROXY, REDIS_MERGE_NONE, false, 1 },
+        { "ping", REDIS_KIND_PROXY, REDIS_MERGE_NONE, false, 1 },
+        { "quit", REDIS_KIND_PROXY, REDIS_MERGE_NONE, false, -1 },
         { "auth", REDIS_KIND_PROXY, REDIS_MERGE_NONE, false, 2 },
-        { "rename", REDIS_KIND_KEY, REDIS_MERGE_NONE, false, 3 },
+        { "getdel", REDIS_KIND_KEY, REDIS_MERGE_NONE, false, 2 },
+        { "expire", REDIS_KIND_KEY, REDIS_MERGE_NONE, false, 3 },
         { "smove", REDIS_KIND_KEY, REDIS_MERGE_NONE, false, 4 },
-        { "sunionstore", REDIS_KIND_KEY, REDIS_MERGE_NONE, false, -3 },
+        { "sunionstore", REDIS_KIND_KEY, REDIS_MERGE_NONE, false, -2 },
         { "rpoplpush", REDIS_KIND_KEY, REDIS_MERGE_NONE, false, 3 },
-        { "zrange", REDIS_KIND_KEY, REDIS_MERGE_NONE, true, -4 },
+        { "zrange", REDIS_KIND_KEY, REDIS_MERGE_NONE, true, -2 },
         { "hgetall", REDIS_KIND_KEY, REDIS_MERGE_NONE, true, 2 },
         { "linsert", REDIS_KIND_KEY, REDIS_MERGE_NONE, false, 5 },
         { "incr", REDIS_KIND_KEY, REDIS_MERGE_NONE, false, 2 },
@@ -282,7 +283,7 @@ test_keys_per_kind(void **state)
     assert_key(&f->req, 0, "k1");
     assert_key(&f->req, 1, "k2");
 
-    assert_int_equal(read_req(f, S("*3\r\n$6\r\nrename\r\n$1\r\na\r\n$1\r\nb\r\n"), &lim),
+    assert_int_equal(read_req(f, S("*4\r\n$5\r\nsmove\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nm\r\n"), &lim),
                      REDIS_OK);
     assert_int_equal(f->req.nkeys, 1);
     assert_key(&f->req, 0, "a");
@@ -308,7 +309,7 @@ test_errors_consume_request(void **state)
         { S("*3\r\n$3\r\nget\r\n$1\r\na\r\n$1\r\nb\r\n"), "wrong number of arguments", true },
         { S("*1\r\n$4\r\nmget\r\n"), "wrong number of arguments", true },
         { S("*1\r\n$3\r\nset\r\n"), "wrong number of arguments", true },
-        { S("*2\r\n$4\r\nquit\r\n$1\r\nx\r\n"), "wrong number of arguments", true },
+        { S("*2\r\n$4\r\nping\r\n$1\r\nx\r\n"), "wrong number of arguments", true },
         { S("*4\r\n$4\r\nmset\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n"),
           "wrong number of arguments", true },
         { S("*4\r\n$4\r\neval\r\n$1\r\ns\r\n$1\r\n0\r\n$1\r\nk\r\n"), "invalid numkeys", true },
