@@ -13,7 +13,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 
-all_harnesses="fuzz_mc_req fuzz_mc_rsp fuzz_conf_yaml fuzz_conf_settings"
+all_harnesses="fuzz_mc_req fuzz_mc_rsp fuzz_redis_req fuzz_redis_rsp fuzz_conf_yaml fuzz_conf_settings"
 
 # The src/ files each harness links.
 harness_sources() {
@@ -21,6 +21,9 @@ harness_sources() {
     fuzz_mc_req|fuzz_mc_rsp)
         echo "src/proto_mc_req.c src/proto_mc_rsp.c src/proto_mc_frame.c" \
              "src/proto_mc_compose.c" ;;
+    fuzz_redis_req|fuzz_redis_rsp)
+        echo "src/proto_redis_req.c src/proto_redis_rsp.c src/proto_redis_cmd.c" \
+             "src/proto_redis_compose.c" ;;
     fuzz_conf_yaml)
         echo "src/conf_yaml.c src/hashkit/names.c" ;;
     fuzz_conf_settings)

@@ -20,7 +20,7 @@ static const struct redis_limits lim = {
     .max_reply = 4096, .max_depth = 8,
 };
 
-#define S(lit) lit, sizeof(lit) - 1
+#define S(lit) lit, sizeof(lit) - 1   /* as in test_cuts.h */
 
 struct fixture {
     struct redis_req  req;

@@ -17,13 +17,12 @@
 #include "strata/proto_redis.h"
 
 #include "test_sbuf.h"
+#include "test_cuts.h"
 
 static const struct redis_limits lim = {
     .max_bulk = 1024, .max_args = 64, .max_request = 4096,
     .max_reply = 4096, .max_depth = 4,
 };
-
-#define S(lit) lit, sizeof(lit) - 1
 
 struct fixture {
     struct redis_rsp  rsp;
@@ -260,8 +259,10 @@ test_max_reply(void **state)
 /* ---- the same results however the stream is cut ---------------------- */
 
 static bool
-drain_log(struct evbuffer *in, struct redis_rsp *rsp, struct sbuf *log)
+drain_log(struct evbuffer *in, void *obj, struct sbuf *log)
 {
+    struct redis_rsp *rsp = obj;
+
     for (;;) {
         size_t before = evbuffer_get_length(in);
         enum redis_status st = redis_rsp_read(in, rsp, &lim);
@@ -284,43 +285,27 @@ drain_log(struct evbuffer *in, struct redis_rsp *rsp, struct sbuf *log)
     }
 }
 
-static void
-run_cut(const char *s, size_t n, const size_t *cuts, size_t ncut, struct sbuf *log)
+static void *
+rsp_create(void)
 {
-    struct evbuffer *in = evbuffer_new();
-    struct redis_rsp rsp;
-    size_t pos = 0;
-    bool fatal = false;
+    struct redis_rsp *rsp = malloc(sizeof(*rsp));
 
-    redis_rsp_init(&rsp);
-    for (size_t c = 0; c <= ncut && !fatal; c++) {
-        size_t to = c < ncut ? cuts[c] : n;
-
-        evbuffer_add(in, s + pos, to - pos);
-        pos = to;
-        fatal = drain_log(in, &rsp, log);
-    }
-    if (!fatal)
-        sbuf_printf(log, "left %zu\n", evbuffer_get_length(in));
-    redis_rsp_deinit(&rsp);
-    evbuffer_free(in);
+    assert_non_null(rsp);
+    redis_rsp_init(rsp);
+    return rsp;
 }
 
 static void
-assert_same_cut(const char *s, size_t n, const size_t *cuts, size_t ncut,
-                const struct sbuf *whole)
+rsp_destroy(void *obj)
 {
-    struct sbuf log = { 0 };
-
-    run_cut(s, n, cuts, ncut, &log);
-    if (log.len != whole->len || memcmp(log.p, whole->p, log.len) != 0)
-        fail_msg("cut %zu of %zu:\n%s\nwhole:\n%s", ncut ? cuts[0] : 0, n, log.p, whole->p);
-    free(log.p);
+    redis_rsp_deinit(obj);
+    free(obj);
 }
 
 static void
 test_split_everywhere(void **state)
 {
+    static const struct test_framer framer = { rsp_create, rsp_destroy, drain_log };
     static const struct {
         const char *s;
         size_t      n;
@@ -334,20 +319,8 @@ test_split_everywhere(void **state)
     };
 
     (void)state;
-    for (size_t i = 0; i < sizeof(streams) / sizeof(streams[0]); i++) {
-        const char *s = streams[i].s;
-        size_t n = streams[i].n, *bytes = malloc(n * sizeof(size_t));
-        struct sbuf whole = { 0 };
-
-        run_cut(s, n, NULL, 0, &whole);
-        for (size_t k = 1; k < n; k++) {
-            assert_same_cut(s, n, &k, 1, &whole);
-            bytes[k - 1] = k;
-        }
-        assert_same_cut(s, n, bytes, n - 1, &whole);
-        free(bytes);
-        free(whole.p);
-    }
+    for (size_t i = 0; i < sizeof(streams) / sizeof(streams[0]); i++)
+        test_cuts_everywhere(&framer, streams[i].s, streams[i].n);
 }
 
 /* ---- replies against their command --------------------------------------- */
