@@ -47,7 +47,8 @@ bool redis_frame_byte(struct evbuffer *in, size_t off, char *c);
 enum redis_status redis_frame_number(struct evbuffer *in, size_t off,
                                      int64_t *val, size_t *hlen);
 
-/* Whether the two bytes at `off` are "\r\n": 1 yes, 0 no, -1 not there. */
+/* Whether the two bytes at `off` are "\r\n": 1 yes, 0 no (as soon as
+ * the first one is not "\r"), -1 not there yet. */
 int redis_frame_crlf(struct evbuffer *in, size_t off);
 
 #endif

@@ -51,10 +51,15 @@ int
 redis_frame_crlf(struct evbuffer *in, size_t off)
 {
     char b[2];
+    size_t got = redis_frame_copy(in, off, b, 2);
 
-    if (redis_frame_copy(in, off, b, 2) < 2)
+    /* a wrong first byte is wrong whatever follows (nutcracker closes
+     * as soon as it sees it) */
+    if (got >= 1 && b[0] != '\r')
+        return 0;
+    if (got < 2)
         return -1;
-    return b[0] == '\r' && b[1] == '\n';
+    return b[1] == '\n';
 }
 
 /* The number of the head in s[0..n) (s[0] is its type byte); see
