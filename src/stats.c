@@ -284,7 +284,8 @@ static void json_servers(struct evbuffer *out, const struct conf_pool *pool,
 }
 
 /* Tiered pools only (plain pools keep nutcracker's exact shape): one
- * object per tier, "tier:master", "tier:slave", "tier:l1[0]", ... */
+ * object per tier, "tier:master", "tier:slave", "tier:l1[0]", ...; each
+ * with the counters of its pool's protocol. */
 static void json_tiers(struct evbuffer *out, const struct conf_pool *pool,
                        struct stats_worker *const *workers, uint32_t nworkers,
                        uint32_t p)
@@ -295,12 +296,16 @@ static void json_tiers(struct evbuffer *out, const struct conf_pool *pool,
         stats_tier_name(pool, t, tier, sizeof(tier));
         snprintf(name, sizeof(name), "tier:%s", tier);
         json_open(out, name, false);
+        bool first = true;
         for (int f = 0; f < STATS_TIER_NFIELDS; f++) {
+            if (stats_tier_field_redis(f) != pool->redis)
+                continue;
             int64_t sum = 0;
             for (uint32_t w = 0; w < nworkers; w++)
                 sum += stats_read(&workers[w]->pools[p].tiers[t].f[f]);
-            evbuffer_add_printf(out, "%s\"%s\":%lld", f == 0 ? "" : ", ",
+            evbuffer_add_printf(out, "%s\"%s\":%lld", first ? "" : ", ",
                                 tier_desc[f].name, (long long)sum);
+            first = false;
         }
         evbuffer_add(out, "}", 1);
     }

@@ -23,6 +23,10 @@
 enum stats_tier_field { STATS_TIER_LIST(STATS_TIER_ENUM) STATS_TIER_NFIELDS };
 #undef STATS_TIER_ENUM
 
+/* The counters from `reads` on are a Redis pool's; the ones before, a
+ * memcached pool's. */
+#define stats_tier_field_redis(f) ((f) >= STATS_TIER_reads)
+
 struct stats_tier {
     int64_t f[STATS_TIER_NFIELDS];
 };
