@@ -886,12 +886,14 @@ class FakeBackend:
 class Reply:
     """What a ScriptedBackend's script may return instead of bytes: send
     `data` after `delay` seconds (the requests behind it wait), then close
-    the connection if `close`."""
+    the connection if `close`, or leave it open and silent (read no more,
+    answer nothing) if `hang`."""
 
-    def __init__(self, data=b"", delay=0.0, close=False):
+    def __init__(self, data=b"", delay=0.0, close=False, hang=False):
         self.data = data
         self.delay = delay
         self.close = close
+        self.hang = hang
 
 
 class ScriptedBackend(FakeBackend):
@@ -948,6 +950,7 @@ class ScriptedBackend(FakeBackend):
             c.sendall(a.data)
             if a.close:
                 c.close()
+            if a.close or a.hang:
                 return False
         c.sendall(out)
         return True
