@@ -591,6 +591,24 @@ static void test_write_stall_times_out(void **state)
     expect_reconnect(f, failed);
 }
 
+/* The server answers the 1 MB set before reading it (memcached does so
+ * for a value it will not store) while the kernel still refuses the
+ * set's bytes: the set is done, the get behind it is written later and
+ * has its own clock, and is answered. */
+static void test_answered_before_written(void **state)
+{
+    struct fx *f = *state;
+    size_t n = queue_behind_big_set(f);
+    net_run_for(&f->loop, 20);
+    net_send_str(&f->loop, f->sfd, "SERVER_ERROR object too large for cache\r\n");
+    expect_events(f, "1 SERVER_ERROR object too large for cache\n");
+    drain_exact(f, n + strlen("get b\r\n"));
+    net_run_for(&f->loop, 200);
+    net_send_str(&f->loop, f->sfd, "END\r\n");
+    expect_events(f, "1 SERVER_ERROR object too large for cache\n2 END\n");
+    assert_int_equal(stat_of(f, STATS_server_timedout), 0);
+}
+
 #define SLOW_REQS  8
 #define SLOW_VALUE (128 * 1024)
 #define SLOW_STEP_MS 120
@@ -839,6 +857,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_stall_times_out,
                                         setup_unix_timeout, teardown),
         cmocka_unit_test_setup_teardown(test_slow_but_steady_server_never_times_out,
+                                        setup_unix_timeout, teardown),
+        cmocka_unit_test_setup_teardown(test_answered_before_written,
                                         setup_unix_timeout, teardown),
         TCP(test_garbage_reply_fails_inflight),
         TCP(test_wrong_kind_of_reply_fails_inflight),
