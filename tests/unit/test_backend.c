@@ -467,6 +467,19 @@ static void expect_reset_by(struct fx *f, enum mc_cmd cmd1, const char *req1,
     expect_reconnect(f, log);
 }
 
+/* Waits until requests 1 and 2 have failed by a timeout, at least
+ * min_ms and less than max_ms after t0, counted once. Returns the log. */
+static const char *expect_timed_out(struct fx *f, int64_t t0, int min_ms, int max_ms)
+{
+    const char *failed = "1 FAIL backend timed out\n2 FAIL backend timed out\n";
+    expect_events(f, failed);
+    int64_t took = util_now_ms() - t0;
+    assert_true(took >= min_ms);
+    assert_true(took < max_ms);
+    assert_int_equal(stat_of(f, STATS_server_timedout), 1);
+    return failed;
+}
+
 static void test_timeout_fails_and_reconnects(void **state)
 {
     struct fx *f = *state;
@@ -475,12 +488,7 @@ static void test_timeout_fails_and_reconnects(void **state)
     send_req(f, MC_CMD_GET, "get b\r\n", 2);
     f->sfd = net_accept(&f->loop, f->lfd);
     net_expect(&f->loop, f->sfd, "get a\r\nget b\r\n");
-    const char *failed = "1 FAIL backend timed out\n2 FAIL backend timed out\n";
-    expect_events(f, failed);
-    int64_t took = util_now_ms() - t0;
-    assert_true(took >= 49);
-    assert_true(took < 1000);
-    assert_int_equal(stat_of(f, STATS_server_timedout), 1);
+    const char *failed = expect_timed_out(f, t0, 49, 1000);
     assert_int_equal(stat_of(f, STATS_server_connections), 0);
     net_expect_closed(&f->loop, f->sfd);
     expect_reconnect(f, failed);
@@ -563,13 +571,7 @@ static void test_written_request_times_out_from_write(void **state)
     size_t n = queue_behind_big_set(f);
     net_run_for(&f->loop, 200);
     drain_exact(f, n + strlen("get b\r\n"));
-    int64_t read_all = util_now_ms();
-    expect_events(f, "1 FAIL backend timed out\n2 FAIL backend timed out\n");
-    int64_t now = util_now_ms();
-    assert_true(now - t0 >= 499);
-    assert_true(now - read_all >= 1);   /* the clock ran from the write */
-    assert_true(now - t0 < 2000);
-    assert_int_equal(stat_of(f, STATS_server_timedout), 1);
+    expect_timed_out(f, t0, 499, 2000);
     net_expect_closed(&f->loop, f->sfd);
 }
 
@@ -581,12 +583,7 @@ static void test_write_stall_times_out(void **state)
     struct fx *f = *state;
     int64_t t0 = util_now_ms();
     queue_behind_big_set(f);
-    const char *failed = "1 FAIL backend timed out\n2 FAIL backend timed out\n";
-    expect_events(f, failed);
-    int64_t took = util_now_ms() - t0;
-    assert_true(took >= 299);
-    assert_true(took < 1500);
-    assert_int_equal(stat_of(f, STATS_server_timedout), 1);
+    const char *failed = expect_timed_out(f, t0, 299, 1500);
     expect_closed_after_unread(f);
     expect_reconnect(f, failed);
 }
