@@ -24,7 +24,9 @@ struct backend_req {
     TAILQ_ENTRY(backend_req) link;
     enum mc_cmd  cmd;
     size_t       bytes;
-    int64_t      deadline_ms;  /* INT64_MAX: no timeout */
+    uint64_t     end;          /* conn_written once its last byte is taken */
+    int64_t      deadline_ms;  /* reply due; INT64_MAX: not all written yet,
+                                  or no timeout */
     backend_cb   cb;           /* memcached servers */
     void        *arg;
     /* Redis servers: the command (NULL: the proxy's own, any reply fits)
@@ -42,7 +44,12 @@ struct backend_conn {
     struct backend_req_list inflight;  /* sent or queued, oldest first */
     uint32_t                ninflight;
     size_t                  inflight_bytes;
-    struct event           *timer;     /* oldest request's deadline */
+    struct backend_req     *unsent;    /* first whose bytes the kernel has
+                                          not all taken, or NULL */
+    uint64_t                written;   /* conn_written when last looked */
+    int64_t                 stall_ms;  /* output pending and no byte taken
+                                          since: the write-stall clock */
+    struct event           *timer;     /* earliest deadline (may fire early) */
     bool                    reset_pending; /* connect failed in place */
     char                    reset_reason[96];
     struct mc_rsp           rsp;       /* reply unit being framed */
@@ -198,15 +205,35 @@ static void server_succeeded(struct backend_server *s)
     }
 }
 
+/* When the connection times out unless something happens first: the
+ * head request's reply deadline (`timeout` after the kernel took its last
+ * byte), or, while output waits for the kernel, `timeout` after the
+ * kernel last took a byte (the write-stall rule). INT64_MAX: never. */
+static int64_t conn_deadline(const struct backend_conn *c)
+{
+    const struct backend_req *head = TAILQ_FIRST(&c->inflight);
+    int timeout = c->server->tier->timeout_ms;
+    if (head == NULL || timeout < 0)
+        return INT64_MAX;
+    int64_t d = head->deadline_ms;
+    if (c->conn != NULL && evbuffer_get_length(conn_output(c->conn)) > 0 &&
+        c->stall_ms + timeout < d)
+        d = c->stall_ms + timeout;
+    return d;
+}
+
+/* Arms the timer for conn_deadline. Deadlines only move later between
+ * calls (a write starts a reply clock or restarts the stall clock), so
+ * the timer may fire early, never late; on_timer then rearms it. */
 static void timer_arm(struct backend_conn *c)
 {
-    struct backend_req *head = TAILQ_FIRST(&c->inflight);
-    if (head == NULL || head->deadline_ms == INT64_MAX) {
+    int64_t deadline = conn_deadline(c);
+    if (deadline == INT64_MAX) {
         if (c->timer != NULL)
             evtimer_del(c->timer);
         return;
     }
-    int64_t wait = head->deadline_ms - util_now_ms();
+    int64_t wait = deadline - util_now_ms();
     if (wait < 0)
         wait = 0;
     struct timeval tv = { .tv_sec = wait / 1000, .tv_usec = (wait % 1000) * 1000 };
@@ -223,6 +250,8 @@ static void conn_reset(struct backend_conn *c, const char *reason)
     stats_server_add(c->server->stats, out_queue_bytes, -(int64_t)c->inflight_bytes);
     c->ninflight = 0;
     c->inflight_bytes = 0;
+    c->unsent = NULL;
+    c->written = 0;   /* the next conn counts from 0 */
     c->reset_pending = false;
     conn_close(c);
     evtimer_del(c->timer);
@@ -253,10 +282,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         conn_fail(c, c->reset_reason);
         return;
     }
-    struct backend_req *head = TAILQ_FIRST(&c->inflight);
-    if (head == NULL)
+    if (TAILQ_EMPTY(&c->inflight))
         return;
-    if (head->deadline_ms > util_now_ms()) {
+    if (conn_deadline(c) > util_now_ms()) {
         timer_arm(c);
         return;
     }
@@ -272,6 +300,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 static void conn_complete(struct backend_conn *c, struct backend_req *head,
                           struct mc_rsp *rsp, struct redis_rsp *redis_rsp)
 {
+    if (c->unsent == head)   /* answered before all its bytes were taken */
+        c->unsent = TAILQ_NEXT(head, link);
     TAILQ_REMOVE(&c->inflight, head, link);
     c->ninflight--;
     c->inflight_bytes -= head->bytes;
@@ -374,9 +404,32 @@ static void on_input(struct conn *conn, void *arg)
     conn_want_read(conn, true);   /* restart reading if the input was full */
 }
 
+/* The kernel took bytes: each request whose last byte it has now taken
+ * starts its reply clock, and the write-stall clock restarts. The timer
+ * is left armed as it is (see timer_arm). */
+static void conn_progress(struct backend_conn *c, struct conn *conn)
+{
+    uint64_t w = conn_written(conn);
+    if (w == c->written)
+        return;
+    c->written = w;
+    int64_t now = util_now_ms();
+    int timeout = c->server->tier->timeout_ms;
+    c->stall_ms = now;
+    struct backend_req *r = c->unsent;
+    for (; r != NULL && r->end <= w; r = TAILQ_NEXT(r, link))
+        r->deadline_ms = timeout >= 0 ? now + timeout : INT64_MAX;
+    c->unsent = r;
+}
+
 static void on_drained(struct conn *conn, void *arg)
 {
-    (void)conn; (void)arg;
+    conn_progress(arg, conn);
+}
+
+static void on_partial_write(struct conn *conn, void *arg)
+{
+    conn_progress(arg, conn);
 }
 
 static void on_connected(struct conn *conn, void *arg)
@@ -403,6 +456,7 @@ static void on_error(struct conn *conn, void *arg, const char *why)
 static const struct conn_ops backend_conn_ops = {
     .on_input = on_input,
     .on_drained = on_drained,
+    .on_partial_write = on_partial_write,
     .on_connected = on_connected,
     .on_error = on_error,
 };
@@ -502,6 +556,23 @@ static void send_fail_later(struct backend_conn *c, const char *reason)
         conn_defer_fail(c, reason);
 }
 
+/* Appends r's bytes to the output and notes where they end (conn.h:
+ * conn_written); output that was empty starts the write-stall clock.
+ * The reply clock starts in conn_progress. */
+static int send_bytes(struct backend_conn *c, struct backend_req *r,
+                      struct evbuffer *bytes)
+{
+    struct evbuffer *out = conn_output(c->conn);
+    if (evbuffer_get_length(out) == 0)
+        c->stall_ms = util_now_ms();
+    if (evbuffer_add_buffer(out, bytes) != 0)
+        return -1;
+    r->end = conn_written(c->conn) + evbuffer_get_length(out);
+    if (c->unsent == NULL)
+        c->unsent = r;
+    return 0;
+}
+
 void backend_server_set_redis(struct backend_server *s, const char *auth, int db,
                               const struct redis_limits *limits)
 {
@@ -512,15 +583,14 @@ void backend_server_set_redis(struct backend_server *s, const char *auth, int db
 }
 
 /* Puts r (its cmd and callback set) at the tail of c's pipeline with its
- * bytes (moved) and the deadline of the server's tier. */
+ * bytes (moved); its reply clock starts once they are written. */
 static void queue_request(struct backend_conn *c, struct backend_req *r,
                           struct evbuffer *bytes)
 {
     struct backend_server *s = c->server;
     size_t len = evbuffer_get_length(bytes);
-    int timeout = s->tier->timeout_ms;
     r->bytes = len;
-    r->deadline_ms = timeout >= 0 ? util_now_ms() + timeout : INT64_MAX;
+    r->deadline_ms = INT64_MAX;   /* until its bytes are written */
     bool was_idle = TAILQ_EMPTY(&c->inflight);
     TAILQ_INSERT_TAIL(&c->inflight, r, link);
     c->ninflight++;
@@ -529,7 +599,7 @@ static void queue_request(struct backend_conn *c, struct backend_req *r,
     stats_server_add(s->stats, request_bytes, (int64_t)len);
     stats_server_add(s->stats, out_queue, 1);
     stats_server_add(s->stats, out_queue_bytes, (int64_t)len);
-    if (c->conn != NULL && evbuffer_add_buffer(conn_output(c->conn), bytes) == 0) {
+    if (c->conn != NULL && send_bytes(c, r, bytes) == 0) {
         conn_send(c->conn);
     } else {
         evbuffer_drain(bytes, len);

@@ -35,6 +35,7 @@ struct conn {
     bool                   eof;           /* the peer closed its side */
     bool                   flush_late;    /* in loop->pending_late */
     int64_t               *acct;          /* bytes of in and out, or NULL */
+    uint64_t               written;       /* bytes the kernel has taken */
 };
 
 void conn_loop_init(struct conn_loop *l, struct event_base *base, size_t read_extent)
@@ -180,14 +181,19 @@ static void conn_on_readable(evutil_socket_t fd, short what, void *arg)
  * may be gone). */
 static bool conn_write_now(struct conn *c)
 {
+    uint64_t before = c->written;
     while (evbuffer_get_length(c->out) > 0) {
         int n = evbuffer_write(c->out, c->fd);
-        if (n > 0)
+        if (n > 0) {
+            c->written += (uint64_t)n;
             continue;
+        }
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             conn_arm_write(c, true);
+            if (c->written != before && c->ops->on_partial_write != NULL)
+                c->ops->on_partial_write(c, c->arg);
             return true;
         }
         c->ops->on_error(c, c->arg, n == 0 ? "write returned 0" : strerror(errno));
@@ -397,5 +403,6 @@ struct evbuffer *conn_output(struct conn *c) { return c->out; }
 int conn_fd(const struct conn *c) { return c->fd; }
 bool conn_eof(const struct conn *c) { return c->eof; }
 bool conn_connected(const struct conn *c) { return !c->connecting; }
+uint64_t conn_written(const struct conn *c) { return c->written; }
 bool conn_write_blocked(const struct conn *c) { return c->write_armed && !c->connecting; }
 bool conn_reading(const struct conn *c) { return c->read_armed; }

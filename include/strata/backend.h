@@ -5,6 +5,9 @@
  *   memcached ──► conn->input ──► mc_rsp_read ──► head req's callback
  *
  * Requests are pipelined: replies are matched to requests by position.
+ * `timeout` runs from when the kernel took a request's last byte (not
+ * from queueing), and while output waits, the kernel must take a byte
+ * every `timeout` (the write-stall rule; docs/reliability.md).
  * Every reply unit is checked against the command it is matched with
  * (mc_rsp_fits, and the callback for a VALUE's key). A timeout, EOF,
  * error, a garbled reply, a reply that does not fit its request or bytes

@@ -53,6 +53,10 @@ struct conn_ops {
     void (*on_input)(struct conn *c, void *arg);
     /* The output is empty again after a write. */
     void (*on_drained)(struct conn *c, void *arg);
+    /* A write took some bytes of the output and the kernel refused the
+     * rest (write interest is armed now); conn_written counts them. May
+     * be NULL. */
+    void (*on_partial_write)(struct conn *c, void *arg);
     /* An outgoing connect completed. */
     void (*on_connected)(struct conn *c, void *arg);
     /* The socket failed (reason is a static or errno string); the owner
@@ -94,6 +98,10 @@ struct evbuffer *conn_output(struct conn *c);
 int conn_fd(const struct conn *c);
 bool conn_eof(const struct conn *c);
 bool conn_connected(const struct conn *c);
+/* Bytes of the output the kernel has taken since the conn was made: a
+ * byte appended to the output when conn_written + the output's length
+ * was N has been handed to the kernel once conn_written exceeds N. */
+uint64_t conn_written(const struct conn *c);
 /* True while the kernel refuses bytes and write interest is armed. */
 bool conn_write_blocked(const struct conn *c);
 /* True while read interest is armed. */

@@ -770,17 +770,25 @@ class FakeBackend:
                      a reply), then closes the connection.
     mode 'slow'    : answers each get/gets line with END after `delay`
                      seconds (a slow but correct memcached for misses).
-    Records all received bytes in .received (for routing checks)."""
+    Records all received bytes in .received (for routing checks).
+
+    A slow reader: `rcvbuf` sets SO_RCVBUF of the connections (a small
+    kernel buffer), and each recv takes at most `read_size` bytes and is
+    followed by `read_pause` seconds of not reading."""
 
     def __init__(self, mode="silent", garbage=b"HELLO I AM NOT MEMCACHED\r\n",
-                 delay=0.3):
+                 delay=0.3, rcvbuf=None, read_size=65536, read_pause=0.0):
         self.mode = mode
         self.garbage = garbage
         self.delay = delay
+        self.read_size = read_size
+        self.read_pause = read_pause
         self.received = bytearray()
         self.lock = threading.Lock()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf is not None:   # inherited by the accepted sockets
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.bind((HOST, 0))
         self.sock.listen(64)
         self.sock.settimeout(0.1)
@@ -817,7 +825,7 @@ class FakeBackend:
         state = {"pending": b""}   # what a connection's handler keeps
         while not self.stopping.is_set():
             try:
-                data = c.recv(65536)
+                data = c.recv(self.read_size)
             except socket.timeout:
                 continue
             except OSError:
@@ -830,6 +838,8 @@ class FakeBackend:
                 if not self._handle(c, data, state):
                     return
             except OSError:
+                return
+            if self.read_pause and self.stopping.wait(self.read_pause):
                 return
 
     def _handle(self, c, data, state):
@@ -873,19 +883,34 @@ class FakeBackend:
             t.join(timeout=1.0)
 
 
+class Reply:
+    """What a ScriptedBackend's script may return instead of bytes: send
+    `data` after `delay` seconds (the requests behind it wait), then close
+    the connection if `close`, or leave it open and silent (read no more,
+    answer nothing) if `hang`."""
+
+    def __init__(self, data=b"", delay=0.0, close=False, hang=False):
+        self.data = data
+        self.delay = delay
+        self.close = close
+        self.hang = hang
+
+
 class ScriptedBackend(FakeBackend):
     """A FakeBackend that speaks the protocol as the test's script says:
     it frames each request the proxy sends (a line, and the data block
-    of a storage command) and answers it with script(line) -> bytes (the
-    line without "\r\n"; the answer may be any bytes, a lie included).
-    Records the request lines in .lines; .accepted counts connections."""
+    of a storage command) and answers it with script(line) -> bytes or a
+    Reply (the line without "\r\n"; the answer may be any bytes, a lie
+    included). Records the request lines in .lines; .accepted counts
+    connections. Other keyword arguments go to FakeBackend (a slow
+    reader)."""
 
     STORAGE = (b"set", b"add", b"replace", b"append", b"prepend", b"cas")
 
-    def __init__(self, script):
+    def __init__(self, script, **kw):
         self.script = script
         self.lines = []
-        super().__init__(mode="scripted")
+        super().__init__(mode="scripted", **kw)
 
     def _frame(self, buf):
         """(line, rest) of the first whole request in buf, else (None, buf)."""
@@ -901,18 +926,32 @@ class ScriptedBackend(FakeBackend):
         return line, rest
 
     def _answers(self, buf):
-        """(bytes answering every whole request in buf, what is left)."""
-        out = b""
+        """([answer to each whole request in buf], what is left)."""
+        out = []
         while True:
             line, buf = self._frame(buf)
             if line is None:
                 return out, buf
             with self.lock:
                 self.lines.append(line)
-            out += self.script(line)
+            out.append(self.script(line))
 
     def _handle(self, c, data, state):
-        out, state["pending"] = self._answers(state["pending"] + data)
+        answers, state["pending"] = self._answers(state["pending"] + data)
+        out = b""
+        for a in answers:
+            if not isinstance(a, Reply):
+                out += a
+                continue
+            c.sendall(out)
+            out = b""
+            if self.stopping.wait(a.delay):
+                return False
+            c.sendall(a.data)
+            if a.close:
+                c.close()
+            if a.close or a.hang:
+                return False
         c.sendall(out)
         return True
 

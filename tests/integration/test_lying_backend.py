@@ -1,31 +1,39 @@
 """Lying backends: a server whose reply does not fit the request it is
 matched with (END, a number or VERSION to a set), that sends bytes when
-nothing is in flight (an extra END), or that returns a key it was not
-asked for.
+nothing is in flight (an extra END), that returns a key it was not
+asked for, that answers slowly, that announces an absurd value length,
+that sends half a reply and then hangs or closes; and a slow slave in a
+tiered pool.
 
 The backend is a scripted fake (harness.ScriptedBackend): it frames the
 requests the proxy sends and answers each with what the test's script
 says.  Every assertion is on exact bytes: the client gets one correct
 reply per request, never another request's reply."""
 
+import time
+
 import pytest
 
 from conftest import simple_pool
-from harness import ScriptedBackend, xchg
-from policy_util import held, put, read_stats, tiered_pool, value_reply, \
-    eventually
+from harness import TIME_SCALE, Reply, ScriptedBackend, xchg
+from policy_util import held, put, read_stats, rss_kb, settle, tiered_pool, \
+    value_reply, eventually, write_settings
 
 pytestmark = pytest.mark.strata_only
 
 INVALID = b"SERVER_ERROR backend sent an invalid response\r\n"
 
 
+TIMED_OUT = b"SERVER_ERROR backend timed out\r\n"
+CLOSED = b"SERVER_ERROR backend closed the connection\r\n"
+
+
 @pytest.fixture
 def scripted():
     started = []
 
-    def make(script):
-        b = ScriptedBackend(script)
+    def make(script, **kw):
+        b = ScriptedBackend(script, **kw)
         started.append(b)
         return b
 
@@ -110,3 +118,203 @@ def test_l1_returning_a_wrong_key_falls_through_to_master(
         ["read_errors"] == 2)
     assert doc["tier:master"]["hits"] == 2
     assert doc["tier:slave"]["hits"] == 0
+
+
+def server_stats(proxy, pool):
+    """The per-server dicts of a pool in the JSON stats."""
+    doc = read_stats(proxy.stats_port)[pool]
+    return [v for n, v in doc.items()
+            if isinstance(v, dict) and not n.startswith("tier:")]
+
+
+# ------------------------------------------------------ slow replies ----
+
+def slow(delay):
+    """Answers `get slow` after `delay` seconds, `get kN` after 0.2 s
+    (with the value vN), anything else at once."""
+    def script(line):
+        if line == b"get slow":
+            return Reply(b"END\r\n", delay=delay)
+        if line.startswith(b"get k"):
+            k = line[4:]
+            v = b"v" + k[1:]
+            return Reply(b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (k, len(v), v),
+                         delay=0.2)
+        return b"STORED\r\n"
+    return script
+
+
+def test_slow_replies_within_timeout_are_all_answered_in_order(
+        scripted, proxy_factory):
+    """Each get is answered 0.2 s late, the timeout is 1 s: pipelined or
+    one at a time, every reply is right and in order, nothing resets."""
+    b = scripted(slow(0))
+    proxy = proxy_factory({"alpha": simple_pool([Fake(b.port)],
+                                                timeout=1000)})
+    with proxy.client() as c:
+        for i in range(3):
+            xchg(c, b"get k%d\r\n" % i, value_reply("k%d" % i, "v%d" % i))
+        want = b"".join(value_reply("k%d" % i, "v%d" % i) for i in range(4))
+        want += b"STORED\r\n"
+        xchg(c, b"get k0\r\nget k1\r\nget k2\r\nget k3\r\n"
+                b"set x 0 0 1\r\nx\r\n", want)
+    assert b.accepted == 1
+    assert server_stats(proxy, "alpha")[0]["server_timedout"] == 0
+
+
+def test_slow_reply_past_timeout_fails_within_timeout_then_recovers(
+        scripted, proxy_factory):
+    """A get the server answers 3 s late, the timeout is 0.5 s: the client
+    gets SERVER_ERROR at 0.5 s, the connection is reset, and later
+    requests (on a new connection) are answered."""
+    b = scripted(slow(3.0))
+    proxy = proxy_factory({"alpha": simple_pool([Fake(b.port)],
+                                                timeout=500)})
+    with proxy.client() as c:
+        r, dt = c.timed(b"get slow\r\n", timeout=3)
+        assert r == TIMED_OUT
+        assert 0.45 <= dt < 1.2 * TIME_SCALE, dt
+        xchg(c, b"get k1\r\n", value_reply("k1", "v1"))
+        xchg(c, b"set x 0 0 1\r\nx\r\n", b"STORED\r\n")
+    assert b.accepted == 2
+    assert server_stats(proxy, "alpha")[0]["server_timedout"] == 1
+
+
+# ---------------------------------------------------- absurd lengths ----
+
+ABSURD = {
+    "2^32": b"4294967296",
+    "2^64": b"18446744073709551616",
+    "negative": b"-1",
+    "over_max_value": b"1048577",      # max_value_size is 1 MB
+    "not_a_number": b"12x",
+}
+
+
+def absurd(line):
+    """get abs-NAME: a VALUE line with that length (and a few bytes);
+    get big: a whole 100 KB value; get k: a value; else STORED."""
+    if line.startswith(b"get abs-"):
+        key = line[4:]
+        return b"VALUE %s 0 %s\r\nabc" % (key, ABSURD[key[4:].decode()])
+    if line == b"get big":
+        return value_reply("big", b"b" * 100000)
+    if line == b"get k":
+        return b"VALUE k 0 2\r\nok\r\nEND\r\n"
+    return b"STORED\r\n"
+
+
+def test_absurd_value_lengths_fail_one_request_each(
+        scripted, proxy_factory, workdir):
+    """A VALUE line whose length overflows 32 or 64 bits, is negative, is
+    no number or exceeds max_value_size is an invalid reply: exactly one
+    SERVER_ERROR for that request, the connection reset, the next request
+    answered, no crash, nothing held. A whole value larger than
+    max_reply_size is SERVER_ERROR reply too large."""
+    b = scripted(absurd)
+    cfg = write_settings(workdir, "max_reply_size = 65536;\n")
+    proxy = proxy_factory({"alpha": simple_pool([Fake(b.port)])},
+                          extra_args=["-C", cfg, "--workers", "1"])
+    rss0 = rss_kb(proxy.pid)
+    with proxy.client() as c:
+        for _ in range(20):
+            for name in sorted(ABSURD):
+                xchg(c, b"get abs-%s\r\n" % name.encode(), INVALID)
+                xchg(c, b"get k\r\n", b"VALUE k 0 2\r\nok\r\nEND\r\n")
+        xchg(c, b"get big\r\n", b"SERVER_ERROR reply too large\r\n")
+        xchg(c, b"get k\r\n", b"VALUE k 0 2\r\nok\r\nEND\r\n")
+    assert proxy.alive()
+    assert b.accepted == 20 * len(ABSURD) + 1
+    assert rss_kb(proxy.pid) - rss0 < 20 * 1024
+
+
+# ------------------------------------------------------ half replies ----
+
+def half(line):
+    """get hang: half a value, then nothing; get cut: half a value, then
+    the connection is closed; get k: a value; else STORED."""
+    if line == b"get hang":
+        return Reply(b"VALUE hang 0 10\r\nabc", hang=True)
+    if line == b"get cut":
+        return Reply(b"VALUE cut 0 10\r\nabc", close=True)
+    if line == b"get k":
+        return b"VALUE k 0 2\r\nok\r\nEND\r\n"
+    return b"STORED\r\n"
+
+
+def test_half_a_value_then_nothing_times_out(scripted, proxy_factory):
+    """Half a value and then silence: the request and the one pipelined
+    behind it get SERVER_ERROR after the timeout; the next is answered."""
+    b = scripted(half)
+    proxy = proxy_factory({"alpha": simple_pool([Fake(b.port)],
+                                                timeout=500)})
+    with proxy.client() as c:
+        r, dt = c.timed(b"get hang\r\nget k\r\n", timeout=3)
+        assert r == TIMED_OUT
+        assert dt < 1.2 * TIME_SCALE, dt
+        assert c.read_expected(TIMED_OUT) == TIMED_OUT
+        xchg(c, b"get k\r\n", b"VALUE k 0 2\r\nok\r\nEND\r\n")
+    assert b.accepted == 2
+
+
+def test_close_mid_value_fails_what_is_in_flight(scripted, proxy_factory):
+    """A pipelined get answered whole, then one cut mid-value by a close,
+    and a set behind it: the first gets its value, the other two one
+    SERVER_ERROR each, and the next requests go to a new connection."""
+    b = scripted(half)
+    proxy = proxy_factory({"alpha": simple_pool([Fake(b.port)])})
+    with proxy.client() as c:
+        xchg(c, b"get k\r\nget cut\r\nset x 0 0 1\r\nx\r\n",
+             b"VALUE k 0 2\r\nok\r\nEND\r\n" + CLOSED + CLOSED)
+        xchg(c, b"get k\r\n", b"VALUE k 0 2\r\nok\r\nEND\r\n")
+        xchg(c, b"set x 0 0 1\r\nx\r\n", b"STORED\r\n")
+    assert b.accepted == 2
+    assert server_stats(proxy, "alpha")[0]["server_eof"] == 1
+
+
+# ---------------------------------------------------- a slow slave ----
+
+SLOW_SETS = 60
+SLOW_VALUE = b"s" * 500000
+
+
+def slow_slave(line):
+    """Takes every write; has `sk`."""
+    if line == b"get sk":
+        return b"VALUE sk 5 10\r\nfrom-slave\r\nEND\r\n"
+    if line.startswith(b"get "):
+        return b"END\r\n"
+    return b"STORED\r\n"
+
+
+def test_slow_slave_does_not_time_out_writes_or_reads(
+        scripted, memcached_factory, proxy_factory):
+    """A slave that reads at a few MB/s is sent 30 MB of asynchronous
+    sets, seconds of work, while its timeout is 2.5 s. The time a write
+    waits in the proxy's output is no reply wait: as long as the slave
+    keeps taking bytes, nothing times out. A read that misses master
+    reaches the slave behind those writes and gets its value. (Before,
+    each write's clock ran from when it was queued: the slave's
+    connection timed out, every queued write failed, and the read was a
+    false miss.)"""
+    (master,) = memcached_factory(1)
+    slave = scripted(slow_slave, rcvbuf=65536, read_size=65536,
+                     read_pause=0.01)
+    proxy = proxy_factory({"beta": tiered_pool([master], [Fake(slave.port)],
+                                               timeout=2500)},
+                          extra_args=["--workers", "1"])
+    with proxy.client("beta") as c:
+        for i in range(SLOW_SETS):
+            xchg(c, b"set w%d 0 0 %d\r\n%s\r\n" % (i, len(SLOW_VALUE),
+                                                   SLOW_VALUE),
+                 b"STORED\r\n")
+        t0 = time.monotonic()
+        xchg(c, b"get sk\r\n", value_reply("sk", "from-slave", 5),
+             timeout=30)
+        waited = time.monotonic() - t0
+    assert settle(proxy, "beta", timeout=30)
+    doc = read_stats(proxy.stats_port)["beta"]
+    assert doc["tier:slave"]["async_sent"] == SLOW_SETS
+    assert doc["tier:slave"]["async_failed"] == 0
+    assert waited > 2.5   # it did wait behind the writes, past a timeout
+    assert slave.accepted == 1

@@ -15,6 +15,11 @@
  *     VALUE whose key the callback refuses, EOF in the middle of a
  *     value: every request in flight fails, the connection is reset, the
  *     next request reconnects; the server stats count each;
+ *   - the clocks of `timeout` (over a unix socket, whose kernel buffer is
+ *     small and fixed): a request's reply clock starts when the kernel
+ *     took its last byte, not when it was queued; output the kernel
+ *     refuses for `timeout` (a server that does not read) times out;
+ *     a server that reads and answers slowly but steadily never does;
  *   - ejection after server_failure_limit failures, until
  *     server_retry_timeout;
  *   - a 1 MB value arrives intact. */
@@ -29,7 +34,9 @@
 #include <arpa/inet.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -116,6 +123,31 @@ static void send_req(struct fx *f, enum mc_cmd cmd, const char *bytes, int id)
     backend_send(&f->s, cmd, b, on_reply, (void *)(intptr_t)id);
     assert_int_equal(evbuffer_get_length(b), 0);   /* the bytes were moved */
     evbuffer_free(b);
+}
+
+/* backend_send of n bytes, tagged id in the log. */
+static void send_raw(struct fx *f, enum mc_cmd cmd, const char *bytes, size_t n, int id)
+{
+    struct evbuffer *b = evbuffer_new();
+    assert_non_null(b);
+    evbuffer_add(b, bytes, n);
+    backend_send(&f->s, cmd, b, on_reply, (void *)(intptr_t)id);
+    assert_int_equal(evbuffer_get_length(b), 0);
+    evbuffer_free(b);
+}
+
+/* A set of `vlen` bytes of value: its request text, *n bytes (free it). */
+static char *set_request(const char *key, size_t vlen, size_t *n)
+{
+    char head[64];
+    int hn = snprintf(head, sizeof(head), "set %s 0 0 %zu\r\n", key, vlen);
+    *n = (size_t)hn + vlen + 2;
+    char *req = malloc(*n);
+    assert_non_null(req);
+    memcpy(req, head, (size_t)hn);
+    memset(req + hn, 'v', vlen);
+    memcpy(req + hn + vlen, "\r\n", 2);
+    return req;
 }
 
 /* Waits until the log is exactly want. */
@@ -228,6 +260,27 @@ static struct fx *fx_nowhere(bool eject)
     return f;
 }
 
+/* A server listening on a unix socket: the kernel holds about
+ * net.core.wmem_default (200 KB) of what the proxy writes, and takes more
+ * as soon as the server reads, so write progress follows the server. */
+static int setup_unix_timeout(void **state)
+{
+    struct fx *f = fx_new(300);
+    snprintf(f->path, sizeof(f->path), "/tmp/strata-test-unix-%ld.sock", (long)getpid());
+    unlink(f->path);
+    f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(f->lfd >= 0);
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", f->path);
+    assert_int_equal(bind(f->lfd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+    assert_int_equal(listen(f->lfd, 16), 0);
+    net_nonblock(f->lfd);
+    snprintf(f->text, sizeof(f->text), "%s:1", f->path);
+    fx_server_init(f, (struct conf_addr){ .path = f->path });
+    *state = f;
+    return 0;
+}
+
 static int setup_nowhere(void **state)
 {
     *state = fx_nowhere(false);
@@ -248,6 +301,8 @@ static int teardown(void **state)
         close(f->sfd);
     if (f->lfd >= 0)
         close(f->lfd);
+    if (f->path[0] != '\0')
+        unlink(f->path);
     backend_worker_deinit(&f->bw);
     event_base_free(f->base);
     free(f);
@@ -412,6 +467,19 @@ static void expect_reset_by(struct fx *f, enum mc_cmd cmd1, const char *req1,
     expect_reconnect(f, log);
 }
 
+/* Waits until requests 1 and 2 have failed by a timeout, at least
+ * min_ms and less than max_ms after t0, counted once. Returns the log. */
+static const char *expect_timed_out(struct fx *f, int64_t t0, int min_ms, int max_ms)
+{
+    const char *failed = "1 FAIL backend timed out\n2 FAIL backend timed out\n";
+    expect_events(f, failed);
+    int64_t took = util_now_ms() - t0;
+    assert_true(took >= min_ms);
+    assert_true(took < max_ms);
+    assert_int_equal(stat_of(f, STATS_server_timedout), 1);
+    return failed;
+}
+
 static void test_timeout_fails_and_reconnects(void **state)
 {
     struct fx *f = *state;
@@ -420,16 +488,164 @@ static void test_timeout_fails_and_reconnects(void **state)
     send_req(f, MC_CMD_GET, "get b\r\n", 2);
     f->sfd = net_accept(&f->loop, f->lfd);
     net_expect(&f->loop, f->sfd, "get a\r\nget b\r\n");
-    const char *failed = "1 FAIL backend timed out\n2 FAIL backend timed out\n";
-    expect_events(f, failed);
-    int64_t took = util_now_ms() - t0;
-    assert_true(took >= 49);
-    assert_true(took < 1000);
-    assert_int_equal(stat_of(f, STATS_server_timedout), 1);
+    const char *failed = expect_timed_out(f, t0, 49, 1000);
     assert_int_equal(stat_of(f, STATS_server_connections), 0);
     net_expect_closed(&f->loop, f->sfd);
     expect_reconnect(f, failed);
     assert_int_equal(stat_of(f, STATS_server_connections), 1);
+}
+
+/* ---- when the clock starts (timeout 300 ms, unix socket) ---- */
+
+#define STALL_VALUE (1 << 20)   /* far more than the kernel holds */
+
+/* Queues a 1 MB set (1) and a get (2) behind it; the server accepts and
+ * does not read. Returns the set's length. */
+static size_t queue_behind_big_set(struct fx *f)
+{
+    size_t n;
+    char *req = set_request("big", STALL_VALUE, &n);
+    send_raw(f, MC_CMD_SET, req, n, 1);
+    free(req);
+    send_req(f, MC_CMD_GET, "get b\r\n", 2);
+    f->sfd = net_accept(&f->loop, f->lfd);
+    return n;
+}
+
+/* Reads n bytes while the loop runs (every byte, so the kernel takes
+ * the proxy's output as fast as it is read). */
+static void drain_exact(struct fx *f, size_t n)
+{
+    char *buf = malloc(n);
+    assert_non_null(buf);
+    net_read_exact(&f->loop, f->sfd, buf, n);
+    free(buf);
+}
+
+/* The server does not read for 200 ms (less than the timeout), then
+ * reads everything, then waits 200 ms more before answering: 400 ms
+ * after the requests were queued, but neither the write stall nor any
+ * reply wait reached 300 ms, so nothing times out. (Before, the
+ * clock ran from queueing: both failed at 300 ms.) */
+static void test_queued_behind_stalled_write_not_timed_out(void **state)
+{
+    struct fx *f = *state;
+    size_t n = queue_behind_big_set(f);
+    net_run_for(&f->loop, 200);
+    assert_string_equal(events_str(), "");
+    int queued = 0;   /* the kernel holds part of the set, refuses the rest */
+    assert_int_equal(ioctl(f->sfd, FIONREAD, &queued), 0);
+    assert_true(queued > 0 && (size_t)queued < n);
+    drain_exact(f, n + strlen("get b\r\n"));
+    net_run_for(&f->loop, 200);
+    assert_string_equal(events_str(), "");
+    net_send_str(&f->loop, f->sfd, "STORED\r\nEND\r\n");
+    expect_events(f, "1 STORED\n2 END\n");
+    assert_int_equal(stat_of(f, STATS_server_timedout), 0);
+}
+
+/* Discards what the server never read, up to the end of the stream:
+ * the proxy closed the connection. */
+static void expect_closed_after_unread(struct fx *f)
+{
+    char tmp[65536];
+    int64_t deadline = util_now_ms() + NET_WAIT_MS;
+    for (;;) {
+        ssize_t r = recv(f->sfd, tmp, sizeof(tmp), MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno == ECONNRESET))
+            return;
+        assert_true(r > 0 || errno == EAGAIN || errno == EWOULDBLOCK);
+        assert_true(util_now_ms() < deadline);
+        if (r < 0)
+            net_tick(&f->loop);
+    }
+}
+
+/* Written after a 200 ms stall and never answered: the requests time out
+ * `timeout` after their last byte was taken (500 ms after queueing or
+ * later), not 300 ms after queueing. */
+static void test_written_request_times_out_from_write(void **state)
+{
+    struct fx *f = *state;
+    int64_t t0 = util_now_ms();
+    size_t n = queue_behind_big_set(f);
+    net_run_for(&f->loop, 200);
+    drain_exact(f, n + strlen("get b\r\n"));
+    expect_timed_out(f, t0, 499, 2000);
+    net_expect_closed(&f->loop, f->sfd);
+}
+
+/* A server that never reads: the output the kernel refuses is a write
+ * stall, and after `timeout` of it everything in flight fails and the
+ * connection is reset; the next request reconnects. */
+static void test_write_stall_times_out(void **state)
+{
+    struct fx *f = *state;
+    int64_t t0 = util_now_ms();
+    queue_behind_big_set(f);
+    const char *failed = expect_timed_out(f, t0, 299, 1500);
+    expect_closed_after_unread(f);
+    expect_reconnect(f, failed);
+}
+
+/* The server answers the 1 MB set before reading it (memcached does so
+ * for a value it will not store) while the kernel still refuses the
+ * set's bytes: the set is done, the get behind it is written later and
+ * has its own clock, and is answered. */
+static void test_answered_before_written(void **state)
+{
+    struct fx *f = *state;
+    size_t n = queue_behind_big_set(f);
+    net_run_for(&f->loop, 20);
+    net_send_str(&f->loop, f->sfd, "SERVER_ERROR object too large for cache\r\n");
+    expect_events(f, "1 SERVER_ERROR object too large for cache\n");
+    drain_exact(f, n + strlen("get b\r\n"));
+    net_run_for(&f->loop, 200);
+    net_send_str(&f->loop, f->sfd, "END\r\n");
+    expect_events(f, "1 SERVER_ERROR object too large for cache\n2 END\n");
+    assert_int_equal(stat_of(f, STATS_server_timedout), 0);
+}
+
+#define SLOW_REQS  8
+#define SLOW_VALUE (128 * 1024)
+#define SLOW_STEP_MS 120
+
+/* The server reads everything waiting once every SLOW_STEP_MS and then
+ * answers each set it has whole: about a megabyte takes several steps,
+ * well over the 300 ms timeout, yet no write stalls and no reply takes
+ * longer than a step after its request was written: all are answered. */
+static void test_slow_but_steady_server_never_times_out(void **state)
+{
+    struct fx *f = *state;
+    size_t n = 0;
+    for (int i = 1; i <= SLOW_REQS; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "k%d", i);
+        char *req = set_request(key, SLOW_VALUE, &n);
+        send_raw(f, MC_CMD_SET, req, n, i);
+        free(req);
+    }
+    f->sfd = net_accept(&f->loop, f->lfd);
+    int64_t t0 = util_now_ms();
+    size_t got = 0, answered = 0;
+    char *buf = malloc(n * SLOW_REQS);
+    assert_non_null(buf);
+    while (answered < SLOW_REQS && util_now_ms() - t0 < 5000) {
+        net_run_for(&f->loop, SLOW_STEP_MS);
+        ssize_t r;
+        while ((r = recv(f->sfd, buf + got, n * SLOW_REQS - got, MSG_DONTWAIT)) > 0)
+            got += (size_t)r;
+        for (; answered < got / n; answered++)
+            net_send_str(&f->loop, f->sfd, "STORED\r\n");
+    }
+    free(buf);
+    assert_int_equal(answered, SLOW_REQS);
+    assert_true(util_now_ms() - t0 > 400);   /* slower than the timeout */
+    char want[256] = "";
+    for (int i = 1; i <= SLOW_REQS; i++)
+        snprintf(want + strlen(want), sizeof(want) - strlen(want), "%d STORED\n", i);
+    expect_events(f, want);
+    assert_int_equal(stat_of(f, STATS_server_timedout), 0);
 }
 
 /* A reply that is not memcached's fails both requests in flight. */
@@ -631,6 +847,16 @@ int main(void)
                                         setup_refused, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_fails_and_reconnects,
                                         setup_timeout, teardown),
+        cmocka_unit_test_setup_teardown(test_queued_behind_stalled_write_not_timed_out,
+                                        setup_unix_timeout, teardown),
+        cmocka_unit_test_setup_teardown(test_written_request_times_out_from_write,
+                                        setup_unix_timeout, teardown),
+        cmocka_unit_test_setup_teardown(test_write_stall_times_out,
+                                        setup_unix_timeout, teardown),
+        cmocka_unit_test_setup_teardown(test_slow_but_steady_server_never_times_out,
+                                        setup_unix_timeout, teardown),
+        cmocka_unit_test_setup_teardown(test_answered_before_written,
+                                        setup_unix_timeout, teardown),
         TCP(test_garbage_reply_fails_inflight),
         TCP(test_wrong_kind_of_reply_fails_inflight),
         TCP(test_reply_that_does_not_fit_fails),
