@@ -26,6 +26,7 @@
 #include "strata/stats.h"
 #include "strata/util.h"
 #include "strata/worker.h"
+#include "app.h"
 
 #define MBUF_MIN 512
 #define MBUF_MAX (16 * 1024 * 1024)
@@ -40,16 +41,6 @@ struct cli {
     long        log_level, stats_port, stats_interval, mbuf_size, workers;
 };
 
-struct app {
-    struct settings      settings;
-    struct conf         *conf;
-    struct runtime       rt;
-    struct worker       *workers;
-    uint32_t             nworkers;
-    struct event_base   *base;
-    struct evconnlistener *stats_listener;
-    bool                 pid_written;
-};
 
 static const struct option long_options[] = {
     { "help",           no_argument,       NULL, 'h' },
