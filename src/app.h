@@ -8,20 +8,53 @@
 #include <stdint.h>
 
 #include "strata/conf.h"
+#include "strata/stats.h"
 #include "strata/worker.h"
 
+struct event;
 struct event_base;
 struct evconnlistener;
 
 struct app {
     struct settings      settings;
-    struct conf         *conf;
+    const char          *settings_file;  /* -C, re-read on reload; NULL */
+    struct conf         *conf;           /* the newest configuration */
     struct runtime       rt;
     struct worker       *workers;
     uint32_t             nworkers;
     struct event_base   *base;
     struct evconnlistener *stats_listener;
     bool                 pid_written;
+    /* reload (reload.c) */
+    struct config_gen   *gen;            /* conf's generation */
+    struct config_gen  **old_gens;       /* replaced, freed once unused */
+    uint32_t             nold_gens;
+    struct pool_shared **shared;         /* every pool name seen, for good */
+    uint32_t             nshared;
+    int                 *stale_fds;      /* unix listeners to close once every
+                                            worker has switched */
+    char               **stale_paths;    /* and the files to unlink, or NULL */
+    uint32_t             nstale;
+    struct conf         *queued;         /* waits for the switch in progress */
+    char                *queued_source;
+    struct event        *reload_timer;   /* follows a switch, frees old gens */
+    char                *source;         /* where conf came from */
+    struct stats_config  cfg_stats;
 };
+
+/* Listens on the pool's unix socket (main.c): the fd, or -1 (logged). */
+int app_unix_listen(const struct conf_pool *pool);
+/* Re-reads the -C file (and the command line over it) and applies its
+ * live settings: log level, client_max_pending, max_memory,
+ * client_request_timeout, max_clients, async_queue_limit (main.c). 0, or
+ * -1 with err (nothing changed). */
+int app_settings_reload(struct app *app, char *err, size_t errlen);
+
+/* Generation 1 from app->conf, before the workers exist (reload.c); and
+ * everything reload kept, freed after the workers (teardown). */
+void reload_setup(struct app *app);
+void reload_teardown(struct app *app);
+/* SIGUSR1: re-reads -C's live settings and the pool file. */
+void reload_from_file(struct app *app);
 
 #endif

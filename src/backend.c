@@ -161,6 +161,72 @@ void backend_server_deinit(struct backend_server *s)
     s->conns = NULL;
 }
 
+struct backend_server *backend_server_new(const struct conf_server *conf,
+                                          const struct conf_tier *tier,
+                                          struct backend_worker *bw,
+                                          const struct mc_limits *limits,
+                                          struct stats_pool *pool_stats,
+                                          struct stats_server *stats,
+                                          uint32_t *eject_epoch, char *err, size_t errlen)
+{
+    struct backend_server *s = util_xcalloc(1, sizeof(*s));
+    if (backend_server_init(s, conf, tier, bw, limits, pool_stats, stats, eject_epoch,
+                            err, errlen) != 0) {
+        backend_server_deinit(s);
+        free(s);
+        return NULL;
+    }
+    s->refs = 1;
+    return s;
+}
+
+void backend_server_retain(struct backend_server *s)
+{
+    s->refs++;
+}
+
+void backend_server_release(struct backend_server *s)
+{
+    if (s == NULL || --s->refs > 0)
+        return;
+    backend_server_deinit(s);
+    free(s);
+}
+
+static bool addr_same(const struct conf_addr *a, const struct conf_addr *b)
+{
+    if ((a->path == NULL) != (b->path == NULL))
+        return false;
+    if (a->path != NULL)
+        return strcmp(a->path, b->path) == 0;
+    return a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+bool backend_server_reusable(const struct backend_server *s, const struct conf_server *conf,
+                             const struct conf_tier *tier, bool redis, const char *auth,
+                             int db)
+{
+    uint32_t nconns = tier->server_connections > 0 ? tier->server_connections : 1;
+    if (!addr_same(&s->conf->addr, &conf->addr) || s->nconns != nconns || s->redis != redis)
+        return false;
+    if (!redis)
+        return true;
+    bool same_auth = s->redis_auth == auth ||
+                     (s->redis_auth != NULL && auth != NULL && strcmp(s->redis_auth, auth) == 0);
+    return same_auth && s->redis_db == db;
+}
+
+void backend_server_adopt(struct backend_server *s, const struct conf_server *conf,
+                          const struct conf_tier *tier, struct stats_pool *pool_stats,
+                          struct stats_server *stats, uint32_t *eject_epoch)
+{
+    s->conf = conf;
+    s->tier = tier;
+    s->pool_stats = pool_stats;
+    s->stats = stats;
+    s->eject_epoch = eject_epoch;
+}
+
 bool backend_server_live(const struct backend_server *s, int64_t now_ms)
 {
     return s->ejected_until_ms == 0 || now_ms >= s->ejected_until_ms;

@@ -39,6 +39,7 @@ struct client {
     bool                lingering;   /* drained, write side shut: waiting
                                         for the peer's close */
     bool                authed;      /* Redis: AUTH accepted (or none needed) */
+    bool                counted;     /* in wp->shared->clients (client_connections) */
 };
 
 static bool client_process(struct client *c);
@@ -62,8 +63,9 @@ static void client_close(struct client *c)
     TAILQ_REMOVE(&w->clients, c, link);
     stats_pool_add(c->wp->stats, client_connections, -1);
     stats_add(&w->stats.curr_connections, -1);
-    if (c->wp->conf->client_connections > 0)
-        __atomic_fetch_sub(&w->rt->pool_clients[c->wp->index], 1, __ATOMIC_RELAXED);
+    if (c->counted)
+        __atomic_fetch_sub(&c->wp->shared->clients, 1, __ATOMIC_RELAXED);
+    c->wp->nclients--;
     conn_destroy(&c->conn);
     free(c);
 }
@@ -72,17 +74,40 @@ static bool client_maybe_close(struct client *c);
 
 /* Drain: no new request is read or framed; what was framed is answered
  * and written, then the client closes (client_maybe_close). Bytes read
- * but not yet framed are dropped with the connection. */
-void client_stop_reading_all(struct worker *w)
+ * but not yet framed are dropped with the connection. wp NULL: every
+ * client of the worker, else those of that pool. */
+static void client_stop_reading(struct worker *w, const struct worker_pool *wp)
 {
     struct client *c, *next;
     for (c = TAILQ_FIRST(&w->clients); c != NULL; c = next) {
         next = TAILQ_NEXT(c, link);
+        if (wp != NULL && c->wp != wp)
+            continue;
         c->quitting = true;
         c->draining = true;
         conn_want_read(c->conn, false);
         client_write_done(c);
         client_maybe_close(c);
+    }
+}
+
+void client_stop_reading_all(struct worker *w)
+{
+    client_stop_reading(w, NULL);
+}
+
+void client_stop_reading_pool(struct worker *w, const struct worker_pool *wp)
+{
+    client_stop_reading(w, wp);
+}
+
+void client_close_pool(struct worker *w, const struct worker_pool *wp)
+{
+    struct client *c, *next;
+    for (c = TAILQ_FIRST(&w->clients); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (c->wp == wp)
+            client_close(c);
     }
 }
 
@@ -287,7 +312,7 @@ static void client_execute(struct client *c, struct msg *msg)
         else if (!client_memory_ok(c->wp->worker))
             client_shed(c, msg);
         else
-            policy_dispatch(&c->wp->policy, msg, client_msg_done);
+            policy_dispatch(c->wp->policy, msg, client_msg_done);
         break;
     }
 }
@@ -332,18 +357,18 @@ static void client_execute_redis(struct client *c, struct msg *msg)
             c->authed = false;
             msg_reply_now(msg, "%s", "-ERR invalid password\r\n");
         }
+    } else if (strcmp(name, "quit") == 0) {
+        c->quitting = true;   /* closed with no reply, as nutcracker, authed or not */
+        client_msg_done(msg);
     } else if (pool->redis_auth != NULL && !c->authed) {
         msg_reply_now(msg, "%s", "-NOAUTH Authentication required\r\n");
     } else if (strcmp(name, "ping") == 0) {
         msg_reply_now(msg, "%s", "+PONG\r\n");
-    } else if (strcmp(name, "quit") == 0) {
-        c->quitting = true;   /* closed with no reply, as nutcracker */
-        client_msg_done(msg);
     } else if (!client_memory_ok(c->wp->worker)) {
         stats_limit_add(c->wp->stats, out_of_memory, 1);
         msg_reply_now(msg, "%s", "-ERR out of memory\r\n");
     } else {
-        policy_dispatch(&c->wp->policy, msg, client_msg_done);
+        policy_dispatch(c->wp->policy, msg, client_msg_done);
     }
 }
 
@@ -554,7 +579,7 @@ static bool client_admit(struct worker_pool *wp)
     uint32_t limit = wp->conf->client_connections;
     if (limit == 0)
         return true;
-    uint32_t *count = &wp->worker->rt->pool_clients[wp->index];
+    uint32_t *count = &wp->shared->clients;
     if (__atomic_fetch_add(count, 1, __ATOMIC_RELAXED) < limit)
         return true;
     __atomic_fetch_sub(count, 1, __ATOMIC_RELAXED);
@@ -569,6 +594,7 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd)
         client_refuse(wp, fd, "max_clients", w->rt->max_clients);
         return;
     }
+    bool counted = wp->conf->client_connections > 0;
     if (!client_admit(wp)) {
         client_refuse(wp, fd, "client_connections limit", wp->conf->client_connections);
         return;
@@ -581,16 +607,20 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd)
     if (c->conn == NULL) {
         close(fd);
         free(c);
+        if (counted)
+            __atomic_fetch_sub(&wp->shared->clients, 1, __ATOMIC_RELAXED);
         return;
     }
     conn_account(c->conn, &w->stats.buffered);
     c->wp = wp;
+    c->counted = counted;
+    wp->nclients++;
     c->input_ms = util_now_ms();
     c->expect = rt->settings->client_max_pending / CLIENT_START_WINDOW;
     TAILQ_INIT(&c->msgs);
     TAILQ_INSERT_TAIL(&w->clients, c, link);
     int one = 1;
-    if (rt->unix_fds[wp->index] < 0)
+    if (wp->shared->unix_fd < 0)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (wp->conf->tcpkeepalive)   /* twemproxy: keepalive on client sockets */
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));

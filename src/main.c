@@ -23,6 +23,7 @@
 #include "strata/conf.h"
 #include "strata/log.h"
 #include "strata/privs.h"
+#include "strata/reload.h"
 #include "strata/stats.h"
 #include "strata/util.h"
 #include "strata/worker.h"
@@ -267,7 +268,7 @@ static void stats_on_accept(struct evconnlistener *l, evutil_socket_t fd,
         return;
     }
     stats_json(bufferevent_get_output(bev), app->conf, app->rt.stats,
-               app->nworkers, app->rt.start_time_s);
+               app->nworkers, app->rt.start_time_s, &app->cfg_stats);
     bufferevent_setcb(bev, NULL, stats_on_written, stats_on_event, app);
     bufferevent_enable(bev, EV_WRITE);
 }
@@ -342,6 +343,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         log_level_down();
         log_notice("signal %d: log level down", (int)sig);
         break;
+    case SIGUSR1:
+        log_notice("signal %d: reloading the configuration", (int)sig);
+        reload_from_file(app);
+        break;
     default:
         log_notice("signal %d: stopping", (int)sig);
         event_base_loopbreak(app->base);
@@ -351,7 +356,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 static void signals_setup(struct app *app, struct event **evs)
 {
-    static const int sigs[] = { SIGHUP, SIGTTIN, SIGTTOU, SIGTERM, SIGINT };
+    static const int sigs[] = { SIGHUP, SIGTTIN, SIGTTOU, SIGTERM, SIGINT, SIGUSR1 };
     signal(SIGPIPE, SIG_IGN);
     for (size_t i = 0; i < UTIL_ARRAY_LEN(sigs); i++) {
         evs[i] = evsignal_new(app->base, sigs[i], on_signal, app);
@@ -379,7 +384,7 @@ static int unix_bind(int fd, const struct sockaddr_storage *ss, socklen_t len,
 /* Listens on the pool's unix socket, replacing a stale file, with the
  * pool file's mode or UNIX_SOCKET_DEFAULT_PERM. Returns the fd or -1
  * (logged). */
-static int unix_listen(const struct conf_pool *pool)
+int app_unix_listen(const struct conf_pool *pool)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -427,15 +432,17 @@ static int runtime_setup(struct app *app)
                                                    : util_default_max_memory();
     rt->nworkers = app->nworkers;
     rt->start_time_s = util_wall_s();
-    rt->pool_clients = util_xcalloc(conf->npools, sizeof(uint32_t));
-    rt->unix_fds = util_xcalloc(conf->npools, sizeof(int));
     rt->stats = util_xcalloc(app->nworkers, sizeof(*rt->stats));
+    reload_setup(app);
+    rt->gen = app->gen;
+    rt->shared = app->gen->shared;
     for (uint32_t p = 0; p < conf->npools; p++) {
-        rt->unix_fds[p] = -1;
+        struct pool_shared *ps = rt->shared[p];
         if (conf->pools[p].listen.addr.path == NULL)
             continue;
-        if ((rt->unix_fds[p] = unix_listen(&conf->pools[p])) < 0)
+        if ((ps->unix_fd = app_unix_listen(&conf->pools[p])) < 0)
             return -1;
+        ps->unix_path = util_xstrdup(conf->pools[p].listen.addr.path);
     }
     return 0;
 }
@@ -452,6 +459,7 @@ static int workers_init(struct app *app)
             return -1;
         }
         app->rt.stats[i] = &app->workers[i].stats;
+        app->gen->views[i] = app->workers[i].stats.view;
     }
     return 0;
 }
@@ -497,14 +505,7 @@ static void app_teardown(struct app *app)
     for (uint32_t i = 0; app->workers != NULL && i < app->nworkers; i++)
         worker_deinit(&app->workers[i]);
     free(app->workers);
-    for (uint32_t p = 0; app->rt.unix_fds != NULL && p < app->conf->npools; p++) {
-        if (app->rt.unix_fds[p] >= 0) {
-            close(app->rt.unix_fds[p]);
-            unlink(app->conf->pools[p].listen.addr.path);
-        }
-    }
-    free(app->rt.unix_fds);
-    free(app->rt.pool_clients);
+    reload_teardown(app);
     free(app->rt.stats);
     if (app->stats_listener != NULL)
         evconnlistener_free(app->stats_listener);
@@ -512,8 +513,45 @@ static void app_teardown(struct app *app)
         unlink(app->settings.pid_file);
 }
 
+/* The command line, for a reload of the -C file (flags win over it). */
+static const struct cli *app_cli;
+
+int app_settings_reload(struct app *app, char *err, size_t errlen)
+{
+    if (app->settings_file == NULL)
+        return 0;
+    struct settings fresh;
+    settings_init(&fresh);
+    if (settings_load(&fresh, app->settings_file, err, errlen) != 0) {
+        settings_deinit(&fresh);
+        return -1;
+    }
+    cli_apply(app_cli, &fresh);
+    struct settings *s = &app->settings;
+    if (fresh.log_level != s->log_level)
+        log_level_set(fresh.log_level);
+    s->log_level = fresh.log_level;
+    /* read by the workers as they go: single aligned words */
+    __atomic_store_n(&s->client_max_pending, fresh.client_max_pending, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->client_request_timeout_ms, fresh.client_request_timeout_ms,
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&s->async_queue_limit, fresh.async_queue_limit, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->max_clients, fresh.max_clients, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->max_memory, fresh.max_memory, __ATOMIC_RELAXED);
+    __atomic_store_n(&app->rt.max_memory, fresh.max_memory != 0 ? fresh.max_memory
+                                                                : util_default_max_memory(),
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&app->rt.max_clients, fresh.max_clients != 0 ? fresh.max_clients
+                     : client_max_default(app->conf, app->nworkers), __ATOMIC_RELAXED);
+    settings_deinit(&fresh);
+    log_notice("settings: %s re-read", app->settings_file);
+    return 0;
+}
+
 static int load_config(const struct cli *cli, struct app *app)
 {
+    app_cli = cli;
+    app->settings_file = cli->settings_file;
     char err[1024];
     settings_init(&app->settings);
     if (cli->settings_file != NULL &&
@@ -591,7 +629,7 @@ static void fd_limit_raise(const struct app *app)
 
 static int serve(struct app *app)
 {
-    struct event *sig_evs[5] = { 0 };
+    struct event *sig_evs[6] = { 0 };
     int rc = -1;
     memory_tune();
     evthread_use_pthreads();

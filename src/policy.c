@@ -18,11 +18,30 @@
 
 /* ---- set-up ---- */
 
+/* A server of the pool a reload replaces that can serve server i of the
+ * tier being built, keeping its connections: not yet claimed by another
+ * slot, same address and connection settings. NULL if none. */
+static struct backend_server *donor_server(const struct policy_pool *donor,
+                                           const struct conf_pool *pool,
+                                           const struct conf_tier *conf, uint32_t i)
+{
+    for (uint32_t t = 0; donor != NULL && t < donor->ntiers; t++) {
+        const struct policy_tier *dt = &donor->tiers[t];
+        for (uint32_t j = 0; j < dt->nservers; j++) {
+            struct backend_server *s = dt->servers[j];
+            if (!s->claimed && backend_server_reusable(s, &conf->servers[i], conf, pool->redis,
+                                                       pool->redis_auth, pool->redis_db))
+                return s;
+        }
+    }
+    return NULL;
+}
+
 static int tier_init(struct policy_tier *t, const struct conf_tier *conf,
                      const char *name, const struct conf_pool *pool,
                      struct backend_worker *bw, const struct mc_limits *limits,
                      struct stats_pool *stats, uint32_t first_stat, uint64_t seed,
-                     char *err, size_t errlen)
+                     const struct policy_pool *donor, char *err, size_t errlen)
 {
     t->conf = conf;
     snprintf(t->name, sizeof(t->name), "%s", name);
@@ -30,24 +49,37 @@ static int tier_init(struct policy_tier *t, const struct conf_tier *conf,
     t->servers = util_xcalloc(conf->nservers, sizeof(*t->servers));
     t->async_pending = util_xcalloc(conf->nservers, sizeof(*t->async_pending));
     for (uint32_t i = 0; i < conf->nservers; i++) {
-        struct backend_server *s = &t->servers[i];
-        if (backend_server_init(s, &conf->servers[i], conf, bw, limits, stats,
-                                &stats->servers[first_stat + i], &t->eject_epoch,
-                                err, errlen) != 0)
-            return -1;
-        if (pool->redis)
+        struct stats_server *ss = &stats->servers[first_stat + i];
+        struct backend_server *s = donor_server(donor, pool, conf, i);
+        if (s != NULL) {
+            backend_server_retain(s);
+            backend_server_adopt(s, &conf->servers[i], conf, stats, ss, &t->eject_epoch);
+        } else {
+            s = backend_server_new(&conf->servers[i], conf, bw, limits, stats, ss,
+                                   &t->eject_epoch, err, errlen);
+            if (s == NULL)
+                return -1;
+        }
+        s->claimed = true;
+        t->servers[i] = s;
+        if (pool->redis)   /* (again for an adopted one: the new conf's strings) */
             backend_server_set_redis(s, pool->redis_auth, pool->redis_db, limits->redis);
         if (pool->preconnect)
             backend_server_connect(s);
     }
+    /* an adopted server may be ejected: the first request rebuilds */
+    t->built_epoch = t->eject_epoch - 1;
     return router_init(&t->router, conf, seed);
 }
 
 static void tier_deinit(struct policy_tier *t)
 {
-    for (uint32_t i = 0; i < t->nservers; i++)
-        if (t->servers[i].conns != NULL)
-            backend_server_deinit(&t->servers[i]);
+    for (uint32_t i = 0; t->servers != NULL && i < t->nservers; i++) {
+        if (t->servers[i] == NULL)
+            continue;
+        t->servers[i]->claimed = false;
+        backend_server_release(t->servers[i]);
+    }
     free(t->servers);
     free(t->async_pending);
     router_deinit(&t->router);
@@ -56,7 +88,8 @@ static void tier_deinit(struct policy_tier *t)
 int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
                      struct backend_worker *bw, const struct mc_limits *limits,
                      struct stats_pool *stats, struct policy_cache *cache,
-                     uint32_t async_limit, uint64_t seed, char *err, size_t errlen)
+                     uint32_t async_limit, uint64_t seed, const struct policy_pool *donor,
+                     char *err, size_t errlen)
 {
     memset(pp, 0, sizeof(*pp));
     pp->conf = conf;
@@ -93,10 +126,15 @@ int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
         const struct conf_tier *ct = stats_pool_tier(conf, i);
         pp->tiers[i].stats = &stats->tiers[i];
         if (tier_init(&pp->tiers[i], ct, name, conf, bw, limits, stats,
-                      first_stat, seed + i, err, errlen) != 0)
+                      first_stat, seed + i, donor, err, errlen) != 0) {
+            pp->ntiers = i + 1;   /* what deinit has to free */
             return -1;
+        }
         first_stat += ct->nservers;
     }
+    for (uint32_t i = 0; i < pp->ntiers; i++)
+        for (uint32_t j = 0; j < pp->tiers[i].nservers; j++)
+            pp->tiers[i].servers[j]->claimed = false;
     return conf->redis ? policy_redis_init(pp, err, errlen) : 0;
 }
 
@@ -194,6 +232,7 @@ void policy_req_finish(struct policy_req *r)
 {
     struct msg *msg = r->msg;
     policy_done_cb done = r->done;
+    r->pool->inflight--;
     req_put(r);
     done(msg);
 }
@@ -210,7 +249,7 @@ void policy_tier_refresh(struct policy_tier *t)
     int64_t next = 0;
     bool changed = false;
     for (uint32_t i = 0; i < t->nservers; i++) {
-        struct backend_server *s = &t->servers[i];
+        struct backend_server *s = t->servers[i];
         bool live = backend_server_live(s, now);
         changed |= router_set_live(&t->router, i, live);
         if (!live && (next == 0 || s->ejected_until_ms < next))
@@ -259,7 +298,7 @@ bool policy_reply_admit_bytes(struct policy_req *r, size_t unit)
         return true;
     }
     stats_limit_add(r->pool->stats, reply_too_large, 1);
-    policy_req_fail(r, "%s", POLICY_ERR_TOO_LARGE);
+    policy_req_fail(r, "%s", r->pool->conf->redis ? "ERR reply too large" : POLICY_ERR_TOO_LARGE);
     req_drop_gathered(r);
     return false;
 }
@@ -462,7 +501,7 @@ static void retrieval_send(struct policy_pool *pp, struct policy_tier *t,
             continue;
         }
         r->pending++;
-        backend_send(&t->servers[s], req->cmd, pp->scratch, retrieval_cb, f);
+        backend_send(t->servers[s], req->cmd, pp->scratch, retrieval_cb, f);
     }
 }
 
@@ -547,7 +586,7 @@ int policy_send_keyed(struct policy_pool *pp, struct policy_tier *t, uint32_t s,
     r->frags[0] = (struct policy_frag){ .req = r, .pool = pp, .tier = t };
     r->nfrags = 1;
     r->pending = 1;
-    backend_send(&t->servers[s], r->msg->req.cmd, pp->scratch, cb, &r->frags[0]);
+    backend_send(t->servers[s], r->msg->req.cmd, pp->scratch, cb, &r->frags[0]);
     return 0;
 }
 
@@ -610,7 +649,7 @@ static void dispatch_broadcast(struct policy_pool *pp, struct policy_req *r)
                 continue;
             }
             r->pending++;
-            backend_send(&t->servers[s], r->msg->req.cmd, pp->scratch, broadcast_cb,
+            backend_send(t->servers[s], r->msg->req.cmd, pp->scratch, broadcast_cb,
                          &r->frags[f]);
         }
     }
@@ -659,6 +698,7 @@ void policy_dispatch(struct policy_pool *pp, struct msg *msg, policy_done_cb don
     r->msg = msg;
     r->done = done;
     r->pool = pp;
+    pp->inflight++;
     for (uint32_t i = 0; i < pp->ntiers; i++)
         policy_tier_refresh(&pp->tiers[i]);
     if (pp->conf->redis)

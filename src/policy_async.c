@@ -84,6 +84,7 @@ void policy_async_cache_deinit(struct policy_cache *pc)
 
 static void op_finish(struct policy_async_op *op)
 {
+    op->pp->inflight--;
     op->tier->async_pending[op->server]--;
     stats_tier_add(op->tier->stats, async_pending, -1);
     op_put(op);
@@ -118,7 +119,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
         op_finish(op);
         return;
     }
-    backend_send(&op->tier->servers[op->server], MC_CMD_DELETE, out, async_cb, op);
+    backend_send(op->tier->servers[op->server], MC_CMD_DELETE, out, async_cb, op);
 }
 
 static bool op_retry(struct policy_async_op *op)
@@ -185,6 +186,7 @@ void policy_async_send(struct policy_pool *pp, struct policy_tier *t, uint32_t s
         return;
     }
     op->pp = pp;
+    pp->inflight++;
     op->tier = t;
     op->server = s;
     op->cmd = cmd;
@@ -194,7 +196,7 @@ void policy_async_send(struct policy_pool *pp, struct policy_tier *t, uint32_t s
     }
     t->async_pending[s]++;
     stats_tier_add(t->stats, async_pending, 1);
-    backend_send(&t->servers[s], cmd, bytes, async_cb, op);
+    backend_send(t->servers[s], cmd, bytes, async_cb, op);
 }
 
 /* The server of key in t, or UINT32_MAX after counting an async failure. */

@@ -138,7 +138,7 @@ static void gets_fill_master(struct policy_frag *f, struct mc_rsp *rsp)
     }
     stats_tier_add(m->stats, writebacks, 1);
     f->req->pending++;
-    backend_send(&m->servers[s], MC_CMD_ADD, pp->scratch, gets_fill_master_cb, f);
+    backend_send(m->servers[s], MC_CMD_ADD, pp->scratch, gets_fill_master_cb, f);
 }
 
 /* The write-backs a hit at this stage calls for. */
@@ -270,7 +270,7 @@ static uint32_t round_send(struct policy_pool *pp, struct policy_tier *t,
             continue;
         }
         sent++;
-        backend_send(&t->servers[s], cmd, pp->scratch, read_cb, f);
+        backend_send(t->servers[s], cmd, pp->scratch, read_cb, f);
     }
     return sent;
 }

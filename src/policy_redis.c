@@ -154,7 +154,7 @@ static int send_part(struct policy_pool *pp, struct policy_frag *f, struct polic
     }
     const struct redis_req *req = &f->req->msg->redis;
     f->tier = t;
-    backend_send_redis(&t->servers[s], req->cmd, f->count, pp->scratch, part_cb, f);
+    backend_send_redis(t->servers[s], req->cmd, f->count, pp->scratch, part_cb, f);
     return 0;
 }
 
@@ -168,7 +168,7 @@ static void send_read_or_write(struct policy_pool *pp, struct policy_frag *f, ui
     if (slave_tier < pp->nslaves) {
         struct policy_tier *t = &pp->slaves[slave_tier];
         uint32_t s = pp->shard_map[slave_tier * pp->master->nservers + m];
-        if (backend_server_live(&t->servers[s], util_now_ms())) {
+        if (backend_server_live(t->servers[s], util_now_ms())) {
             r->pending++;
             if (send_part(pp, f, t, s) != 0) {
                 r->pending--;

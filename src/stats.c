@@ -77,28 +77,116 @@ const struct conf_server *stats_pool_server(const struct conf_pool *pool, uint32
     return NULL;
 }
 
+struct stats_view *stats_view_new(const struct conf *conf)
+{
+    struct stats_view *v = util_xcalloc(1, sizeof(*v));
+    v->conf = conf;
+    v->npools = conf->npools;
+    v->pools = util_xcalloc(conf->npools + 1, sizeof(*v->pools));
+    for (uint32_t p = 0; p < conf->npools; p++) {
+        struct stats_pool *sp = &v->pools[p];
+        sp->nservers = stats_pool_server_count(&conf->pools[p]);
+        sp->servers = util_xcalloc(sp->nservers + 1, sizeof(*sp->servers));
+        sp->ntiers = stats_pool_tier_count(&conf->pools[p]);
+        sp->tiers = util_xcalloc(sp->ntiers + 1, sizeof(*sp->tiers));
+    }
+    return v;
+}
+
+void stats_view_free(struct stats_view *v)
+{
+    if (v == NULL)
+        return;
+    for (uint32_t p = 0; p < v->npools; p++) {
+        free(v->pools[p].servers);
+        free(v->pools[p].tiers);
+    }
+    free(v->pools);
+    free(v);
+}
+
+static bool str_same(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* Server i of pool `to`'s flat order, found in `from`: the same tier
+ * name and the same server (address and name); UINT32_MAX if none. */
+static uint32_t stats_server_match(const struct conf_pool *to, uint32_t i,
+                                   const struct conf_pool *from)
+{
+    const struct conf_tier *tier;
+    uint32_t t = 0, first = 0;
+    for (; (tier = stats_pool_tier(to, t)) != NULL; t++, first += tier->nservers)
+        if (i < first + tier->nservers)
+            break;
+    if (tier == NULL)
+        return UINT32_MAX;
+    const struct conf_server *cs = &tier->servers[i - first];
+    char name[32], other[32];
+    stats_tier_name(to, t, name, sizeof(name));
+    const struct conf_tier *ft;
+    uint32_t base = 0;
+    for (uint32_t u = 0; (ft = stats_pool_tier(from, u)) != NULL; u++, base += ft->nservers) {
+        stats_tier_name(from, u, other, sizeof(other));
+        if (strcmp(name, other) != 0)
+            continue;
+        for (uint32_t j = 0; j < ft->nservers; j++)
+            if (strcmp(ft->servers[j].text, cs->text) == 0 &&
+                str_same(ft->servers[j].name, cs->name))
+                return base + j;
+    }
+    return UINT32_MAX;
+}
+
+static void stats_copy(int64_t *to, const int64_t *from, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        __atomic_store_n(&to[i], __atomic_load_n(&from[i], __ATOMIC_RELAXED),
+                         __ATOMIC_RELAXED);
+}
+
+void stats_view_carry(struct stats_view *to, const struct stats_view *from)
+{
+    for (uint32_t p = 0; p < to->npools; p++) {
+        const struct conf_pool *tp = &to->conf->pools[p];
+        for (uint32_t q = 0; q < from->npools; q++) {
+            const struct conf_pool *fp = &from->conf->pools[q];
+            if (strcmp(tp->name, fp->name) != 0)
+                continue;
+            struct stats_pool *dst = &to->pools[p];
+            const struct stats_pool *src = &from->pools[q];
+            stats_copy(dst->f, src->f, STATS_POOL_NFIELDS);
+            stats_copy(dst->limits, src->limits, STATS_LIMIT_NFIELDS);
+            for (uint32_t s = 0; s < dst->nservers; s++) {
+                uint32_t m = stats_server_match(tp, s, fp);
+                if (m != UINT32_MAX)
+                    stats_copy(dst->servers[s].f, src->servers[m].f, STATS_SERVER_NFIELDS);
+            }
+            for (uint32_t t = 0; t < dst->ntiers; t++) {
+                char a[32], b[32];
+                stats_tier_name(tp, t, a, sizeof(a));
+                for (uint32_t u = 0; u < src->ntiers; u++) {
+                    stats_tier_name(fp, u, b, sizeof(b));
+                    if (strcmp(a, b) == 0)
+                        stats_copy(dst->tiers[t].f, src->tiers[u].f, STATS_TIER_NFIELDS);
+                }
+            }
+            break;
+        }
+    }
+}
+
 int stats_worker_init(struct stats_worker *sw, const struct conf *conf)
 {
     memset(sw, 0, sizeof(*sw));
-    sw->npools = conf->npools;
-    sw->pools = util_xcalloc(conf->npools, sizeof(*sw->pools));
-    for (uint32_t p = 0; p < conf->npools; p++) {
-        struct stats_pool *sp = &sw->pools[p];
-        sp->nservers = stats_pool_server_count(&conf->pools[p]);
-        sp->servers = util_xcalloc(sp->nservers, sizeof(*sp->servers));
-        sp->ntiers = stats_pool_tier_count(&conf->pools[p]);
-        sp->tiers = util_xcalloc(sp->ntiers, sizeof(*sp->tiers));
-    }
+    sw->view = stats_view_new(conf);
     return 0;
 }
 
 void stats_worker_deinit(struct stats_worker *sw)
 {
-    for (uint32_t p = 0; p < sw->npools; p++) {
-        free(sw->pools[p].servers);
-        free(sw->pools[p].tiers);
-    }
-    free(sw->pools);
+    stats_view_free(sw->view);
     memset(sw, 0, sizeof(*sw));
 }
 
@@ -212,15 +300,15 @@ static void json_open(struct evbuffer *out, const char *name, bool first)
 }
 
 static void json_server(struct evbuffer *out, const char *label,
-                        struct stats_worker *const *workers, uint32_t nworkers,
+                        const struct stats_view *const *views, uint32_t nviews,
                         uint32_t p, uint32_t s, bool first)
 {
     json_open(out, label, first);
     for (int f = 0; f < STATS_SERVER_NFIELDS; f++) {
         int64_t sum = 0;
-        for (uint32_t w = 0; w < nworkers; w++)
+        for (uint32_t w = 0; w < nviews; w++)
             sum = stats_combine(server_desc[f].kind, sum,
-                                stats_read(&workers[w]->pools[p].servers[s].f[f]));
+                                stats_read(&views[w]->pools[p].servers[s].f[f]));
         evbuffer_add_printf(out, "%s\"%s\":%lld", f == 0 ? "" : ", ",
                             server_desc[f].name, (long long)sum);
     }
@@ -252,7 +340,7 @@ void stats_tier_name(const struct conf_pool *pool, uint32_t t, char *out, size_t
  * with their tier, "slave:NAME", "l1[0]:NAME", since two tiers may hold
  * servers of the same name and a JSON object cannot repeat a key. */
 static void json_servers(struct evbuffer *out, const struct conf_pool *pool,
-                         struct stats_worker *const *workers, uint32_t nworkers,
+                         const struct stats_view *const *views, uint32_t nviews,
                          uint32_t p)
 {
     const struct conf_tier *tier;
@@ -277,7 +365,7 @@ static void json_servers(struct evbuffer *out, const struct conf_pool *pool,
         }
         stats_labels_sort(labels, tier->nservers);
         for (uint32_t i = 0; i < tier->nservers; i++, first = false)
-            json_server(out, labels[i].name, workers, nworkers, p, labels[i].index, first);
+            json_server(out, labels[i].name, views, nviews, p, labels[i].index, first);
         stats_labels_free(labels, tier->nservers);
         flat += tier->nservers;
     }
@@ -287,7 +375,7 @@ static void json_servers(struct evbuffer *out, const struct conf_pool *pool,
  * object per tier, "tier:master", "tier:slave", "tier:l1[0]", ...; each
  * with the counters of its pool's protocol. */
 static void json_tiers(struct evbuffer *out, const struct conf_pool *pool,
-                       struct stats_worker *const *workers, uint32_t nworkers,
+                       const struct stats_view *const *views, uint32_t nviews,
                        uint32_t p)
 {
     uint32_t ntiers = stats_pool_tier_count(pool);
@@ -301,8 +389,8 @@ static void json_tiers(struct evbuffer *out, const struct conf_pool *pool,
             if (stats_tier_field_redis(f) != pool->redis)
                 continue;
             int64_t sum = 0;
-            for (uint32_t w = 0; w < nworkers; w++)
-                sum += stats_read(&workers[w]->pools[p].tiers[t].f[f]);
+            for (uint32_t w = 0; w < nviews; w++)
+                sum += stats_read(&views[w]->pools[p].tiers[t].f[f]);
             evbuffer_add_printf(out, "%s\"%s\":%lld", first ? "" : ", ",
                                 tier_desc[f].name, (long long)sum);
             first = false;
@@ -312,21 +400,21 @@ static void json_tiers(struct evbuffer *out, const struct conf_pool *pool,
 }
 
 static void json_pool(struct evbuffer *out, const struct conf_pool *pool,
-                      struct stats_worker *const *workers, uint32_t nworkers,
+                      const struct stats_view *const *views, uint32_t nviews,
                       uint32_t p, bool first)
 {
     json_open(out, pool->name, first);
     for (int f = 0; f < STATS_POOL_NFIELDS; f++) {
         int64_t sum = 0;
-        for (uint32_t w = 0; w < nworkers; w++)
+        for (uint32_t w = 0; w < nviews; w++)
             sum = stats_combine(pool_desc[f].kind, sum,
-                                stats_read(&workers[w]->pools[p].f[f]));
+                                stats_read(&views[w]->pools[p].f[f]));
         evbuffer_add_printf(out, "%s\"%s\":%lld", f == 0 ? "" : ", ",
                             pool_desc[f].name, (long long)sum);
     }
-    json_servers(out, pool, workers, nworkers, p);
+    json_servers(out, pool, views, nviews, p);
     if (pool->tiered)
-        json_tiers(out, pool, workers, nworkers, p);
+        json_tiers(out, pool, views, nviews, p);
     evbuffer_add(out, "}", 1);
 }
 
@@ -337,6 +425,7 @@ static void json_pool(struct evbuffer *out, const struct conf_pool *pool,
  * connections. A server connection ends with exactly one of server_eof,
  * server_err or server_timedout, so those sum to the ones closed. */
 static void stats_connections(const struct conf *conf, struct stats_worker *const *workers,
+                              const struct stats_view *const *views, uint32_t nviews,
                               uint32_t nworkers, int64_t *total, int64_t *curr)
 {
     int64_t listeners = 0, open = 0, closed = 0;
@@ -346,8 +435,10 @@ static void stats_connections(const struct conf *conf, struct stats_worker *cons
     for (uint32_t w = 0; w < nworkers; w++) {
         clients_total += stats_read(&workers[w]->total_connections);
         clients_curr += stats_read(&workers[w]->curr_connections);
-        for (uint32_t p = 0; p < workers[w]->npools; p++) {
-            const struct stats_pool *sp = &workers[w]->pools[p];
+    }
+    for (uint32_t w = 0; w < nviews; w++) {
+        for (uint32_t p = 0; p < views[w]->npools; p++) {
+            const struct stats_pool *sp = &views[w]->pools[p];
             for (uint32_t s = 0; s < sp->nservers; s++) {
                 const int64_t *f = sp->servers[s].f;
                 open += stats_read(&f[STATS_server_connections]);
@@ -361,14 +452,30 @@ static void stats_connections(const struct conf *conf, struct stats_worker *cons
     *total = listeners + clients_total + open + closed;
 }
 
+/* The workers' views of `conf`: a worker still switching from an older
+ * configuration is left out for that moment. Returns how many. */
+static uint32_t stats_views_of(const struct conf *conf, struct stats_worker *const *workers,
+                               uint32_t nworkers, const struct stats_view **views)
+{
+    uint32_t n = 0;
+    for (uint32_t w = 0; w < nworkers; w++) {
+        const struct stats_view *v = __atomic_load_n(&workers[w]->view, __ATOMIC_ACQUIRE);
+        if (v != NULL && (conf == NULL || v->conf == conf))
+            views[n++] = v;
+    }
+    return n;
+}
+
 void stats_json(struct evbuffer *out, const struct conf *conf,
                 struct stats_worker *const *workers, uint32_t nworkers,
-                int64_t start_time_s)
+                int64_t start_time_s, const struct stats_config *cfg)
 {
     char host[256] = "localhost";
     gethostname(host, sizeof(host) - 1);
+    const struct stats_view **views = util_xcalloc(nworkers + 1, sizeof(*views));
+    uint32_t nviews = stats_views_of(conf, workers, nworkers, views);
     int64_t now = util_wall_s(), total, curr;
-    stats_connections(conf, workers, nworkers, &total, &curr);
+    stats_connections(conf, workers, views, nviews, nworkers, &total, &curr);
     static const char head[] = "{\"service\":\"nutcracker\", \"source\":\"";
     evbuffer_add(out, head, sizeof(head) - 1);
     json_string(out, host);
@@ -377,6 +484,15 @@ void stats_json(struct evbuffer *out, const struct conf *conf,
         "\"total_connections\":%lld, \"curr_connections\":%lld",
         PACKAGE_VERSION, (long long)(now - start_time_s), (long long)now,
         (long long)total, (long long)curr);
+    if (cfg != NULL) {
+        evbuffer_add_printf(out, ", \"config_generation\":%llu, \"config_source\":\"",
+                            (unsigned long long)cfg->generation);
+        json_string(out, cfg->source != NULL ? cfg->source : "");
+        evbuffer_add_printf(out, "\", \"config_loaded_at\":%lld, \"reloads\":%llu, "
+                            "\"reload_failures\":%llu",
+                            (long long)cfg->loaded_at, (unsigned long long)cfg->reloads,
+                            (unsigned long long)cfg->failures);
+    }
     struct stats_label *pools = util_xcalloc(conf->npools + 1, sizeof(*pools));
     for (uint32_t p = 0; p < conf->npools; p++) {
         pools[p].name = util_xstrdup(conf->pools[p].name);
@@ -384,22 +500,26 @@ void stats_json(struct evbuffer *out, const struct conf *conf,
     }
     stats_labels_sort(pools, conf->npools);
     for (uint32_t i = 0; i < conf->npools; i++)
-        json_pool(out, &conf->pools[pools[i].index], workers, nworkers,
+        json_pool(out, &conf->pools[pools[i].index], views, nviews,
                   pools[i].index, i == 0);
     stats_labels_free(pools, conf->npools);
+    free(views);
     evbuffer_add(out, "}\n", 2);
 }
 
 void stats_limits_stat_lines(struct evbuffer *out, struct stats_worker *const *workers,
                              uint32_t nworkers)
 {
+    const struct stats_view **views = util_xcalloc(nworkers + 1, sizeof(*views));
+    uint32_t nviews = stats_views_of(NULL, workers, nworkers, views);
     for (int f = 0; f < STATS_LIMIT_NFIELDS; f++) {
         int64_t sum = 0;
-        for (uint32_t w = 0; w < nworkers; w++)
-            for (uint32_t p = 0; p < workers[w]->npools; p++)
-                sum += stats_read(&workers[w]->pools[p].limits[f]);
+        for (uint32_t w = 0; w < nviews; w++)
+            for (uint32_t p = 0; p < views[w]->npools; p++)
+                sum += stats_read(&views[w]->pools[p].limits[f]);
         evbuffer_add_printf(out, "STAT %s %lld\r\n", limit_desc[f].name, (long long)sum);
     }
+    free(views);
 }
 
 void stats_describe(FILE *out)

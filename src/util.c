@@ -60,6 +60,16 @@ int util_resolve(const struct conf_addr *addr, struct sockaddr_storage *ss,
     return 0;
 }
 
+void *util_xrealloc(void *p, size_t n, size_t size)
+{
+    void *q = realloc(p, (n == 0 ? 1 : n) * (size == 0 ? 1 : size));
+    if (q == NULL) {
+        log_error("out of memory allocating %zu x %zu bytes", n, size);
+        abort();
+    }
+    return q;
+}
+
 void *util_xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n == 0 ? 1 : n, size == 0 ? 1 : size);

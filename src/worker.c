@@ -86,7 +86,7 @@ static int listener_open(struct worker_pool *wp, char *err, size_t errlen)
 {
     struct worker *w = wp->worker;
     const struct conf_pool *pool = wp->conf;
-    int ufd = w->rt->unix_fds[wp->index];
+    int ufd = wp->shared->unix_fd;
     unsigned flags = LEV_OPT_CLOSE_ON_EXEC;
     if (ufd >= 0) {
         /* One unix socket, opened by main, shared by every worker. */
@@ -181,11 +181,275 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
     struct worker *w = arg;
+    w->stopping = true;
     for (uint32_t p = 0; p < w->npools; p++)
-        worker_pool_unlisten(&w->pools[p]);
+        worker_pool_unlisten(w->pools[p]);
     client_stop_reading_all(w);
     w->drain_deadline_ms = util_now_ms() + WORKER_DRAIN_MAX_MS;
     on_drain(-1, 0, w);
+}
+
+/* ---- pools and reloads ---- */
+
+struct pool_shared *pool_shared_new(const char *name)
+{
+    struct pool_shared *ps = util_xcalloc(1, sizeof(*ps));
+    ps->name = util_xstrdup(name);
+    ps->unix_fd = -1;
+    return ps;
+}
+
+void pool_shared_free(struct pool_shared *ps)
+{
+    if (ps == NULL)
+        return;
+    free(ps->name);
+    free(ps->unix_path);
+    free(ps);
+}
+
+void config_gen_use(struct config_gen *gen)
+{
+    if (gen != NULL)
+        __atomic_fetch_add(&gen->users, 1, __ATOMIC_RELAXED);
+}
+
+void config_gen_drop(struct config_gen *gen)
+{
+    if (gen != NULL)
+        __atomic_fetch_sub(&gen->users, 1, __ATOMIC_RELEASE);
+}
+
+static uint64_t pool_seed(const struct worker *w)
+{
+    return ((uint64_t)w->id + 1) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)util_now_ms();
+}
+
+/* A policy pool for wp's conf and counters, sharing the servers of
+ * `donor` that it can. NULL (logged) when it cannot be built. */
+static struct policy_pool *pool_policy_new(struct worker_pool *wp,
+                                           const struct policy_pool *donor,
+                                           char *err, size_t errlen)
+{
+    struct worker *w = wp->worker;
+    struct policy_pool *pp = util_xcalloc(1, sizeof(*pp));
+    if (policy_pool_init(pp, wp->conf, &w->backends, &w->rt->limits, wp->stats,
+                         &w->policy_cache, w->rt->settings->async_queue_limit,
+                         pool_seed(w), donor, err, errlen) != 0) {
+        policy_pool_deinit(pp);
+        free(pp);
+        return NULL;
+    }
+    return pp;
+}
+
+/* A new pool of the worker: its policy and its listener. */
+static struct worker_pool *worker_pool_new(struct worker *w, const struct conf_pool *conf,
+                                           struct config_gen *gen, struct pool_shared *shared,
+                                           struct stats_pool *stats, char *err, size_t errlen)
+{
+    struct worker_pool *wp = util_xcalloc(1, sizeof(*wp));
+    wp->worker = w;
+    wp->conf = conf;
+    wp->gen = gen;
+    wp->shared = shared;
+    wp->stats = stats;
+    config_gen_use(gen);
+    if ((wp->policy = pool_policy_new(wp, NULL, err, errlen)) == NULL)
+        return wp;   /* the caller frees it (worker_pool_free) */
+    config_gen_use(gen);   /* the policy's */
+    listener_open(wp, err, errlen);
+    return wp;
+}
+
+static void worker_pool_free(struct worker_pool *wp)
+{
+    worker_pool_unlisten(wp);
+    if (wp->policy != NULL) {
+        policy_pool_deinit(wp->policy);
+        free(wp->policy);
+        config_gen_drop(wp->gen);
+    }
+    config_gen_drop(wp->gen);
+    free(wp);
+}
+
+/* A policy a reload replaced: kept until its requests and async writes
+ * are done (reap). */
+static void policy_retire(struct worker *w, struct policy_pool *pp, struct config_gen *gen)
+{
+    struct worker_retired *r = util_xcalloc(1, sizeof(*r));
+    r->policy = pp;
+    r->gen = gen;
+    TAILQ_INSERT_TAIL(&w->retired, r, link);
+}
+
+static void reap_arm(struct worker *w)
+{
+    struct timeval tv = { 0, 100 * 1000 };
+    if (w->reap_ev != NULL && !evtimer_pending(w->reap_ev, NULL))
+        evtimer_add(w->reap_ev, &tv);
+}
+
+/* Frees retired policies with nothing in flight and removed pools whose
+ * clients have all gone; runs from its own timer, never inside a
+ * callback of what it frees. */
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct worker *w = arg;
+    struct worker_retired *r, *rnext;
+    for (r = TAILQ_FIRST(&w->retired); r != NULL; r = rnext) {
+        rnext = TAILQ_NEXT(r, link);
+        if (r->policy->inflight > 0)
+            continue;
+        TAILQ_REMOVE(&w->retired, r, link);
+        policy_pool_deinit(r->policy);
+        free(r->policy);
+        config_gen_drop(r->gen);
+        free(r);
+    }
+    struct worker_pool *wp, *wnext;
+    for (wp = TAILQ_FIRST(&w->removed); wp != NULL; wp = wnext) {
+        wnext = TAILQ_NEXT(wp, link);
+        /* Past the drain time, clients still there (not reading their
+         * last replies, or not closing after them) are closed. */
+        if (wp->nclients > 0 && util_now_ms() - wp->removed_ms > WORKER_DRAIN_MAX_MS)
+            client_close_pool(w, wp);
+        if (wp->nclients > 0 || (wp->policy != NULL && wp->policy->inflight > 0))
+            continue;
+        TAILQ_REMOVE(&w->removed, wp, link);
+        worker_pool_free(wp);
+    }
+    if (!TAILQ_EMPTY(&w->retired) || !TAILQ_EMPTY(&w->removed))
+        reap_arm(w);
+}
+
+/* The pool named `name` (same protocol) among the worker's, taken out of
+ * `old` (so each is matched once), or NULL. */
+static struct worker_pool *pool_take(struct worker_pool **old, uint32_t n,
+                                     const struct conf_pool *conf)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        struct worker_pool *wp = old[i];
+        if (wp != NULL && strcmp(wp->conf->name, conf->name) == 0 &&
+            wp->conf->redis == conf->redis) {
+            old[i] = NULL;
+            return wp;
+        }
+    }
+    return NULL;
+}
+
+static bool listen_same(const struct conf_pool *a, const struct conf_pool *b)
+{
+    return strcmp(a->listen.text, b->listen.text) == 0;
+}
+
+/* A pool in both configurations: the next requests use a policy built
+ * from the new one (sharing unchanged servers); the old policy finishes
+ * what it has. A changed listen moves the listener; clients stay. */
+static void pool_update(struct worker *w, struct worker_pool *wp, const struct conf_pool *conf,
+                        struct config_gen *gen, struct pool_shared *shared,
+                        struct stats_pool *stats)
+{
+    char err[256];
+    const struct conf_pool *old_conf = wp->conf;
+    struct config_gen *old_gen = wp->gen;
+    struct stats_pool *old_stats = wp->stats;
+    wp->conf = conf;
+    wp->stats = stats;
+    struct policy_pool *pp = pool_policy_new(wp, wp->policy, err, sizeof(err));
+    if (pp == NULL) {
+        /* Out of memory: the pool keeps its previous configuration. */
+        log_error("pool %s: worker %u: %s; the previous configuration stays",
+                  conf->name, w->id, err);
+        wp->conf = old_conf;
+        wp->stats = old_stats;
+        return;
+    }
+    policy_retire(w, wp->policy, old_gen);   /* takes the old policy's use */
+    wp->policy = pp;
+    config_gen_use(gen);                     /* the new policy's */
+    wp->gen = gen;
+    config_gen_use(gen);                     /* wp's */
+    config_gen_drop(old_gen);
+    bool moved = !listen_same(old_conf, conf) || wp->shared != shared;
+    wp->shared = shared;
+    if (moved) {
+        worker_pool_unlisten(wp);
+        if (listener_open(wp, err, sizeof(err)) != 0)
+            log_error("%s", err);
+    }
+}
+
+/* A pool the new configuration does not have: no listener, its clients
+ * answered and closed (client_stop_reading_pool), freed by the reap. */
+static void pool_remove(struct worker *w, struct worker_pool *wp)
+{
+    worker_pool_unlisten(wp);
+    wp->removed = true;
+    wp->removed_ms = util_now_ms();
+    TAILQ_INSERT_TAIL(&w->removed, wp, link);
+    client_stop_reading_pool(w, wp);
+}
+
+/* Switches the worker to gen at a safe point (between batches of events):
+ * nothing of the request path is on the stack. */
+static void worker_apply(struct worker *w, struct config_gen *gen)
+{
+    const struct conf *conf = gen->conf;
+    struct stats_view *view = gen->views[w->id];
+    stats_view_carry(view, w->stats.view);
+    struct worker_pool **old = w->pools;
+    uint32_t nold = w->npools;
+    struct worker_pool **pools = util_xcalloc(conf->npools + 1, sizeof(*pools));
+    for (uint32_t p = 0; p < conf->npools; p++) {
+        const struct conf_pool *cp = &conf->pools[p];
+        struct worker_pool *wp = pool_take(old, nold, cp);
+        if (wp != NULL) {
+            pool_update(w, wp, cp, gen, gen->shared[p], &view->pools[p]);
+        } else {
+            char err[256] = "";
+            wp = worker_pool_new(w, cp, gen, gen->shared[p], &view->pools[p], err, sizeof(err));
+            if (err[0] != '\0')
+                log_error("pool %s: worker %u: %s", cp->name, w->id, err);
+        }
+        pools[p] = wp;
+    }
+    for (uint32_t i = 0; i < nold; i++)
+        if (old[i] != NULL)
+            pool_remove(w, old[i]);
+    free(old);
+    w->pools = pools;
+    w->npools = conf->npools;
+    struct config_gen *prev = w->gen;
+    config_gen_use(gen);
+    w->gen = gen;
+    __atomic_store_n(&w->stats.view, view, __ATOMIC_RELEASE);
+    config_gen_drop(prev);
+    reap_arm(w);
+}
+
+static void on_reload(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct worker *w = arg;
+    struct config_gen *gen = __atomic_exchange_n(&w->next_gen, NULL, __ATOMIC_ACQ_REL);
+    if (gen == NULL)
+        return;
+    if (!w->stopping) {
+        worker_apply(w, gen);
+        log_info("worker %u: configuration %llu in force", w->id,
+                 (unsigned long long)gen->generation);
+    }
+    __atomic_store_n(&w->applied, gen->generation, __ATOMIC_RELEASE);
+}
+
+void worker_reload(struct worker *w, struct config_gen *gen)
+{
+    __atomic_store_n(&w->next_gen, gen, __ATOMIC_RELEASE);
+    event_active(w->reload_ev, EV_READ, 0);
 }
 
 int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
@@ -195,6 +459,8 @@ int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
     w->id = id;
     w->rt = rt;
     TAILQ_INIT(&w->clients);
+    TAILQ_INIT(&w->removed);
+    TAILQ_INIT(&w->retired);
     msg_cache_init(&w->msgs);
     policy_cache_init(&w->policy_cache);
     w->base = event_base_new();
@@ -206,29 +472,52 @@ int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
     backend_worker_init(&w->backends, &w->loop);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->drain_ev = evtimer_new(w->base, on_drain, w);
-    if (w->stop_ev == NULL || w->drain_ev == NULL || worker_sweep_start(w) != 0) {
+    w->reload_ev = event_new(w->base, -1, 0, on_reload, w);
+    w->reap_ev = evtimer_new(w->base, on_reap, w);
+    if (w->stop_ev == NULL || w->drain_ev == NULL || w->reload_ev == NULL ||
+        w->reap_ev == NULL || worker_sweep_start(w) != 0) {
         snprintf(err, errlen, "cannot create the worker's events");
         return -1;
     }
     stats_worker_init(&w->stats, rt->conf);
     w->msgs.acct = &w->stats.buffered;
+    w->gen = rt->gen;
+    config_gen_use(w->gen);
+    w->applied = rt->gen != NULL ? rt->gen->generation : 0;
     w->npools = rt->conf->npools;
-    w->pools = util_xcalloc(w->npools, sizeof(*w->pools));
+    w->pools = util_xcalloc(w->npools + 1, sizeof(*w->pools));
     for (uint32_t p = 0; p < w->npools; p++) {
-        struct worker_pool *wp = &w->pools[p];
-        wp->worker = w;
-        wp->index = p;
-        wp->conf = &rt->conf->pools[p];
-        wp->stats = &w->stats.pools[p];
-        uint64_t seed = ((uint64_t)id + 1) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)util_now_ms();
-        if (policy_pool_init(&wp->policy, wp->conf, &w->backends, &rt->limits, wp->stats,
-                             &w->policy_cache, rt->settings->async_queue_limit, seed,
-                             err, errlen) != 0)
-            return -1;
-        if (listener_open(wp, err, errlen) != 0)
+        w->pools[p] = worker_pool_new(w, &rt->conf->pools[p], rt->gen, rt->shared[p],
+                                      &w->stats.view->pools[p], err, errlen);
+        if (w->pools[p]->policy == NULL || w->pools[p]->listener == NULL)
             return -1;
     }
     return 0;
+}
+
+/* Frees every pool, retired policy and removed pool (their requests in
+ * flight fail); the clients are gone. */
+static void worker_pools_free(struct worker *w)
+{
+    for (uint32_t p = 0; w->pools != NULL && p < w->npools; p++)
+        if (w->pools[p] != NULL)
+            worker_pool_free(w->pools[p]);
+    free(w->pools);
+    w->pools = NULL;
+    w->npools = 0;
+    struct worker_pool *wp;
+    while ((wp = TAILQ_FIRST(&w->removed)) != NULL) {
+        TAILQ_REMOVE(&w->removed, wp, link);
+        worker_pool_free(wp);
+    }
+    struct worker_retired *r;
+    while ((r = TAILQ_FIRST(&w->retired)) != NULL) {
+        TAILQ_REMOVE(&w->retired, r, link);
+        policy_pool_deinit(r->policy);
+        free(r->policy);
+        config_gen_drop(r->gen);
+        free(r);
+    }
 }
 
 static void *worker_main(void *arg)
@@ -238,8 +527,7 @@ static void *worker_main(void *arg)
     if (conn_loop_run(&w->loop) != 0)
         log_error("worker %u: event loop failed", w->id);
     client_close_all(w);
-    for (uint32_t p = 0; p < w->npools; p++)
-        policy_pool_deinit(&w->pools[p].policy);
+    worker_pools_free(w);
     conn_loop_flush(&w->loop);
     log_info("worker %u stopped", w->id);
     return NULL;
@@ -272,23 +560,22 @@ void worker_join(struct worker *w)
 
 void worker_deinit(struct worker *w)
 {
-    for (uint32_t p = 0; p < w->npools; p++) {
-        struct worker_pool *wp = &w->pools[p];
-        worker_pool_unlisten(wp);
-        if (!w->started && wp->policy.conf != NULL)
-            policy_pool_deinit(&wp->policy);
-    }
+    if (!w->started)
+        worker_pools_free(w);
+    for (uint32_t p = 0; w->pools != NULL && p < w->npools; p++)
+        worker_pool_unlisten(w->pools[p]);
     free(w->pools);
+    w->pools = NULL;
     policy_cache_deinit(&w->policy_cache);
     msg_cache_deinit(&w->msgs);
     backend_worker_deinit(&w->backends);
-    stats_worker_deinit(&w->stats);
-    if (w->stop_ev != NULL)
-        event_free(w->stop_ev);
-    if (w->drain_ev != NULL)
-        event_free(w->drain_ev);
-    if (w->sweep_ev != NULL)
-        event_free(w->sweep_ev);
+    config_gen_drop(w->gen);
+    if (w->gen == NULL || w->stats.view != w->gen->views[w->id])
+        stats_worker_deinit(&w->stats);   /* else main frees the view with its gen */
+    struct event *evs[] = { w->stop_ev, w->drain_ev, w->sweep_ev, w->reload_ev, w->reap_ev };
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(evs); i++)
+        if (evs[i] != NULL)
+            event_free(evs[i]);
     if (w->base != NULL)
         event_base_free(w->base);
     memset(w, 0, sizeof(*w));

@@ -85,6 +85,8 @@ struct backend_server {
     socklen_t                 addrlen;
     /* Redis servers (backend_server_set_redis): replies are RESP, and
      * every new connection first authenticates and selects the db. */
+    uint32_t                  refs;              /* backend_server_new */
+    bool                      claimed;           /* taken by a tier being built */
     bool                      redis;
     const char               *redis_auth;        /* NULL: no AUTH */
     int                       redis_db;          /* 0: no SELECT */
@@ -98,6 +100,31 @@ int backend_server_init(struct backend_server *s, const struct conf_server *conf
                         char *err, size_t errlen);
 /* Fails every request in flight and closes the connections. */
 void backend_server_deinit(struct backend_server *s);
+
+/* The same on the heap, counted: a reload hands a server whose address
+ * and connection settings did not change to the new configuration's tier
+ * (backend_server_adopt), so its connections are kept. new returns NULL
+ * with err; release frees it once the last user lets go. */
+struct backend_server *backend_server_new(const struct conf_server *conf,
+                                          const struct conf_tier *tier,
+                                          struct backend_worker *bw,
+                                          const struct mc_limits *limits,
+                                          struct stats_pool *pool_stats,
+                                          struct stats_server *stats,
+                                          uint32_t *eject_epoch, char *err, size_t errlen);
+void backend_server_retain(struct backend_server *s);
+void backend_server_release(struct backend_server *s);
+/* Whether s can serve `conf` in `tier` without new connections: the same
+ * address, the same number of connections, and for Redis the same AUTH
+ * and SELECT. */
+bool backend_server_reusable(const struct backend_server *s, const struct conf_server *conf,
+                             const struct conf_tier *tier, bool redis, const char *auth,
+                             int db);
+/* Points s at its new configuration and counters (their values were
+ * carried over by the caller); its connections and requests stay. */
+void backend_server_adopt(struct backend_server *s, const struct conf_server *conf,
+                          const struct conf_tier *tier, struct stats_pool *pool_stats,
+                          struct stats_server *stats, uint32_t *eject_epoch);
 
 /* Makes s a Redis server: RESP replies within `limits`; each connection
  * sends "AUTH auth" (when auth is not NULL) and "SELECT db" (when db is

@@ -38,6 +38,11 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd);
 /* Stops reading every client of the worker: requests already framed
  * are answered and written, then each client closes (drain on stop). */
 void client_stop_reading_all(struct worker *w);
+/* The same for the clients of one pool (a reload removed it). */
+struct worker_pool;
+void client_stop_reading_pool(struct worker *w, const struct worker_pool *wp);
+/* Closes every client of one pool now. */
+void client_close_pool(struct worker *w, const struct worker_pool *wp);
 /* Closes (and counts) every client whose partial request has had no new
  * byte for client_request_timeout; run periodically (worker's sweep). */
 void client_sweep(struct worker *w);

@@ -54,7 +54,7 @@ struct policy_tier {
     const struct conf_tier *conf;
     char                    name[24];       /* "master", "l1[0]", ... */
     struct router           router;
-    struct backend_server  *servers;
+    struct backend_server **servers;        /* shared across a reload */
     uint32_t                nservers;
     uint32_t               *async_pending;  /* per server: queued async writes */
     uint32_t                eject_epoch;    /* bumped by backend on eject */
@@ -86,12 +86,19 @@ struct policy_pool {
                                            server m's copy in slaves[k] */
     struct policy_async_list retrying;  /* deletes waiting to be resent */
     bool                    closing;    /* shutting down: no more retries */
+    uint32_t                inflight;   /* requests and async writes not ended:
+                                           a pool a reload replaced is freed
+                                           once this is 0 */
+    TAILQ_ENTRY(policy_pool) retired_link; /* in the worker's retired list */
 };
 
+/* donor: the pool a reload replaces, or NULL: its servers whose address
+ * and connection settings are unchanged are shared, connections kept. */
 int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
                      struct backend_worker *bw, const struct mc_limits *limits,
                      struct stats_pool *stats, struct policy_cache *cache,
-                     uint32_t async_limit, uint64_t seed, char *err, size_t errlen);
+                     uint32_t async_limit, uint64_t seed, const struct policy_pool *donor,
+                     char *err, size_t errlen);
 /* Fails every request in flight (their done callbacks run) and frees the
  * pool's connections. */
 void policy_pool_deinit(struct policy_pool *pp);

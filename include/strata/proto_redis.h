@@ -41,7 +41,7 @@ enum redis_merge {
     REDIS_MERGE_NONE,    /* not split */
     REDIS_MERGE_ARRAY,   /* each part's array, elements put back in key
                             order (MGET) */
-    REDIS_MERGE_SUM,     /* integers added (DEL, UNLINK, EXISTS, TOUCH) */
+    REDIS_MERGE_SUM,     /* integers added (DEL, UNLINK, TOUCH) */
     REDIS_MERGE_OK,      /* +OK when every part said +OK (MSET) */
 };
 

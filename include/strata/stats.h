@@ -68,14 +68,32 @@ struct stats_pool {
     int64_t              limits[STATS_LIMIT_NFIELDS]; /* Strata only */
 };
 
-/* One worker's counters, written only by that worker. */
-struct stats_worker {
+/* One worker's counters of one pool configuration, in its shape: a
+ * reload gives each worker a new view (stats_view_carry keeps what
+ * continues), published in stats_worker.view. */
+struct stats_view {
+    const struct conf *conf;
     struct stats_pool *pools;
     uint32_t           npools;
+};
+
+/* One worker's counters, written only by that worker. */
+struct stats_worker {
+    struct stats_view *view;    /* the current configuration's; read with
+                                   an acquire load from other threads */
     int64_t            total_connections;
     int64_t            curr_connections;
     int64_t            buffered;   /* bytes in client buffers and replies
                                       gathered (max_memory's measure) */
+};
+
+/* What the stats JSON says of the running configuration (Strata only). */
+struct stats_config {
+    uint64_t    generation;
+    const char *source;
+    int64_t     loaded_at;   /* unix seconds */
+    uint64_t    reloads;
+    uint64_t    failures;
 };
 
 static inline void stats_add(int64_t *field, int64_t n)
@@ -108,16 +126,25 @@ const struct conf_tier *stats_pool_tier(const struct conf_pool *pool, uint32_t i
  * "replicas[0]", "slaves[0]", ... */
 void stats_tier_name(const struct conf_pool *pool, uint32_t i, char *out, size_t len);
 
+struct stats_view *stats_view_new(const struct conf *conf);
+void stats_view_free(struct stats_view *v);
+/* Copies into `to` the counters (gauges included) of every pool, server
+ * and tier `from` has too: pools by name, tiers by name, servers by tier
+ * and address. */
+void stats_view_carry(struct stats_view *to, const struct stats_view *from);
+
 int stats_worker_init(struct stats_worker *sw, const struct conf *conf);
 void stats_worker_deinit(struct stats_worker *sw);
 
 /* Sums the workers' counters and appends nutcracker's stats JSON: the same
  * field names, server names ("name", else "host:port"), order (pools and
  * servers sorted as nutcracker sorts them) and separators. Computed when
- * called, from live counters (nutcracker snapshots every -i ms). */
+ * called, from live counters (nutcracker snapshots every -i ms). With
+ * cfg, Strata's config_* and reload fields follow nutcracker's top-level
+ * ones. Workers whose view is not of `conf` (switching) are left out. */
 void stats_json(struct evbuffer *out, const struct conf *conf,
                 struct stats_worker *const *workers, uint32_t nworkers,
-                int64_t start_time_s);
+                int64_t start_time_s, const struct stats_config *cfg);
 
 /* Appends "STAT name value\r\n" for each limit counter, summed over
  * the workers and their pools (the proxy's "stats" command). */

@@ -32,11 +32,13 @@ static inline uint32_t util_xorshift(uint64_t *state)
     return (uint32_t)(x >> 32);
 }
 
-/* Allocation that aborts on failure: the proxy cannot serve without it. */
 /* A quarter of the machine's physical memory (sysconf), or 1 GB when it
  * cannot be known: the default of max_memory. */
 size_t util_default_max_memory(void);
+
+/* Allocation that aborts on failure: the proxy cannot serve without it. */
 void *util_xcalloc(size_t n, size_t size);
+void *util_xrealloc(void *p, size_t n, size_t size);
 char *util_xstrdup(const char *s);
 
 #endif

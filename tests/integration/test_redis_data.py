@@ -235,6 +235,9 @@ def test_redis_auth_required_first(auth_proxy, auth_shards):
     assert {v[0] for v in placed.values()} == {0, 1}
     with proxy_conn(p, "auth") as c:
         assert c.outcome(encode("AUTH")) == b"<closed>"
+    # QUIT needs no AUTH: it closes at once, with no reply, as nutcracker
+    with proxy_conn(p, "auth") as c:
+        assert c.outcome(encode("QUIT")) == b"<closed>"
 
 
 @pytest.mark.parametrize("auth_proxy", PROXY_KINDS, indirect=True)

@@ -47,8 +47,7 @@ struct fx {
     struct settings      settings;
     struct conf         *conf;
     struct runtime       rt;
-    uint32_t             pool_clients[1];
-    int                  unix_fds[1];
+    struct pool_shared  *shared[1];
     struct stats_worker *stats[1];
     struct worker        w;
     int                  mc_lfd;           /* fake memcached's listener */
@@ -90,7 +89,8 @@ static void runtime_fill(struct fx *f)
     settings_init(&f->settings);
     char err[512] = "";
     assert_int_equal(conf_yaml_load(f->pool_file, &f->conf, err, sizeof(err)), 0);
-    f->unix_fds[0] = unix_listen(f->proxy_path);
+    f->shared[0] = pool_shared_new("alpha");
+    f->shared[0]->unix_fd = unix_listen(f->proxy_path);
     f->rt = (struct runtime){
         .conf = f->conf,
         .settings = &f->settings,
@@ -99,8 +99,7 @@ static void runtime_fill(struct fx *f)
                     .read_chunk = f->settings.mbuf_size },
         .nworkers = 1,
         .start_time_s = util_wall_s(),
-        .pool_clients = f->pool_clients,
-        .unix_fds = f->unix_fds,
+        .shared = f->shared,
         .stats = f->stats,
     };
 }
@@ -123,7 +122,7 @@ static struct fx *fx_new(unsigned server_connections)
     f->stats[0] = &f->w.stats;
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    client_accept(&f->w.pools[0], sv[0]);
+    client_accept(f->w.pools[0], sv[0]);
     f->cfd = sv[1];
     net_nonblock(f->cfd);
     return f;
@@ -157,7 +156,8 @@ static int teardown(void **state)
     close_fd(&f->mc[0]);
     close_fd(&f->mc[1]);
     close_fd(&f->mc_lfd);
-    close_fd(&f->unix_fds[0]);
+    close_fd(&f->shared[0]->unix_fd);
+    pool_shared_free(f->shared[0]);
     unlink(f->mc_path);
     unlink(f->proxy_path);
     unlink(f->pool_file);
@@ -208,7 +208,7 @@ static bool client_gone(struct fx *f)
 
 static int64_t pool_stat(struct fx *f, enum stats_pool_field k)
 {
-    return f->w.stats.pools[0].f[k];
+    return f->w.stats.view->pools[0].f[k];
 }
 
 /* A new client may have CLIENT_START_WINDOW requests in flight until its

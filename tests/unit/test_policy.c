@@ -189,9 +189,9 @@ static void pool_up(const struct topo *tp)
     backend_worker_init(&bw, &loop);
     char err[256] = "";
     policy_cache_init(&pcache);
-    assert_int_equal(policy_pool_init(&pp, &pool, &bw, &limits, &sw.pools[0], &pcache,
+    assert_int_equal(policy_pool_init(&pp, &pool, &bw, &limits, &sw.view->pools[0], &pcache,
                                       tp->async_limit ? tp->async_limit : 100,
-                                      12345, err, sizeof(err)), 0);
+                                      12345, NULL, err, sizeof(err)), 0);
     msg_cache_init(&cache);
 }
 
@@ -284,8 +284,8 @@ static void server_label(const struct backend_server *s, char *out, size_t len)
     for (uint32_t t = 0; t < pp.ntiers; t++) {
         struct policy_tier *tier = &pp.tiers[t];
         for (uint32_t i = 0; i < tier->nservers; i++)
-            if (&tier->servers[i] == s) {
-                snprintf(out, len, "%s[%u]", tier->name, i);
+            if (tier->servers[i] == s) {
+                snprintf(out, len, "%.16s[%u]", tier->name, i);
                 return;
             }
     }
@@ -449,7 +449,7 @@ static uint32_t l1_index(const struct msg *msg)
             continue;
         for (int e = msgs_first_sent[i]; e < nsent; e++)
             for (uint32_t l = 0; l < pp.nl1; l++)
-                if (sent[e].server == &pp.l1[l].servers[0])
+                if (sent[e].server == pp.l1[l].servers[0])
                     return l;
     }
     fail_msg("the read sent nothing to an L1");
@@ -493,7 +493,7 @@ static void keys_on_both_masters(char *k0, char *k1)
 static void masters_live(bool live)
 {
     for (uint32_t i = 0; i < pp.master->nservers; i++)
-        pp.master->servers[i].ejected_until_ms = live ? 0 : INT64_MAX;
+        pp.master->servers[i]->ejected_until_ms = live ? 0 : INT64_MAX;
     pp.master->eject_epoch++;
 }
 
@@ -560,7 +560,7 @@ static void test_get_miss_everywhere(void **state)
     reply_to("slave[0]", "get k\r\n", "END\r\n");
     expect_reply(m, "END\r\n");
     expect_pending(0);
-    assert_int_equal(sw.pools[0].f[STATS_forward_error], 0);
+    assert_int_equal(sw.view->pools[0].f[STATS_forward_error], 0);
 }
 
 static void test_get_l1_failure_falls_to_master(void **state)
@@ -571,7 +571,7 @@ static void test_get_l1_failure_falls_to_master(void **state)
     reply_to(master_of("k"), "get k\r\n", "VALUE k 0 1\r\nm\r\nEND\r\n");
     expect_reply(m, "VALUE k 0 1\r\nm\r\nEND\r\n");
     assert_int_equal(tstat(l1_tier(m), STATS_TIER_read_errors), 1);
-    assert_int_equal(sw.pools[0].f[STATS_forward_error], 0);
+    assert_int_equal(sw.view->pools[0].f[STATS_forward_error], 0);
     /* the write-back still goes to that L1 (it may be back) */
     expect_pending(1, l1_of(m), "add k 0 60 1\r\nm\r\n");
 }
@@ -631,7 +631,7 @@ static void test_get_master_and_slave_failure_is_an_error(void **state)
     fail_to("slave[0]", "get k\r\n", "backend timed out");
     expect_reply(m, "SERVER_ERROR master and slave unavailable\r\n");
     expect_pending(0);
-    assert_int_equal(sw.pools[0].f[STATS_forward_error], 2);
+    assert_int_equal(sw.view->pools[0].f[STATS_forward_error], 2);
 }
 
 static void test_get_slave_failure_after_master_miss_is_a_miss(void **state)
@@ -1212,8 +1212,8 @@ static void test_async_retry_cancelled_at_shutdown(void **state)
     answer_all("DELETED\r\n");
     pp.closing = true;
     policy_pool_deinit(&pp);
-    assert_int_equal(sw.pools[0].tiers[1].f[STATS_TIER_async_failed], 1);
-    assert_int_equal(sw.pools[0].tiers[1].f[STATS_TIER_async_pending], 0);
+    assert_int_equal(sw.view->pools[0].tiers[1].f[STATS_TIER_async_failed], 1);
+    assert_int_equal(sw.view->pools[0].tiers[1].f[STATS_TIER_async_pending], 0);
     /* pool_down deinits again: make that a no-op */
     memset(&pp, 0, sizeof(pp));
 }
@@ -1266,7 +1266,7 @@ static void test_plain_multiget_split_and_merged_in_key_order(void **state)
     reply_to("master[1]", k.to1, rsp1);
     snprintf(want, sizeof(want), "%s%s%sEND\r\n", va, vb, vd);
     expect_reply(m, want);
-    assert_int_equal(sw.pools[0].f[STATS_fragments], 3);
+    assert_int_equal(sw.view->pools[0].f[STATS_fragments], 3);
 }
 
 static void test_plain_multiget_one_server_is_direct(void **state)
@@ -1354,7 +1354,7 @@ static void test_plain_no_server_available_is_immediate(void **state)
     m = request("delete a\r\n");
     expect_reply(m, "SERVER_ERROR no server available\r\n");
     expect_pending(0);
-    assert_int_equal(sw.pools[0].f[STATS_forward_error], 2);
+    assert_int_equal(sw.view->pools[0].f[STATS_forward_error], 2);
 }
 
 static void test_plain_flush_all_disabled_is_immediate(void **state)
