@@ -38,8 +38,6 @@ struct app {
     struct conf         *queued;         /* waits for the switch in progress */
     char                *queued_source;
     struct event        *reload_timer;   /* follows a switch, frees old gens */
-    char                *source;         /* where conf came from */
-    struct stats_config  cfg_stats;
 };
 
 /* Listens on the pool's unix socket (main.c): the fd, or -1 (logged). */

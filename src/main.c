@@ -268,7 +268,7 @@ static void stats_on_accept(struct evconnlistener *l, evutil_socket_t fd,
         return;
     }
     stats_json(bufferevent_get_output(bev), app->conf, app->rt.stats,
-               app->nworkers, app->rt.start_time_s, &app->cfg_stats);
+               app->nworkers, app->rt.start_time_s);
     bufferevent_setcb(bev, NULL, stats_on_written, stats_on_event, app);
     bufferevent_enable(bev, EV_WRITE);
 }

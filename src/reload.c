@@ -34,11 +34,14 @@ static struct pool_shared *shared_for(struct app *app, const char *name)
     return app->shared[app->nshared++] = pool_shared_new(name);
 }
 
-static struct config_gen *gen_new(struct app *app, struct conf *conf, uint64_t generation)
+static struct config_gen *gen_new(struct app *app, struct conf *conf, uint64_t generation,
+                                  const char *source)
 {
     struct config_gen *gen = util_xcalloc(1, sizeof(*gen));
     gen->conf = conf;
     gen->generation = generation;
+    gen->source = util_xstrdup(source);
+    gen->loaded_at = util_wall_s();
     gen->shared = util_xcalloc(conf->npools + 1, sizeof(*gen->shared));
     for (uint32_t p = 0; p < conf->npools; p++)
         gen->shared[p] = shared_for(app, conf->pools[p].name);
@@ -52,6 +55,7 @@ static void gen_free(struct config_gen *gen, uint32_t nworkers)
         stats_view_free(gen->views[i]);
     free(gen->views);
     free(gen->shared);
+    free(gen->source);
     conf_destroy(&gen->conf);
     free(gen);
 }
@@ -250,19 +254,14 @@ int reload_apply(struct app *app, struct conf *conf, const char *source,
         conf_destroy(&conf);
         return -1;
     }
-    struct config_gen *gen = gen_new(app, conf, app->gen->generation + 1);
+    struct config_gen *gen = gen_new(app, conf, app->gen->generation + 1, source);
     for (uint32_t i = 0; i < app->nworkers; i++)
         gen->views[i] = stats_view_new(conf);
     app->old_gens = util_xrealloc(app->old_gens, app->nold_gens + 1, sizeof(*app->old_gens));
     app->old_gens[app->nold_gens++] = app->gen;
     app->gen = gen;
     app->conf = conf;
-    free(app->source);
-    app->source = util_xstrdup(source);
-    app->cfg_stats.generation = gen->generation;
-    app->cfg_stats.source = app->source;
-    app->cfg_stats.loaded_at = util_wall_s();
-    app->cfg_stats.reloads++;
+    __atomic_fetch_add(&app->rt.reloads, 1, __ATOMIC_RELAXED);
     if (app->settings.max_clients == 0)
         __atomic_store_n(&app->rt.max_clients, client_max_default(conf, app->nworkers),
                          __ATOMIC_RELAXED);
@@ -276,7 +275,7 @@ int reload_apply(struct app *app, struct conf *conf, const char *source,
 
 void reload_rejected(struct app *app, const char *source, const char *why)
 {
-    app->cfg_stats.failures++;
+    __atomic_fetch_add(&app->rt.reload_failures, 1, __ATOMIC_RELAXED);
     log_error("configuration from %s rejected, the running one (%llu) stays: %s",
               source, (unsigned long long)reload_generation(app), why);
 }
@@ -290,10 +289,7 @@ uint64_t reload_generation(const struct app *app)
 
 void reload_setup(struct app *app)
 {
-    app->gen = gen_new(app, app->conf, 1);
-    app->source = util_xstrdup(app->settings.conf_file);
-    app->cfg_stats = (struct stats_config){ .generation = 1, .source = app->source,
-                                            .loaded_at = util_wall_s() };
+    app->gen = gen_new(app, app->conf, 1, app->settings.conf_file);
     app->reload_timer = evtimer_new(app->base, on_reload_timer, app);
 }
 
@@ -326,7 +322,6 @@ void reload_teardown(struct app *app)
     app->nshared = 0;
     conf_destroy(&app->queued);
     free(app->queued_source);
-    free(app->source);
 }
 
 /* ---- SIGUSR1 ---- */

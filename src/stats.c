@@ -468,7 +468,7 @@ static uint32_t stats_views_of(const struct conf *conf, struct stats_worker *con
 
 void stats_json(struct evbuffer *out, const struct conf *conf,
                 struct stats_worker *const *workers, uint32_t nworkers,
-                int64_t start_time_s, const struct stats_config *cfg)
+                int64_t start_time_s)
 {
     char host[256] = "localhost";
     gethostname(host, sizeof(host) - 1);
@@ -484,15 +484,6 @@ void stats_json(struct evbuffer *out, const struct conf *conf,
         "\"total_connections\":%lld, \"curr_connections\":%lld",
         PACKAGE_VERSION, (long long)(now - start_time_s), (long long)now,
         (long long)total, (long long)curr);
-    if (cfg != NULL) {
-        evbuffer_add_printf(out, ", \"config_generation\":%llu, \"config_source\":\"",
-                            (unsigned long long)cfg->generation);
-        json_string(out, cfg->source != NULL ? cfg->source : "");
-        evbuffer_add_printf(out, "\", \"config_loaded_at\":%lld, \"reloads\":%llu, "
-                            "\"reload_failures\":%llu",
-                            (long long)cfg->loaded_at, (unsigned long long)cfg->reloads,
-                            (unsigned long long)cfg->failures);
-    }
     struct stats_label *pools = util_xcalloc(conf->npools + 1, sizeof(*pools));
     for (uint32_t p = 0; p < conf->npools; p++) {
         pools[p].name = util_xstrdup(conf->pools[p].name);

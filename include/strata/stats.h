@@ -87,15 +87,6 @@ struct stats_worker {
                                       gathered (max_memory's measure) */
 };
 
-/* What the stats JSON says of the running configuration (Strata only). */
-struct stats_config {
-    uint64_t    generation;
-    const char *source;
-    int64_t     loaded_at;   /* unix seconds */
-    uint64_t    reloads;
-    uint64_t    failures;
-};
-
 static inline void stats_add(int64_t *field, int64_t n)
 {
     __atomic_store_n(field, __atomic_load_n(field, __ATOMIC_RELAXED) + n,
@@ -139,12 +130,11 @@ void stats_worker_deinit(struct stats_worker *sw);
 /* Sums the workers' counters and appends nutcracker's stats JSON: the same
  * field names, server names ("name", else "host:port"), order (pools and
  * servers sorted as nutcracker sorts them) and separators. Computed when
- * called, from live counters (nutcracker snapshots every -i ms). With
- * cfg, Strata's config_* and reload fields follow nutcracker's top-level
- * ones. Workers whose view is not of `conf` (switching) are left out. */
+ * called, from live counters (nutcracker snapshots every -i ms). Workers
+ * whose view is not of `conf` (switching) are left out. */
 void stats_json(struct evbuffer *out, const struct conf *conf,
                 struct stats_worker *const *workers, uint32_t nworkers,
-                int64_t start_time_s, const struct stats_config *cfg);
+                int64_t start_time_s);
 
 /* Appends "STAT name value\r\n" for each limit counter, summed over
  * the workers and their pools (the proxy's "stats" command). */

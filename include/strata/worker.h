@@ -44,6 +44,8 @@ struct config_gen {
     uint64_t              generation;
     struct pool_shared  **shared;    /* per pool of conf */
     struct stats_view   **views;     /* per worker */
+    char                 *source;    /* the file or zk:// URL it came from */
+    int64_t               loaded_at; /* unix seconds */
     uint32_t              users;     /* atomic */
 };
 
@@ -62,6 +64,8 @@ struct runtime {
     int64_t                start_time_s;
     struct pool_shared   **shared;        /* per pool of conf */
     struct config_gen     *gen;           /* conf as generation 1, or NULL */
+    uint64_t               reloads;       /* atomic: configurations applied */
+    uint64_t               reload_failures; /* atomic: rejected */
     struct stats_worker  **stats;         /* per worker, for the stats command */
 };
 
