@@ -9,7 +9,9 @@
   one connection each, pipelined batches of get/set on keys that the
   thread owns, every reply checked.  A value read must be one that thread
   wrote for that key; a miss or an older value is "explained" only when a
-  reload began after the key's last write (`Load.epoch`).  A connection is
+  reload began after the key's last write, or was under way when it was
+  written (`Load.epoch`: odd while a reload is being applied).  A
+  connection is
   never re-opened: a close is a dropped connection.
 - `routing_matches_nutcracker()`: keys written through Strata land on the
   memcached server that nutcracker 0.5.0, started with the same pool, picks.
@@ -231,7 +233,8 @@ class Load:
     VALUE_RE = re.compile(rb"^(\S+)\|(\d+)\|x*$")
 
     def __init__(self, port, name="load", conns=8, depth=8, keys=40,
-                 max_seconds=80.0, allow_stale=False, timeout=5.0):
+                 max_seconds=80.0, allow_stale=False, timeout=5.0,
+                 pause=0.001):
         self.port = port
         self.name = name
         self.nconns = conns
@@ -239,6 +242,7 @@ class Load:
         self.nkeys = keys
         self.max_seconds = max_seconds * TIME_SCALE
         self.allow_stale = allow_stale      # tiered: async L1 copies lag
+        self.pause = pause                  # between batches: leave CPU
         self.timeout = timeout * TIME_SCALE
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -255,7 +259,9 @@ class Load:
         self.started = threading.Event()
         self._ready = 0
 
-    # epochs: moved before each reload's signal and after it applied
+    # epochs: moved before each reload's signal (odd: a reload is being
+    # applied, some workers may route the old way, some the new) and after
+    # it is applied everywhere (even)
     @property
     def epoch(self):
         return self._epoch
@@ -334,6 +340,8 @@ class Load:
                 with self.lock:
                     self.ops += len(plan)
                     self.batches += 1
+                if self.pause:
+                    self.stopping.wait(self.pause)
         except (ConnectionClosed, BrokenPipeError, ConnectionResetError) as e:
             self._error(tid, "closed", repr(e))
             with self.lock:
@@ -366,16 +374,20 @@ class Load:
         # reply arrived explains a miss or an older value: compare with
         # the epoch now, not the one the batch was sent in
         epoch = self.epoch
+
+        def explained(w):
+            return w < epoch or w % 2 == 1
+
         if not vals:
             g = good.get(k)
             if g is None:
                 return              # never stored yet: a miss is right
-            if g[1] < epoch:
+            if explained(g[1]):
                 with self.lock:
                     self.misses_explained += 1
                 return
             self._error(tid, "miss", "%s written (seq %d) in epoch %d, "
-                        "missed in epoch %d with no reload in between"
+                        "missed in epoch %d: no reload since"
                         % (k, g[0], g[1], epoch))
             return
         if len(vals) != 1 or vals[0][0] != k:
@@ -392,7 +404,7 @@ class Load:
             return
         g = good.get(k)
         if g is not None and got < g[0]:
-            if g[1] < epoch:
+            if explained(g[1]):
                 with self.lock:
                     self.stale_explained += 1
             elif self.allow_stale:
@@ -400,7 +412,7 @@ class Load:
                     self.stale_async += 1
             else:
                 self._error(tid, "stale", "get %s -> seq %d after seq %d was "
-                            "STORED in the same epoch %d"
+                            "STORED in epoch %d, no reload since"
                             % (k, got, g[0], epoch))
 
     def progress(self):

@@ -21,7 +21,7 @@ the same pool (as test_compat_routing.py does).  Every load is bounded in
 time, every wait is bounded, processes are stopped by PID.
 """
 
-import os
+import copy
 import time
 
 import pytest
@@ -72,7 +72,7 @@ def start(proxy_factory, pools):
 
 
 def copy_pools(pools):
-    return {n: dict(b) for n, b in pools.items()}
+    return copy.deepcopy(pools)
 
 
 class SlowKeys(ScriptedBackend):
@@ -541,6 +541,8 @@ def test_redis_add_slaves_under_load(workdir, proxy_factory):
         pytest.skip("redis-server not installed")
     masters = [RedisServer(workdir).start() for _ in range(2)]
     reps = []
+    stop = threading.Event()
+    threads = []
     try:
         reps = [RedisServer(workdir, replicaof=mm).start() for mm in masters]
         for r in reps:
@@ -551,7 +553,6 @@ def test_redis_add_slaves_under_load(workdir, proxy_factory):
                 "auto_eject_hosts": False,
                 "master": {"servers": redis_servers(masters)}}
         p = start(proxy_factory, {"rp": body})
-        stop = threading.Event()
         errors = []
         ops = [0]
         epoch = [0]      # 0: master only; reads must see the last write
@@ -593,8 +594,8 @@ def test_redis_add_slaves_under_load(workdir, proxy_factory):
             finally:
                 c.close()
 
-        threads = [threading.Thread(target=run, args=(i,), daemon=True)
-                   for i in range(4)]
+        threads += [threading.Thread(target=run, args=(i,), daemon=True)
+                    for i in range(4)]
         for t in threads:
             t.start()
         assert wait_until(lambda: ops[0] > 200 or errors, 5.0 * TIME_SCALE)
@@ -632,6 +633,9 @@ def test_redis_add_slaves_under_load(workdir, proxy_factory):
             "after adding slaves, reads should go to the replicas: masters "
             "served %s gets, replicas %s" % (m_gets, r_gets))
     finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10.0)
         for s in masters + reps:
             s.stop()
 
