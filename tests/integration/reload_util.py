@@ -118,8 +118,10 @@ def reload(proxy, pools, load=(), timeout=RELOAD_WAIT, what="reload"):
             last[0] = stats(proxy)
         except (OSError, ValueError):
             return False
-        return last[0].get("config_generation", gen0) != gen0 or \
-            last[0].get("reload_failures", fail0) != fail0
+        d = last[0]
+        return (d.get("config_generation", gen0) != gen0 and
+                d.get("reloads", rel0) != rel0) or \
+            d.get("reload_failures", fail0) != fail0
 
     wait_until(applied, timeout, 0.02)
     assert proxy.alive(), _died(proxy)
