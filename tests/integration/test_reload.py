@@ -253,6 +253,9 @@ def test_twenty_reloads_under_load(memcached_factory, proxy_factory,
 
     def remove_delta(new):
         del new["delta"]
+        # the idle client of delta stayed open across the reloads since
+        assert held_delta["idle"].set("x2", "y") == b"STORED\r\n", \
+            "a client of pool delta was closed by a reload that kept delta"
         c = held_delta["busy"]
         c.send(b"get slow-inflight\r\n")
         assert wait_until(lambda: delta_be.saw("slow-inflight"),
