@@ -542,3 +542,98 @@ def mc_stat(server, name):
             if len(parts) == 3 and parts[1].decode() == name:
                 return int(parts[2])
     raise AssertionError("memcached %s has no stat %s" % (server.addr, name))
+
+
+# ------------------------------------------------------------- mcload ----
+
+MCLOAD_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                          "..", "..", "bench", "mcload.c")
+
+
+class McLoad:
+    """bench/mcload (built into the test's workdir with gcc) as a second,
+    pipelined load: every reply checked by mcload itself (a value must be
+    the exact bytes any set of that key writes; misses are fine), a
+    connection that closes or a request that times out is an error.  It
+    never stops early: it runs its --duration, bounded again here."""
+
+    def __init__(self, workdir, port, seconds, conns=4, depth=8, prefix="mcl:"):
+        self.workdir = workdir
+        self.port = port
+        self.seconds = seconds * TIME_SCALE
+        self.conns = conns
+        self.depth = depth
+        self.prefix = prefix
+        self.proc = None
+        self.out = os.path.join(workdir, "mcload.out")
+        self.err = os.path.join(workdir, "mcload.err")
+
+    @staticmethod
+    def build(workdir):
+        """Path of a built mcload, or None (no gcc)."""
+        import shutil
+        import subprocess
+        gcc = shutil.which("gcc") or shutil.which("cc")
+        if not gcc or not os.path.isfile(MCLOAD_SRC):
+            return None
+        exe = os.path.join(workdir, "mcload")
+        r = subprocess.run([gcc, "-O2", "-pthread", "-o", exe, MCLOAD_SRC],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        assert r.returncode == 0, "mcload did not build: %s" % r.stdout[-2000:]
+        return exe
+
+    def start(self):
+        import subprocess
+        exe = self.build(self.workdir)
+        if exe is None:
+            return None
+        argv = [exe, "-p", str(self.port), "-t", "1", "-c", str(self.conns),
+                "-d", str(self.depth), "-r", "80", "-k", "2000", "-v", "64",
+                "-T", "%.1f" % self.seconds, "-w", "0", "-n",
+                "-o", str(int(4000 * TIME_SCALE)), "-x", self.prefix]
+        self.argv = argv
+        with open(self.out, "wb") as o, open(self.err, "wb") as e:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                         stdout=o, stderr=e)
+        return self
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def finish(self):
+        """Waits (bounded) for the run's end; asserts it saw no error.
+        Returns the RESULT fields."""
+        import subprocess
+        try:
+            rc = self.proc.wait(timeout=self.seconds + 20.0)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5.0)
+            rc = "killed: did not end within its duration + 20 s"
+        with open(self.out, "rb") as f:
+            out = f.read().decode("utf-8", "replace")
+        with open(self.err, "rb") as f:
+            err = f.read().decode("utf-8", "replace")
+        res = {}
+        for line in out.splitlines():
+            if line.startswith("RESULT "):
+                for kv in line.split()[1:]:
+                    k, _, v = kv.partition("=")
+                    res[k] = v
+        ok = rc == 0 and res and all(
+            int(res.get(k, "1")) == 0 for k in
+            ("errors", "err_reply", "err_proto", "timeouts", "conn_err"))
+        assert ok, ("mcload (pipelined load through the reloads) saw errors:"
+                    " exit %s (3: errors)\n%s\n%s\nargv: %s"
+                    % (rc, out, err, " ".join(self.argv)))
+        return res
+
+    def stop(self):
+        """Teardown only: kill by PID if still running."""
+        if self.running():
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=5.0)
+            except Exception:
+                pass

@@ -31,7 +31,7 @@ from harness import (HOST, TIME_SCALE, MCClient, Reply, ScriptedBackend,
                      default_strata_bin, pool_yaml, port_accepts, run_cli,
                      wait_until)
 from policy_util import held
-from reload_util import (Load, check_stats_fields, invalid_yaml, mc_stat,
+from reload_util import (Load, McLoad, check_stats_fields, invalid_yaml, mc_stat,
                          refuses, reload, reload_rejected,
                          routing_matches_nutcracker, stats,
                          write_atomically)
@@ -169,9 +169,10 @@ def test_stats_fields_and_one_reload(memcached_factory, proxy_factory):
 def test_twenty_reloads_under_load(memcached_factory, proxy_factory,
                                    scripted, workdir):
     """20 reloads (two of them invalid) while 12 connections run checked,
-    pipelined get/set through two pools; after each reload the new routing
-    is in force; no client error beyond misses a routing change explains;
-    no load connection closed."""
+    pipelined get/set through two pools (and bench/mcload, if gcc is
+    there, through the first ~10 s); after each reload the new routing is
+    in force; no client error beyond misses a routing change explains; no
+    load connection closed."""
     m = memcached_factory(5)
     la, lg, ld, le, lg2 = listens(5)
     delta_be = scripted("delta")
@@ -184,6 +185,8 @@ def test_twenty_reloads_under_load(memcached_factory, proxy_factory,
     load_a = Load(p.pool_port("alpha"), "la", conns=8, depth=8).start()
     load_g = Load(port_of(lg), "lg", conns=4, depth=4).start()
     loads = [load_a, load_g]
+    # and bench/mcload, pipelined, through the first reloads (~10 s)
+    mcl = McLoad(workdir, p.pool_port("alpha"), seconds=10.0).start()
     state = {"n": 0}
     held_delta = {}
 
@@ -346,9 +349,13 @@ def test_twenty_reloads_under_load(memcached_factory, proxy_factory,
                           new["gamma"].update(hash="one_at_a_time")),
              lambda what: (routed("alpha")(what), routed("gamma")(what)))
         assert state["n"] == 20
+        if mcl is not None:
+            mcl.finish()
     finally:
         for ld_ in loads:
             ld_.stop()
+        if mcl is not None:
+            mcl.stop()
         for c in held_delta.values():
             c.close()
     doc = stats(p)
