@@ -51,16 +51,56 @@ def write_atomically(path, text):
     os.rename(tmp, path)
 
 
+def _stat_lines(proxy):
+    """The proxy's `stats` command on its first memcached pool, as a dict
+    of the reload fields; None when every pool is a Redis pool."""
+    for body in proxy.pools.values():
+        if body.get("redis") in (True, "true"):
+            continue
+        host, port = body["listen"].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=2) as s:
+            s.sendall(b"stats\r\n")
+            buf = b""
+            while not buf.endswith(b"END\r\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        out = {}
+        for line in buf.decode().split("\r\n"):
+            parts = line.split(" ", 2)
+            if len(parts) == 3 and parts[1] in NEW_FIELDS:
+                v = parts[2]
+                out[parts[1]] = v if parts[1] == "config_source" else int(v)
+        return out
+    return None
+
+
+def _log_fields(proxy):
+    """The reload fields as the log tells them (a proxy with only Redis
+    pools has no stats command): generations handed over and rejected."""
+    log = log_since(proxy, 0)
+    handed = re.findall(r"configuration (\d+) from .*handed to the workers", log)
+    return {"config_generation": int(handed[-1]) if handed else 1,
+            "reloads": len(handed),
+            "reload_failures": len(re.findall(r"configuration from .* rejected", log))}
+
+
 def stats(proxy):
-    return read_stats(proxy.stats_port)
+    """The stats JSON (nutcracker's document, kept byte for byte) with
+    Strata's reload fields merged in: they are STAT lines of the proxy's
+    `stats` command (docs/operations.md)."""
+    doc = read_stats(proxy.stats_port)
+    doc["_stats_port"] = proxy.stats_port
+    extra = _stat_lines(proxy)
+    doc.update(extra if extra is not None else _log_fields(proxy))
+    return doc
 
 
 def _field(doc, name):
     assert name in doc, (
-        "the stats JSON has no top-level %r (live reload stats: %s); "
-        "top-level fields are %s"
-        % (name, ", ".join(NEW_FIELDS),
-           [k for k, v in doc.items() if not isinstance(v, dict)]))
+        "no reload field %r (live reload stats: %s) in the stats command"
+        % (name, ", ".join(NEW_FIELDS)))
     return doc[name]
 
 
@@ -213,16 +253,14 @@ def invalid_yaml(pools, pool, key="no_such_key_for_reload", value="1"):
 
 
 def check_stats_fields(doc):
-    """The reload fields are top-level, after nutcracker's own."""
-    keys = list(doc.keys())
+    """Every reload field is there, and the stats JSON itself stays
+    nutcracker's: no field of its own at the top level."""
     for f in NEW_FIELDS:
         _field(doc, f)
-    last_nc = max(keys.index(k) for k in NUTCRACKER_TOP if k in keys)
-    for f in NEW_FIELDS:
-        assert keys.index(f) > last_nc, (
-            "%s must come after nutcracker's top-level fields; order is %s"
-            % (f, keys))
-        assert not isinstance(doc[f], dict)
+    raw = read_stats(doc["_stats_port"]) if "_stats_port" in doc else None
+    if raw is not None:
+        top = [k for k, v in raw.items() if not isinstance(v, dict)]
+        assert top == list(NUTCRACKER_TOP), top
 
 
 # --------------------------------------------------------------- load ----
