@@ -12,6 +12,7 @@
 
 struct event_base;
 struct evconnlistener;
+struct zk_app;
 
 struct app {
     struct settings      settings;
@@ -22,6 +23,7 @@ struct app {
     struct event_base   *base;
     struct evconnlistener *stats_listener;
     bool                 pid_written;
+    struct zk_app       *zk;          /* -c zk://...: the configuration center */
 };
 
 #endif
