@@ -9,7 +9,9 @@ not built yet" in the log), and run as soon as it is real.
 
 import json
 import os
+import signal
 import socket
+import time
 
 import pytest
 
@@ -387,3 +389,30 @@ def test_two_proxies_follow_one_change(zk, zkc, node, memcached_factory,
         assert lands_on(p1, b, "fleet%d" % i)
     for r in regs:
         assert json.loads(zkc.get(r)[0].decode())["generation"] == 2
+
+
+def test_session_expiry_new_session_reregisters(zk, zkc, node,
+                                                memcached_factory, zk_proxy):
+    """ZooKeeper frozen (SIGSTOP) past the session timeout: the server
+    expires the session when it resumes; Strata keeps serving, starts a new
+    session, registers again and reads the node again."""
+    a, = memcached_factory(1)
+    pools = pools_for([a])
+    zkc.put(node, harness.pool_yaml(pools))
+    p = zk_proxy(pools, zk.url(node))
+    reg = p.reg_node(node)
+    assert wait_until(lambda: zkc.exists(reg) is not None, 5 * TIME_SCALE)
+    owner = zkc.get(reg)[1].ephemeral_owner
+    os.kill(zk.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(SESSION_MS / 1000.0 * 1.5)
+        assert lands_on(p, a, "frozen")
+    finally:
+        os.kill(zk.proc.pid, signal.SIGCONT)
+    assert wait_log(p, "expired", 3 * SESSION_MS / 1000.0 * TIME_SCALE)
+    with zk.client() as c:
+        assert wait_until(lambda: c.exists(reg) is not None and
+                          c.exists(reg).ephemeral_owner != owner,
+                          3 * SESSION_MS / 1000.0 * TIME_SCALE, 0.1)
+    assert lands_on(p, a, "renewed")
+    assert p.read_log().count("registered as") == 2
