@@ -37,10 +37,15 @@ def _skip_reason():
 
 
 @pytest.fixture(scope="module")
-def zk(tmp_path_factory):
+def zk_capable():
+    """Skips, saying why, where no ZooKeeper test can run."""
     why = _skip_reason()
     if why:
         pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def zk(zk_capable, tmp_path_factory):
     server = ZooKeeperServer(str(tmp_path_factory.mktemp("zookeeper")))
     server.start()
     yield server
@@ -166,7 +171,7 @@ def test_test_flag_reads_the_node(zk, zkc, node, workdir):
     assert "version 1" in r.stderr and "syntax is ok" in r.stderr
 
 
-def test_no_cache_no_zookeeper_refuses_to_start(workdir):
+def test_no_cache_no_zookeeper_refuses_to_start(zk_capable, workdir):
     dead = "zk://%s:%d/strata/pools" % (HOST, free_port())
     cfg = write(workdir, "s.cfg", 'zk_cache_file = "%s/none.yml";\n'
                 'zk_session_timeout = 1000;\n' % workdir)
