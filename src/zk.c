@@ -13,13 +13,13 @@
  * on the main thread only. */
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "strata/zk.h"
+#include "zk_int.h"
 
 #ifdef HAVE_ZOOKEEPER
 
@@ -36,18 +36,6 @@
 /* A registration node owned by a dead session is deleted and created
  * again at most this many times per attempt. */
 #define ZK_REG_TRIES        3
-
-__attribute__((format(printf, 3, 4)))
-static int zk_error(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 bool zk_supported(void)
 {

@@ -7,9 +7,9 @@
 
 #include "strata/conf.h"
 #include "strata/zk.h"
+#include "zk_int.h"
 
-__attribute__((format(printf, 3, 4)))
-static int zk_url_error(char *err, size_t errlen, const char *fmt, ...)
+int zk_error(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err != NULL && errlen > 0) {
         va_list ap;
@@ -113,7 +113,7 @@ int zk_url_parse(const char *s, struct zk_url *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
     if (!zk_url_is(s)) {
-        return zk_url_error(err, errlen, "'%s' is not a zk:// URL", s != NULL ? s : "");
+        return zk_error(err, errlen, "'%s' is not a zk:// URL", s != NULL ? s : "");
     }
     const char *hosts = s + strlen(ZK_URL_SCHEME);
     const char *path = strchr(hosts, '/');
@@ -123,13 +123,13 @@ int zk_url_parse(const char *s, struct zk_url *out, char *err, size_t errlen)
         why = path != NULL ? zk_path_check(path) : "names no node (zk://HOST:PORT/PATH)";
     }
     if (why != NULL) {
-        return zk_url_error(err, errlen, "ZooKeeper URL '%s' %s", s, why);
+        return zk_error(err, errlen, "ZooKeeper URL '%s' %s", s, why);
     }
     out->hosts = strndup(hosts, hlen);
     out->path = strdup(path);
     if (out->hosts == NULL || out->path == NULL) {
         zk_url_deinit(out);
-        return zk_url_error(err, errlen, "out of memory");
+        return zk_error(err, errlen, "out of memory");
     }
     return 0;
 }

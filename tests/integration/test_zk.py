@@ -139,6 +139,18 @@ def lands_on(proxy, server, key):
         return key in c.keys_present([key])
 
 
+def registered_proxy(zk, zkc, node, memcached_factory, zk_proxy):
+    """One memcached server, a proxy following `node`, its registration
+    in place: (server, proxy, registration path)."""
+    a, = memcached_factory(1)
+    pools = pools_for([a])
+    zkc.put(node, harness.pool_yaml(pools))
+    p = zk_proxy(pools, zk.url(node))
+    reg = p.reg_node(node)
+    assert wait_until(lambda: zkc.exists(reg) is not None, 5 * TIME_SCALE)
+    return a, p, reg
+
+
 def wait_log(proxy, text, timeout):
     return wait_until(lambda: text in proxy.read_log(), timeout, 0.05)
 
@@ -299,12 +311,7 @@ def test_no_registration_when_disabled(zk, zkc, node, memcached_factory,
 
 def test_zookeeper_away_keeps_serving_then_reregisters(
         zk, zkc, node, memcached_factory, zk_proxy):
-    a, = memcached_factory(1)
-    pools = pools_for([a])
-    zkc.put(node, harness.pool_yaml(pools))
-    p = zk_proxy(pools, zk.url(node))
-    reg = p.reg_node(node)
-    assert wait_until(lambda: zkc.exists(reg) is not None, 5 * TIME_SCALE)
+    a, p, reg = registered_proxy(zk, zkc, node, memcached_factory, zk_proxy)
     zk.stop()
     try:
         assert wait_log(p, "lost the connection", 10 * TIME_SCALE)
@@ -401,12 +408,7 @@ def test_session_expiry_new_session_reregisters(zk, zkc, node,
     """ZooKeeper frozen (SIGSTOP) past the session timeout: the server
     expires the session when it resumes; Strata keeps serving, starts a new
     session, registers again and reads the node again."""
-    a, = memcached_factory(1)
-    pools = pools_for([a])
-    zkc.put(node, harness.pool_yaml(pools))
-    p = zk_proxy(pools, zk.url(node))
-    reg = p.reg_node(node)
-    assert wait_until(lambda: zkc.exists(reg) is not None, 5 * TIME_SCALE)
+    a, p, reg = registered_proxy(zk, zkc, node, memcached_factory, zk_proxy)
     owner = zkc.get(reg)[1].ephemeral_owner
     os.kill(zk.proc.pid, signal.SIGSTOP)
     try:
