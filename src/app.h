@@ -14,6 +14,7 @@
 struct event;
 struct event_base;
 struct evconnlistener;
+struct zk_app;
 
 struct app {
     struct settings      settings;
@@ -38,6 +39,7 @@ struct app {
     struct conf         *queued;         /* waits for the switch in progress */
     char                *queued_source;
     struct event        *reload_timer;   /* follows a switch, frees old gens */
+    struct zk_app       *zk;             /* -c zk://...: the configuration center */
 };
 
 /* Listens on the pool's unix socket (main.c): the fd, or -1 (logged). */

@@ -171,6 +171,10 @@ static const struct settings_key settings_keys[] = {
     { "max_memory",         settings_set_size,   FIELD(max_memory),         1048576, 1LL << 50 },
     { "client_request_timeout", settings_set_int, FIELD(client_request_timeout_ms), 0, INT_MAX },
     { "max_clients",        settings_set_u32,    FIELD(max_clients),        1,    100000000 },
+    /* -c zk://...: the last good pool file, the session, the registration */
+    { "zk_cache_file",      settings_set_string, FIELD(zk_cache_file),      0,    0 },
+    { "zk_session_timeout", settings_set_int,    FIELD(zk_session_timeout_ms), 1000, 600000 },
+    { "zk_register",        settings_set_bool,   FIELD(zk_register),        0,    0 },
 };
 
 #undef FIELD
@@ -193,7 +197,9 @@ static void settings_free_strings(struct settings *s)
     free(s->pid_file);
     free(s->stats_addr);
     free(s->user);
+    free(s->zk_cache_file);
     s->conf_file = s->log_file = s->pid_file = s->stats_addr = s->user = NULL;
+    s->zk_cache_file = NULL;
 }
 
 static char *settings_strdup(const char *v, bool *ok)
@@ -216,6 +222,7 @@ static int settings_copy(struct settings *dst, const struct settings *src)
     dst->pid_file = settings_strdup(src->pid_file, &ok);
     dst->stats_addr = settings_strdup(src->stats_addr, &ok);
     dst->user = settings_strdup(src->user, &ok);
+    dst->zk_cache_file = settings_strdup(src->zk_cache_file, &ok);
     if (!ok) {
         settings_free_strings(dst);
         return -1;
@@ -241,6 +248,18 @@ void settings_init(struct settings *s)
     s->max_reply_size = SETTINGS_DEFAULT_MAX_REPLY;
     s->max_memory = SETTINGS_DEFAULT_MAX_MEMORY;
     s->client_request_timeout_ms = SETTINGS_DEFAULT_REQUEST_TIMEOUT;
+    s->zk_cache_file = NULL;     /* settings_zk_cache_file() derives it */
+    s->zk_session_timeout_ms = SETTINGS_DEFAULT_ZK_SESSION_TIMEOUT;
+    s->zk_register = true;
+}
+
+void settings_zk_cache_file(const struct settings *s, char *buf, size_t len)
+{
+    if (s->zk_cache_file != NULL) {
+        snprintf(buf, len, "%s", s->zk_cache_file);
+    } else {
+        snprintf(buf, len, SETTINGS_DEFAULT_ZK_CACHE_DIR "/zk-%u.yml", (unsigned)s->stats_port);
+    }
 }
 
 void settings_deinit(struct settings *s)

@@ -6,7 +6,7 @@
  * order (settings are applied before servers and tiers, because those
  * inherit them) and lets validation point at the line of any key.
  *
- *   file ─► libyaml document ─► per pool: check keys ─► apply settings
+ *   file or text ─► libyaml document ─► per pool: check keys ─► apply settings
  *        ─► check kind (memcached or redis keys) ─► check shape (servers
  *        vs tiers) ─► apply servers/tiers ─► validate pool (redis: slaves
  *        match master) ─► finish (defaults known only now)
@@ -37,7 +37,7 @@
 
 #define CONF_FIELD(base, off, type) ((type *)(void *)((char *)(base) + (off)))
 
-/* Loader state; the document lives until the end of conf_yaml_load. */
+/* Loader state; the document lives until the end of conf_parse. */
 struct conf_ctx {
     const char      *path;                  /* file name for messages */
     yaml_document_t *doc;                   /* the loaded file */
@@ -1372,49 +1372,72 @@ static int conf_doc_read(struct conf_ctx *ctx, yaml_parser_t *parser, yaml_docum
     return 0;
 }
 
-static int conf_doc_load(struct conf_ctx *ctx, yaml_document_t *doc)
+/* The shared path of both loaders: reads the parser's single document,
+ * builds the model and validates it. ctx->path names the origin (a file
+ * or a zk:// URL) in messages and in conf->path. Returns 0 with *out set,
+ * or -1 with the error in ctx and *out NULL. */
+static int conf_parse(struct conf_ctx *ctx, yaml_parser_t *parser, struct conf **out)
 {
-    FILE *fp = fopen(ctx->path, "r");
-    if (fp == NULL) {
-        return conf_error_at(ctx, 0, "cannot open the pool file: %s", strerror(errno));
-    }
-    yaml_parser_t parser;
-    if (!yaml_parser_initialize(&parser)) {
-        fclose(fp);
-        return conf_error_at(ctx, 0, "out of memory");
-    }
-    yaml_parser_set_input_file(&parser, fp);
-    int rc = conf_doc_read(ctx, &parser, doc);
-    yaml_parser_delete(&parser);
-    fclose(fp);
-    return rc;
-}
-
-int conf_yaml_load(const char *path, struct conf **out, char *err, size_t errlen)
-{
-    struct conf_ctx ctx = { .path = path, .err = err, .errlen = errlen };
     yaml_document_t doc;
 
     *out = NULL;
-    if (conf_doc_load(&ctx, &doc) != 0) {
+    if (conf_doc_read(ctx, parser, &doc) != 0) {
         return -1;
     }
-    ctx.doc = &doc;
+    ctx->doc = &doc;
 
     struct conf *conf = calloc(1, sizeof(*conf));
     int rc = -1;
-    if (conf == NULL || (conf->path = strdup(path)) == NULL) {
-        conf_error_at(&ctx, 0, "out of memory");
+    if (conf == NULL || (conf->path = strdup(ctx->path)) == NULL) {
+        conf_error_at(ctx, 0, "out of memory");
     } else {
-        rc = conf_pools_load(&ctx, conf, yaml_document_get_root_node(&doc));
+        rc = conf_pools_load(ctx, conf, yaml_document_get_root_node(&doc));
     }
     yaml_document_delete(&doc);
+    ctx->doc = NULL;
     if (rc != 0) {
         conf_destroy(&conf);
         return -1;
     }
     *out = conf;
     return 0;
+}
+
+int conf_yaml_load(const char *path, struct conf **out, char *err, size_t errlen)
+{
+    struct conf_ctx ctx = { .path = path, .err = err, .errlen = errlen };
+    yaml_parser_t parser;
+
+    *out = NULL;
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL) {
+        return conf_error_at(&ctx, 0, "cannot open the pool file: %s", strerror(errno));
+    }
+    if (!yaml_parser_initialize(&parser)) {
+        fclose(fp);
+        return conf_error_at(&ctx, 0, "out of memory");
+    }
+    yaml_parser_set_input_file(&parser, fp);
+    int rc = conf_parse(&ctx, &parser, out);
+    yaml_parser_delete(&parser);
+    fclose(fp);
+    return rc;
+}
+
+int conf_yaml_load_text(const char *text, size_t len, const char *origin,
+                        struct conf **out, char *err, size_t errlen)
+{
+    struct conf_ctx ctx = { .path = origin, .err = err, .errlen = errlen };
+    yaml_parser_t parser;
+
+    *out = NULL;
+    if (!yaml_parser_initialize(&parser)) {
+        return conf_error_at(&ctx, 0, "out of memory");
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    int rc = conf_parse(&ctx, &parser, out);
+    yaml_parser_delete(&parser);
+    return rc;
 }
 
 /* ---- destroy ----------------------------------------------------------- */

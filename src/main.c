@@ -27,7 +27,9 @@
 #include "strata/stats.h"
 #include "strata/util.h"
 #include "strata/worker.h"
+#include "strata/zk.h"
 #include "app.h"
+#include "zk_app.h"
 
 #define MBUF_MIN 512
 #define MBUF_MAX (16 * 1024 * 1024)
@@ -40,6 +42,8 @@ struct cli {
     const char *settings_file;
     const char *conf_file, *log_file, *pid_file, *stats_addr, *user;
     long        log_level, stats_port, stats_interval, mbuf_size, workers;
+    const char *publish_file;     /* --publish FILE */
+    long        publish_version;  /* --publish-version N; -1: any */
 };
 
 
@@ -61,6 +65,8 @@ static const struct option long_options[] = {
     { "workers",        required_argument, NULL, 'W' },
     { "settings",       required_argument, NULL, 'C' },
     { "user",           required_argument, NULL, 'u' },
+    { "publish",        required_argument, NULL, 'P' },
+    { "publish-version", required_argument, NULL, 'Q' },
     { NULL, 0, NULL, 0 },
 };
 
@@ -89,7 +95,10 @@ static void usage(FILE *out)
         "      --workers=N        : worker threads (default: online cores)\n"
         "  -C, --settings=S       : daemon settings file, libconfig syntax (default: none)\n"
         "  -u, --user=S           : run as this user once every listener is bound\n"
-        "                           (default: the user that starts strata)\n",
+        "                           (default: the user that starts strata)\n"
+        "      --publish=S        : validate pool file S as -t does and write it to the\n"
+        "                           ZooKeeper node of -c zk://HOST:PORT/PATH, then exit\n"
+        "      --publish-version=N: publish only if the node is still at version N\n",
         SETTINGS_DEFAULT_LOG_LEVEL, LOG_LEVEL_MAX, SETTINGS_DEFAULT_CONF_FILE,
         SETTINGS_DEFAULT_STATS_PORT, SETTINGS_DEFAULT_STATS_ADDR,
         SETTINGS_DEFAULT_STATS_INTERVAL, SETTINGS_DEFAULT_MBUF_SIZE);
@@ -142,6 +151,7 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
     memset(cli, 0, sizeof(*cli));
     cli->log_level = cli->stats_port = cli->stats_interval = -1;
     cli->mbuf_size = cli->workers = -1;
+    cli->publish_version = -1;
     int opt;
     while ((opt = getopt_long(argc, argv, "hVtdDv:o:c:s:a:i:p:m:C:u:", long_options, NULL)) != -1) {
         switch (opt) {
@@ -156,6 +166,14 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
         case 'p': cli->pid_file = optarg; break;
         case 'C': cli->settings_file = optarg; break;
         case 'u': cli->user = optarg; break;
+        case 'P': cli->publish_file = optarg; break;
+        case 'Q':
+            if (!parse_long(optarg, 0, INT32_MAX, &cli->publish_version)) {
+                fprintf(stderr, "strata: option --publish-version requires a number from "
+                        "0 to %ld\n", (long)INT32_MAX);
+                return -1;
+            }
+            break;
         case 'v': case 's': case 'i': case 'm': case 'W':
             if (cli_number(opt, optarg, cli) != 0)
                 return -1;
@@ -498,6 +516,7 @@ static int workers_start(struct app *app)
 
 static void app_teardown(struct app *app)
 {
+    zk_app_stop(app);   /* first: the registration goes before the listeners */
     for (uint32_t i = 0; app->workers != NULL && i < app->nworkers; i++)
         worker_stop(&app->workers[i]);
     for (uint32_t i = 0; app->workers != NULL && i < app->nworkers; i++)
@@ -548,20 +567,54 @@ int app_settings_reload(struct app *app, char *err, size_t errlen)
     return 0;
 }
 
-static int load_config(const struct cli *cli, struct app *app)
+/* Defaults, the -C file, then the command line. */
+static int load_settings(const struct cli *cli, struct settings *s)
 {
-    app_cli = cli;
-    app->settings_file = cli->settings_file;
     char err[1024];
-    settings_init(&app->settings);
+    settings_init(s);
     if (cli->settings_file != NULL &&
-        settings_load(&app->settings, cli->settings_file, err, sizeof(err)) != 0) {
+        settings_load(s, cli->settings_file, err, sizeof(err)) != 0) {
         fprintf(stderr, "strata: settings file '%s' is invalid: %s\n",
                 cli->settings_file, err);
         return -1;
     }
-    cli_apply(cli, &app->settings);
+    cli_apply(cli, s);
+    return 0;
+}
+
+/* -c zk://...: the pool configuration from the ZooKeeper node (or the
+ * cache file); see zk_app.c. */
+static int load_config_zk(const struct cli *cli, struct app *app)
+{
+    char err[4096];
+    if (zk_app_load(app, cli->test_conf, err, sizeof(err)) != 0) {
+        fprintf(stderr, "strata: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* strata --publish FILE -c zk://...: the exit status. */
+static int publish_run(const struct cli *cli)
+{
+    struct settings s;
+    int rc = 1;
+    if (load_settings(cli, &s) == 0)
+        rc = zk_app_publish(&s, cli->publish_file, cli->publish_version);
+    settings_deinit(&s);
+    return rc;
+}
+
+static int load_config(const struct cli *cli, struct app *app)
+{
+    char err[1024];
+    app_cli = cli;
+    app->settings_file = cli->settings_file;
+    if (load_settings(cli, &app->settings) != 0)
+        return -1;
     const char *path = app->settings.conf_file;
+    if (zk_url_is(path))
+        return load_config_zk(cli, app);
     if (conf_yaml_load(path, &app->conf, err, sizeof(err)) != 0) {
         fprintf(stderr, "strata: configuration file '%s' syntax is invalid\n%s\n",
                 path, err);
@@ -645,6 +698,8 @@ static int serve(struct app *app)
         goto out;
     log_notice("strata-%s started on pid %ld with %u workers, %u pools",
                PACKAGE_VERSION, (long)getpid(), app->nworkers, app->conf->npools);
+    if (zk_app_start(app) != 0)
+        goto out;
     event_base_dispatch(app->base);
     rc = 0;
 out:
@@ -675,6 +730,8 @@ int main(int argc, char **argv)
             stats_describe(stdout);
         return 0;
     }
+    if (cli.publish_file != NULL)
+        return publish_run(&cli);
     if (load_config(&cli, &app) != 0) {
         settings_deinit(&app.settings);
         return 1;
@@ -682,6 +739,7 @@ int main(int argc, char **argv)
     if (cli.test_conf) {
         fprintf(stderr, "strata: configuration file '%s' syntax is ok\n",
                 app.settings.conf_file);
+        zk_app_stop(&app);
         conf_destroy(&app.conf);
         settings_deinit(&app.settings);
         return 0;
@@ -710,6 +768,7 @@ int main(int argc, char **argv)
     }
     rc = serve(&app) == 0 ? 0 : 1;
 out:
+    zk_app_stop(&app);
     conf_destroy(&app.conf);
     settings_deinit(&app.settings);
     log_teardown();

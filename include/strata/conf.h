@@ -111,6 +111,12 @@ struct conf {
 /* Parses and validates the pool file at `path`. On error returns -1,
  * writes "FILE:LINE: message" into err and leaves *out NULL. */
 int conf_yaml_load(const char *path, struct conf **out, char *err, size_t errlen);
+/* The same loader and validation for a pool file held in memory (the
+ * text of a ZooKeeper node): `len` bytes of `text`, NUL not needed;
+ * `origin` (e.g. a zk:// URL) takes the place of FILE in "ORIGIN:LINE:
+ * message" and becomes conf->path. */
+int conf_yaml_load_text(const char *text, size_t len, const char *origin,
+                        struct conf **out, char *err, size_t errlen);
 void conf_destroy(struct conf **conf);
 
 /* Process-level settings: defaults, then the -C file, then the command
@@ -135,6 +141,10 @@ struct settings {
     size_t   max_memory;         /* buffered bytes of the process; 0: default */
     int      client_request_timeout_ms; /* a partial request may idle; 0: none */
     uint32_t max_clients;        /* client connections of the process; 0: default */
+    /* -c zk://HOST:PORT/PATH (the configuration center) */
+    char    *zk_cache_file;      /* last good pool file; NULL: per stats port */
+    int      zk_session_timeout_ms; /* ZooKeeper session; also the start-up wait */
+    bool     zk_register;        /* register this proxy under PATH/proxies */
 };
 
 #define SETTINGS_DEFAULT_CONF_FILE      "conf/nutcracker.yml"
@@ -150,6 +160,11 @@ struct settings {
 #define SETTINGS_DEFAULT_MAX_REPLY      (64 * 1024 * 1024)
 #define SETTINGS_DEFAULT_MAX_MEMORY     0   /* a quarter of physical memory */
 #define SETTINGS_DEFAULT_REQUEST_TIMEOUT 30000   /* ms */
+#define SETTINGS_DEFAULT_ZK_SESSION_TIMEOUT 10000 /* ms */
+/* Without zk_cache_file the cache is DIR/zk-<stats port>.yml: one file
+ * per proxy on a host (two proxies cannot share a stats port), found at
+ * the same place after every restart. */
+#define SETTINGS_DEFAULT_ZK_CACHE_DIR   "/var/lib/strata"
 
 /* Fills defaults (strings are heap copies). */
 void settings_init(struct settings *s);
@@ -157,5 +172,9 @@ void settings_deinit(struct settings *s);
 /* Overrides fields with the keys present in the libconfig file at `path`.
  * Unknown keys and bad values are errors: -1, "FILE:LINE: message". */
 int settings_load(struct settings *s, const char *path, char *err, size_t errlen);
+/* The ZooKeeper cache file: zk_cache_file, or the per-stats-port default
+ * under SETTINGS_DEFAULT_ZK_CACHE_DIR (call once the command line is
+ * applied). */
+void settings_zk_cache_file(const struct settings *s, char *buf, size_t len);
 
 #endif

@@ -90,6 +90,9 @@ static void assert_defaults(const struct settings *s)
     assert_int_equal(s->max_memory, 0);   /* main: a quarter of the RAM */
     assert_int_equal(s->client_request_timeout_ms, 30000);
     assert_int_equal(s->max_clients, 0);  /* main: from RLIMIT_NOFILE */
+    assert_null(s->zk_cache_file);        /* derived from the stats port */
+    assert_int_equal(s->zk_session_timeout_ms, 10000);
+    assert_true(s->zk_register);
 }
 
 static void test_defaults(void **state)
@@ -127,7 +130,10 @@ static void test_every_key(void **state)
         "max_reply_size = 1048576;\n"
         "max_memory = 2147483648L;\n"
         "client_request_timeout = 0;\n"
-        "max_clients = 100;\n");
+        "max_clients = 100;\n"
+        "zk_cache_file = \"/var/cache/strata/pools.yml\";\n"
+        "zk_session_timeout = 4000;\n"
+        "zk_register = false;\n");
     const struct settings *s = &fx->s;
     assert_int_equal(s->workers, 8);
     assert_string_equal(s->conf_file, "/etc/strata/pools.yml");
@@ -148,6 +154,24 @@ static void test_every_key(void **state)
     assert_int_equal(s->max_memory, 2147483648ULL);
     assert_int_equal(s->client_request_timeout_ms, 0);
     assert_int_equal(s->max_clients, 100);
+    assert_string_equal(s->zk_cache_file, "/var/cache/strata/pools.yml");
+    assert_int_equal(s->zk_session_timeout_ms, 4000);
+    assert_false(s->zk_register);
+}
+
+/* The cache file: the setting, else one file per stats port. */
+static void test_zk_cache_file(void **state)
+{
+    struct fx *fx = *state;
+    char path[256];
+    settings_zk_cache_file(&fx->s, path, sizeof(path));
+    assert_string_equal(path, "/var/lib/strata/zk-22222.yml");
+    fx->s.stats_port = 22223;
+    settings_zk_cache_file(&fx->s, path, sizeof(path));
+    assert_string_equal(path, "/var/lib/strata/zk-22223.yml");
+    fx_load(fx, "zk_cache_file = \"/tmp/c.yml\";\n");
+    settings_zk_cache_file(&fx->s, path, sizeof(path));
+    assert_string_equal(path, "/tmp/c.yml");
 }
 
 /* Only keys present override; a second file applies over the first. */
@@ -267,6 +291,14 @@ static const struct err_case err_cases[] = {
       "setting 'client_request_timeout' is out of range 0..2147483647: -1" },
     { "max_clients_zero", "max_clients = 0;\n", 1,
       "setting 'max_clients' is out of range 1..100000000: 0" },
+    { "zk_session_timeout_small", "zk_session_timeout = 999;\n", 1,
+      "setting 'zk_session_timeout' is out of range 1000..600000: 999" },
+    { "zk_session_timeout_string", "zk_session_timeout = \"10s\";\n", 1,
+      "setting 'zk_session_timeout' must be an integer" },
+    { "zk_register_int", "zk_register = 1;\n", 1,
+      "setting 'zk_register' must be true or false" },
+    { "zk_cache_file_empty", "zk_cache_file = \"\";\n", 1,
+      "setting 'zk_cache_file' must not be empty" },
     { "daemonize_int", "daemonize = 1;\n", 1, "setting 'daemonize' must be true or false" },
     { "daemonize_string", "daemonize = \"yes\";\n", 1,
       "setting 'daemonize' must be true or false" },
@@ -314,6 +346,7 @@ int main(void)
         FX_TEST(test_missing_file),
         FX_TEST(test_no_err_buffer),
         FX_TEST(test_deinit_twice),
+        FX_TEST(test_zk_cache_file),
     };
     int failed = cmocka_run_group_tests_name("conf_settings", tests, NULL, NULL);
 

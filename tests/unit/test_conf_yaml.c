@@ -1114,11 +1114,79 @@ static const struct err_case err_cases[] = {
       "the pool file must hold a single YAML document" },
 };
 
+/* From memory (conf_yaml_load_text) the same message, with the origin
+ * in place of the file name. */
+static void fx_load_text_err(struct fx *fx, const char *text, int line, const char *msg)
+{
+    char prefix[128];
+    const char *origin = "zk://127.0.0.1:2181/strata/pools";
+
+    conf_destroy(&fx->conf);
+    fx->err[0] = '\0';
+    assert_int_equal(conf_yaml_load_text(text, strlen(text), origin, &fx->conf, fx->err,
+                                         sizeof(fx->err)), -1);
+    assert_null(fx->conf);
+    snprintf(prefix, sizeof(prefix), "%s:%d: ", origin, line);
+    if (strncmp(fx->err, prefix, strlen(prefix)) != 0 || strstr(fx->err, msg) == NULL) {
+        fail_msg("text: got   \"%s\"\nwant  \"%s...%s\"", fx->err, prefix, msg);
+    }
+}
+
 static void test_error_case(void **state)
 {
     struct fx *fx = *state;
     const struct err_case *c = fx->param;
     fx_load_err(fx, c->yaml, c->line, c->msg);
+    fx_load_text_err(fx, c->yaml, c->line, c->msg);
+}
+
+/* ---- from memory ------------------------------------------------------- */
+
+#define TEXT_POOLS "alpha:\n  listen: 127.0.0.1:22121\n  hash: md5\n" \
+                   "  servers:\n    - 127.0.0.1:11211:1 a\n    - 127.0.0.1:11212:2 b\n" \
+                   "beta:\n  listen: 127.0.0.1:22122\n  master:\n" \
+                   "    servers: [127.0.0.1:11221:1]\n"
+
+/* A text loads to the same model as the file, named by its origin; only
+ * `len` bytes are read (the text needs no NUL). */
+static void test_text_valid(void **state)
+{
+    struct fx *fx = *state;
+    const char *origin = "zk://127.0.0.1:2181/strata/pools";
+    char text[] = TEXT_POOLS "garbage: [";
+    size_t len = strlen(TEXT_POOLS);
+
+    struct conf *file = fx_load(fx, TEXT_POOLS);
+    struct conf *mem = NULL;
+    assert_int_equal(conf_yaml_load_text(text, len, origin, &mem, fx->err, sizeof(fx->err)), 0);
+    assert_non_null(mem);
+    assert_string_equal(mem->path, origin);
+    assert_int_equal(mem->npools, file->npools);
+    for (uint32_t i = 0; i < mem->npools; i++) {
+        const struct conf_pool *a = &mem->pools[i], *b = &file->pools[i];
+        assert_string_equal(a->name, b->name);
+        assert_string_equal(a->listen.text, b->listen.text);
+        assert_int_equal(a->hash, b->hash);
+        assert_int_equal(a->tiered, b->tiered);
+        assert_int_equal(a->master.nservers, b->master.nservers);
+        for (uint32_t j = 0; j < a->master.nservers; j++) {
+            assert_string_equal(a->master.servers[j].text, b->master.servers[j].text);
+            assert_int_equal(a->master.servers[j].weight, b->master.servers[j].weight);
+            assert_int_equal(a->master.servers[j].line, b->master.servers[j].line);
+        }
+    }
+    conf_destroy(&mem);
+}
+
+/* An invalid text: "ORIGIN:LINE: message", for a key and for syntax. */
+static void test_text_invalid(void **state)
+{
+    struct fx *fx = *state;
+    fx_load_text_err(fx, POOL_HEAD "  timeout: soon\n" SERVERS, 3,
+                     "key 'timeout' in pool 'alpha' is not a number: 'soon'");
+    fx_load_text_err(fx, POOL_HEAD "  servers: [a\n", 4, "YAML syntax error");
+    fx_load_text_err(fx, "", 1, "the pool file has no pools");
+    fx_load_text_err(fx, "alpha: 1\n---\nbeta: 2\n", 2, "a single YAML document");
 }
 
 /* ---- runner ------------------------------------------------------------ */
@@ -1153,6 +1221,8 @@ int main(void)
         FX_TEST(test_missing_file),
         FX_TEST(test_no_err_buffer),
         FX_TEST(test_short_err_buffer),
+        FX_TEST(test_text_valid),
+        FX_TEST(test_text_invalid),
         cmocka_unit_test(test_destroy_null),
     };
     int failed = cmocka_run_group_tests_name("conf_yaml", tests, NULL, NULL);

@@ -1,0 +1,422 @@
+/* zk_app: the configuration center as the main thread runs it (see
+ * zk_app.h; paths, node contents and the cache file are described in
+ * docs/operations.md, "Configuration center (ZooKeeper)").
+ *
+ *   start:   node ─► conf_yaml_load_text ─► app->conf ─► cache file
+ *            (node away or invalid) ─► cache file ─► app->conf
+ *   running: node changed ─► conf_yaml_load_text ─┬─► reload_rejected
+ *                                                 └─► reload_apply ─► cache file, registration
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "strata/conf.h"
+#include "strata/log.h"
+#include "strata/reload.h"
+#include "strata/zk.h"
+#include "app.h"
+#include "zk_app.h"
+
+/* The cache file's first line, a YAML comment: which node it copies. */
+#define ZK_CACHE_HEADER "# strata: cache of "
+
+struct zk_app {
+    struct zk_url     url;
+    char              cache[PATH_MAX];   /* the cache file */
+    char             *text;              /* the running pool file's text */
+    size_t            len;
+    struct zk_source *src;
+    char              reg_path[1024];
+    char              note[1200];        /* how start-up went, logged once running */
+    bool              note_warn;
+    char              cache_note[1200];  /* a cache write that failed at start */
+};
+
+/* Messages into a caller's buffer (long paths are cut, never overrun). */
+__attribute__((format(printf, 3, 4)))
+static void zk_app_error(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- cache file ---------------------------------------------------------- */
+
+static int zk_app_write_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* fsync of the directory holding `path`, so that the rename survives a
+ * crash. */
+static void zk_app_sync_dir(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash != NULL)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof(dir), ".");
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* Writes the header and `text` to the cache file atomically: a temporary
+ * file beside it, fsync, rename. Returns 0 or -1 with err. */
+static int zk_app_cache_write(const struct zk_app *zk, const char *source, const char *text,
+                              size_t len, char *err, size_t errlen)
+{
+    char tmp[PATH_MAX + 32], head[1200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", zk->cache, (long)getpid());
+    int hlen = snprintf(head, sizeof(head), ZK_CACHE_HEADER "%s\n", source);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        zk_app_error(err, errlen, "cannot write the cache file '%s': %s", tmp, strerror(errno));
+        return -1;
+    }
+    int rc = zk_app_write_all(fd, head, (size_t)hlen);
+    if (rc == 0)
+        rc = zk_app_write_all(fd, text, len);
+    if (rc == 0)
+        rc = fsync(fd);
+    if (close(fd) != 0)
+        rc = -1;
+    if (rc == 0)
+        rc = rename(tmp, zk->cache);
+    if (rc != 0) {
+        zk_app_error(err, errlen, "cannot write the cache file '%s': %s", zk->cache,
+                 strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    zk_app_sync_dir(zk->cache);
+    return 0;
+}
+
+/* The whole file at `path` (NUL-terminated) into *text. */
+static int zk_app_read_file(const char *path, char **text, size_t *len, char *err,
+                            size_t errlen)
+{
+    FILE *fp = fopen(path, "rb");
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+    if (fp == NULL) {
+        zk_app_error(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    for (;;) {
+        if (cap - n < 4096) {
+            char *grown = realloc(buf, cap = cap * 2 + 8192);
+            if (grown == NULL)
+                break;
+            buf = grown;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, fp);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    bool ok = buf != NULL && !ferror(fp);
+    fclose(fp);
+    if (!ok) {
+        free(buf);
+        zk_app_error(err, errlen, "cannot read '%s'", path);
+        return -1;
+    }
+    buf[n] = '\0';
+    *text = buf;
+    *len = n;
+    return 0;
+}
+
+/* Loads the cache file: it must copy this URL's node (when its header
+ * says which) and validate. On success the running text is the node's
+ * (the file without its header). */
+static int zk_app_cache_load(struct zk_app *zk, const char *source, struct conf **conf,
+                             char *err, size_t errlen)
+{
+    char *text;
+    size_t len;
+    if (zk_app_read_file(zk->cache, &text, &len, err, errlen) != 0)
+        return -1;
+    size_t skip = 0;
+    size_t hl = strlen(ZK_CACHE_HEADER);
+    if (strncmp(text, ZK_CACHE_HEADER, hl) == 0) {
+        size_t line = strcspn(text, "\n");
+        if (line - hl != strlen(source) || strncmp(text + hl, source, line - hl) != 0) {
+            zk_app_error(err, errlen, "the cache file '%s' copies another node: %.*s", zk->cache,
+                     (int)(line - hl), text + hl);
+            free(text);
+            return -1;
+        }
+        skip = text[line] == '\n' ? line + 1 : line;
+    }
+    if (conf_yaml_load_text(text, len, zk->cache, conf, err, errlen) != 0) {
+        free(text);
+        return -1;
+    }
+    memmove(text, text + skip, len - skip + 1);
+    zk->text = text;
+    zk->len = len - skip;
+    return 0;
+}
+
+/* ---- start --------------------------------------------------------------- */
+
+/* The node's text, validated. Returns 0 with *conf, or -1 with err. */
+static int zk_app_node_load(struct app *app, struct zk_node *node, struct conf **conf,
+                            char *err, size_t errlen)
+{
+    const char *source = app->settings.conf_file;
+    struct zk_app *zk = app->zk;
+    if (zk_read(&zk->url, app->settings.zk_session_timeout_ms, node, err, errlen) != 0)
+        return -1;
+    char why[1024];
+    if (conf_yaml_load_text(node->text, node->len, source, conf, why, sizeof(why)) != 0) {
+        zk_app_error(err, errlen, "version %d of the node does not validate: %s",
+                 (int)node->version, why);
+        zk_node_deinit(node);
+        return -1;
+    }
+    return 0;
+}
+
+/* Started from the node: keep its text and refresh the cache file. */
+static void zk_app_started_from_node(struct app *app, struct zk_node *node, bool test_only)
+{
+    struct zk_app *zk = app->zk;
+    const char *source = app->settings.conf_file;
+    zk_app_error(zk->note, sizeof(zk->note), "zookeeper: configuration from %s, version %d",
+             source, (int)node->version);
+    if (test_only)
+        fprintf(stderr, "strata: read %s: version %d, %zu bytes\n", source,
+                (int)node->version, node->len);
+    else if (zk_app_cache_write(zk, source, node->text, node->len, zk->cache_note,
+                                sizeof(zk->cache_note)) != 0)
+        fprintf(stderr, "strata: %s\n", zk->cache_note);
+    zk->text = node->text;
+    zk->len = node->len;
+    node->text = NULL;
+}
+
+/* Start-up failed: the message, and app->zk freed. */
+__attribute__((format(printf, 4, 5)))
+static int zk_app_fail(struct app *app, char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    zk_app_stop(app);
+    return -1;
+}
+
+int zk_app_load(struct app *app, bool test_only, char *err, size_t errlen)
+{
+    const char *source = app->settings.conf_file;
+    char why[1200], cwhy[1200];
+    struct zk_node node = { 0 };
+    if (!zk_supported())
+        return zk_app_fail(app, err, errlen, "cannot use %s: %s", source,
+                           "strata was built without ZooKeeper support");
+    app->zk = calloc(1, sizeof(*app->zk));
+    if (app->zk == NULL)
+        return zk_app_fail(app, err, errlen, "out of memory");
+    struct zk_app *zk = app->zk;
+    if (zk_url_parse(source, &zk->url, why, sizeof(why)) != 0)
+        return zk_app_fail(app, err, errlen, "%s", why);
+    settings_zk_cache_file(&app->settings, zk->cache, sizeof(zk->cache));
+    if (zk_app_node_load(app, &node, &app->conf, why, sizeof(why)) == 0) {
+        zk_app_started_from_node(app, &node, test_only);
+        return 0;
+    }
+    if (test_only)
+        return zk_app_fail(app, err, errlen, "configuration %s is invalid: %s", source, why);
+    fprintf(stderr, "strata: %s; trying the cache file '%s'\n", why, zk->cache);
+    if (zk_app_cache_load(zk, source, &app->conf, cwhy, sizeof(cwhy)) != 0) {
+        char both[2600];
+        zk_app_error(both, sizeof(both), "%s, and there is no usable cache file (%s)", why, cwhy);
+        return zk_app_fail(app, err, errlen, "cannot start: no configuration from %s: %s",
+                           source, both);
+    }
+    zk->note_warn = true;
+    zk_app_error(zk->note, sizeof(zk->note), "zookeeper: %s; started from the cache file '%s' "
+             "(the last good configuration); the node is applied once it can be read", why,
+             zk->cache);
+    return 0;
+}
+
+/* ---- running ------------------------------------------------------------- */
+
+static void zk_app_register(struct app *app)
+{
+    struct zk_app *zk = app->zk;
+    char host[256];
+    if (!app->settings.zk_register || zk->src == NULL)
+        return;
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    if (zk->reg_path[0] == '\0' &&
+        zk_reg_path(&zk->url, host, app->settings.stats_port, zk->reg_path,
+                    sizeof(zk->reg_path)) != 0) {
+        log_error("zookeeper: the registration path under %s is too long", zk->url.path);
+        zk->reg_path[0] = '\0';
+        return;
+    }
+    struct zk_reg_info info = {
+        .conf = app->conf, .host = host, .pid = (long)getpid(),
+        .stats_addr = app->settings.stats_addr, .stats_port = app->settings.stats_port,
+        .version = PACKAGE_VERSION, .generation = reload_generation(app),
+        .source = app->settings.conf_file,
+    };
+    char *json = zk_reg_json(&info);
+    if (json == NULL) {
+        log_error("zookeeper: out of memory for the registration");
+        return;
+    }
+    zk_source_register(zk->src, zk->reg_path, json);
+    free(json);
+}
+
+/* A new text of the node, on the main thread: validated, applied through
+ * reload, then cached and announced. */
+static void zk_app_on_node(struct zk_node *node, void *arg)
+{
+    struct app *app = arg;
+    struct zk_app *zk = app->zk;
+    const char *source = app->settings.conf_file;
+    char err[1200];
+    struct conf *conf;
+    if (zk->text != NULL && node->len == zk->len && memcmp(node->text, zk->text, zk->len) == 0) {
+        log_info("zookeeper: version %d of %s is the running configuration", (int)node->version,
+                 source);
+        return;
+    }
+    log_notice("zookeeper: version %d of %s: applying", (int)node->version, source);
+    if (conf_yaml_load_text(node->text, node->len, source, &conf, err, sizeof(err)) != 0) {
+        reload_rejected(app, source, err);
+        return;
+    }
+    if (reload_apply(app, conf, source, err, sizeof(err)) != 0) {
+        log_error("zookeeper: version %d of %s not applied: %s", (int)node->version, source,
+                  err);
+        return;
+    }
+    free(zk->text);
+    zk->text = node->text;
+    zk->len = node->len;
+    node->text = NULL;
+    if (zk_app_cache_write(zk, source, zk->text, zk->len, err, sizeof(err)) != 0)
+        log_warn("zookeeper: %s", err);
+    zk_app_register(app);
+}
+
+int zk_app_start(struct app *app)
+{
+    struct zk_app *zk = app->zk;
+    char err[512];
+    if (zk == NULL)
+        return 0;
+    if (zk->note_warn)
+        log_warn("%s", zk->note);
+    else
+        log_notice("%s", zk->note);
+    if (zk->cache_note[0] != '\0')
+        log_warn("zookeeper: %s", zk->cache_note);
+    zk->src = zk_source_create(app->base, &zk->url, app->settings.zk_session_timeout_ms,
+                               zk_app_on_node, app, err, sizeof(err));
+    if (zk->src == NULL) {
+        log_error("zookeeper: %s", err);
+        return -1;
+    }
+    zk_app_register(app);
+    return 0;
+}
+
+void zk_app_stop(struct app *app)
+{
+    struct zk_app *zk = app->zk;
+    if (zk == NULL)
+        return;
+    if (zk->src != NULL) {
+        zk_source_destroy(&zk->src);
+        log_notice("zookeeper: session closed");
+    }
+    zk_url_deinit(&zk->url);
+    free(zk->text);
+    free(zk);
+    app->zk = NULL;
+}
+
+/* ---- publish ------------------------------------------------------------- */
+
+int zk_app_publish(const struct settings *s, const char *file, long expect)
+{
+    struct zk_url url;
+    struct conf *conf;
+    char err[1200];
+    char *text;
+    size_t len;
+    int32_t version;
+    if (!zk_url_is(s->conf_file)) {
+        fprintf(stderr, "strata: --publish needs -c zk://HOST:PORT/PATH: the node to publish "
+                "to\n");
+        return 1;
+    }
+    if (!zk_supported()) {
+        fprintf(stderr, "strata: cannot publish to %s: strata was built without ZooKeeper "
+                "support\n", s->conf_file);
+        return 1;
+    }
+    if (zk_url_parse(s->conf_file, &url, err, sizeof(err)) != 0) {
+        fprintf(stderr, "strata: %s\n", err);
+        return 1;
+    }
+    int rc = 1;
+    if (conf_yaml_load(file, &conf, err, sizeof(err)) != 0) {
+        fprintf(stderr, "strata: configuration file '%s' syntax is invalid\n%s\n"
+                "strata: nothing published\n", file, err);
+        goto out;
+    }
+    conf_destroy(&conf);
+    if (zk_app_read_file(file, &text, &len, err, sizeof(err)) != 0) {
+        fprintf(stderr, "strata: %s\n", err);
+        goto out;
+    }
+    if (zk_publish(&url, text, len, (int32_t)expect, s->zk_session_timeout_ms, &version,
+                   err, sizeof(err)) != 0) {
+        fprintf(stderr, "strata: not published: %s\n", err);
+    } else {
+        printf("strata: published '%s' to %s: version %d\n", file, s->conf_file, (int)version);
+        rc = 0;
+    }
+    free(text);
+out:
+    zk_url_deinit(&url);
+    return rc;
+}
