@@ -90,9 +90,11 @@ def stats(proxy):
     """The stats JSON (nutcracker's document, kept byte for byte) with
     Strata's reload fields merged in: they are STAT lines of the proxy's
     `stats` command (docs/operations.md)."""
+    # the stats command first: the main thread takes a new configuration
+    # before any worker does, so the JSON read after it is never older
+    extra = _stat_lines(proxy)
     doc = read_stats(proxy.stats_port)
     doc["_stats_port"] = proxy.stats_port
-    extra = _stat_lines(proxy)
     doc.update(extra if extra is not None else _log_fields(proxy))
     return doc
 
