@@ -451,7 +451,30 @@ class UnexpectedReply(Exception):
 VALUE_RE = re.compile(rb"^VALUE (\S+) (\d+) (\d+)(?: (\d+))?\r\n$")
 
 
-class MCClient:
+class SocketPlumbing:
+    """What every raw test client shares: close (quietly), `with`, and a
+    send bounded by the client's timeout.  Needs self.sock, self.timeout."""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.settimeout(self.timeout)
+        self.sock.sendall(data)
+
+
+class MCClient(SocketPlumbing):
     """A minimal text-protocol client.  Every read has a deadline."""
 
     def __init__(self, port, host=HOST, timeout=DEFAULT_TIMEOUT,
@@ -473,25 +496,7 @@ class MCClient:
         self.buf = bytearray()
         self.pos = 0  # consumed prefix of buf
 
-    # -- plumbing --
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
-
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        self.sock.settimeout(self.timeout)
-        self.sock.sendall(data)
-
+    # -- plumbing (close, with, send: SocketPlumbing) --
     def _pending(self):
         return self.buf[self.pos:]
 

@@ -60,7 +60,7 @@ class Garbage(Exception):
     pass
 
 
-class RespConn:
+class RespConn(harness.SocketPlumbing):
     """Raw RESP over TCP; every read has a deadline.  reply() returns the
     exact bytes of one whole top-level reply; value() parses it."""
 
@@ -70,24 +70,6 @@ class RespConn:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
-
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        self.sock.settimeout(self.timeout)
-        self.sock.sendall(data)
 
     def _fill(self, deadline):
         remaining = deadline - time.monotonic()

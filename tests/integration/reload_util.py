@@ -136,38 +136,46 @@ def log_since(proxy, offset):
         return ""
 
 
-def reload(proxy, pools, load=(), timeout=RELOAD_WAIT, what="reload"):
-    """Writes `pools` as the proxy's pool file, sends SIGUSR1, waits until
-    config_generation is one more than before and `reloads` went up.
-    `load`: Load objects whose epoch is moved before and after (misses of
-    keys written before are then explained).  Returns the stats doc."""
+def _signal_and_wait(proxy, text, timeout, moved):
+    """Writes `text` as the pool file, SIGUSR1, and polls the stats until
+    moved(doc, gen0, reloads0, failures0) or the proxy died.  Returns the
+    last doc, the log offset at the signal and the counters before."""
     before = stats(proxy)
-    gen0 = _field(before, "config_generation")
-    rel0 = _field(before, "reloads")
-    fail0 = _field(before, "reload_failures")
-    for ld in load:
-        ld.bump_epoch()
-    write_atomically(proxy.confpath, pool_yaml(pools))
-    old_pools, proxy.pools = proxy.pools, pools
+    counts = tuple(_field(before, f) for f in
+                   ("config_generation", "reloads", "reload_failures"))
+    write_atomically(proxy.confpath, text)
     off = log_size(proxy)
     _signal_reload(proxy)
     last = [before]
 
-    def applied():
+    def done():
         if not proxy.alive():
             return True
         try:
             last[0] = stats(proxy)
         except (OSError, ValueError):
             return False
-        d = last[0]
-        return (d.get("config_generation", gen0) != gen0 and
-                d.get("reloads", rel0) != rel0) or \
-            d.get("reload_failures", fail0) != fail0
+        return moved(last[0], *counts)
 
-    wait_until(applied, timeout, 0.02)
+    wait_until(done, timeout, 0.02)
     assert proxy.alive(), _died(proxy)
-    doc = last[0]
+    return last[0], off, counts
+
+
+def reload(proxy, pools, load=(), timeout=RELOAD_WAIT, what="reload"):
+    """Writes `pools` as the proxy's pool file, sends SIGUSR1, waits until
+    config_generation is one more than before and `reloads` went up.
+    `load`: Load objects whose epoch is moved before and after (misses of
+    keys written before are then explained).  Returns the stats doc."""
+    for ld in load:
+        ld.bump_epoch()
+    old_pools, proxy.pools = proxy.pools, pools
+    doc, off, (gen0, rel0, fail0) = _signal_and_wait(
+        proxy, pool_yaml(pools), timeout,
+        lambda d, gen0, rel0, fail0:
+            (d.get("config_generation", gen0) != gen0 and
+             d.get("reloads", rel0) != rel0) or
+            d.get("reload_failures", fail0) != fail0)
     if doc.get("reload_failures", fail0) != fail0:
         proxy.pools = old_pools
         raise AssertionError(
@@ -199,28 +207,11 @@ def reload_rejected(proxy, text, line, timeout=RELOAD_WAIT, what="reload",
     and the log names the file and `line` (and `expect_text`, if given,
     e.g. the message `strata -t` printed).  proxy.pools is unchanged (the
     running configuration).  Returns the log written since the signal."""
-    before = stats(proxy)
-    gen0 = _field(before, "config_generation")
-    rel0 = _field(before, "reloads")
-    fail0 = _field(before, "reload_failures")
-    write_atomically(proxy.confpath, text)
-    off = log_size(proxy)
-    _signal_reload(proxy)
-    last = [before]
-
-    def counted():
-        if not proxy.alive():
-            return True
-        try:
-            last[0] = stats(proxy)
-        except (OSError, ValueError):
-            return False
-        return last[0].get("reload_failures", fail0) != fail0 or \
-            last[0].get("config_generation", gen0) != gen0
-
-    wait_until(counted, timeout, 0.02)
-    assert proxy.alive(), _died(proxy)
-    doc = last[0]
+    doc, off, (gen0, rel0, fail0) = _signal_and_wait(
+        proxy, text, timeout,
+        lambda d, gen0, rel0, fail0:
+            d.get("reload_failures", fail0) != fail0 or
+            d.get("config_generation", gen0) != gen0)
     assert doc.get("config_generation") == gen0, (
         "%s: an invalid pool file was applied (config_generation %d -> %r)"
         "\n--- the file ---\n%s" % (what, gen0, doc.get("config_generation"),
