@@ -67,8 +67,8 @@ def port_of(listen):
     return int(listen.rsplit(":", 1)[1])
 
 
-def start(proxy_factory, pools):
-    return proxy_factory(pools, extra_args=PROXY_ARGS)
+def start(proxy_factory, pools, extra_args=()):
+    return proxy_factory(pools, extra_args=PROXY_ARGS + list(extra_args))
 
 
 def copy_pools(pools):
@@ -700,3 +700,56 @@ def test_check_and_reload_same_validation(memcached_factory, proxy_factory):
     doc = stats(p)
     assert doc["reload_failures"] == len(cases)
     assert doc["config_generation"] == 2
+
+
+# ------------------------------------------------------- live settings ----
+
+def test_live_settings_follow_the_settings_file(memcached_factory,
+                                                proxy_factory, workdir):
+    """SIGUSR1 re-reads -C too: max_clients lowered from 100 to 3 turns a
+    fourth connection away at once while the three held stay served; a
+    -C file that does not load changes nothing (and the pool file is
+    still reloaded)."""
+    from policy_util import write_settings
+    (ms,) = memcached_factory(1)
+    cfg = write_settings(workdir, "max_clients = 100;\n", name="live.cfg")
+    la, = listens(1)
+    pools = {"alpha": mc_pool([(ms, "mc0")], la)}
+    p = start(proxy_factory, pools, extra_args=["-C", cfg])
+    port = port_of(la)
+
+    def one_more_refused():
+        extra = MCClient(port, timeout=2)
+        try:
+            extra.sock.sendall(b"get a\r\n")
+            return extra.expect_closed(timeout=1)
+        except OSError:
+            return True
+        finally:
+            extra.close()
+
+    conns = [MCClient(port, timeout=5) for _ in range(2)]
+    try:
+        for c in conns:
+            assert c.call("get a") == b"END\r\n"
+        assert not one_more_refused()       # 100 allowed
+        # the reload helper reads the stats command on a third connection
+        write_settings(workdir, "max_clients = 3;\n", name="live.cfg")
+        reload(p, pools, what="max_clients 100 -> 3")
+        conns.append(MCClient(port, timeout=5))
+        assert wait_until(lambda: conns[2].call("get a") == b"END\r\n",
+                          5 * TIME_SCALE, 0.1)
+        assert wait_until(one_more_refused, 5 * TIME_SCALE, 0.1)
+        for c in conns:                     # the three admitted stay served
+            assert c.call("get a") == b"END\r\n"
+        # a settings file that does not load: nothing changes
+        conns.pop().close()
+        write_settings(workdir, "max_clients = \"many\";\n", name="live.cfg")
+        reload(p, pools, what="bad -C file")
+        conns.append(MCClient(port, timeout=5))
+        assert conns[2].call("get a") == b"END\r\n"
+        assert one_more_refused()
+        assert "live.cfg" in p.read_log()
+    finally:
+        for c in conns:
+            c.close()
