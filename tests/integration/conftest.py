@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 pytest.register_assert_rewrite("harness")
 
 import harness  # noqa: E402
-from harness import Memcached, Proxy, free_port, HOST  # noqa: E402
+from harness import HarnessError, Memcached, Proxy, free_port, HOST  # noqa: E402
 
 PROXY_KIND = os.environ.get("PROXY", "strata").strip().lower()
 if PROXY_KIND not in ("strata", "nutcracker"):
@@ -153,16 +153,28 @@ def proxy_factory(request, workdir):
 
     def make(pools, extra_args=(), kind=None, name=None, start=True):
         kind = kind or PROXY_KIND
-        pools = {n: dict(b) for n, b in pools.items()}
-        for body in pools.values():
-            body.setdefault("listen", "%s:%d" % (HOST, free_port()))
-        p = Proxy(kind, proxy_binary(kind), workdir, pools,
-                  extra_args=extra_args,
-                  name=name or "%s%d" % (kind, len(started)))
-        started.append(p)
-        if start:
-            p.start()
-        return p
+        given = {n: dict(b) for n, b in pools.items()}
+        # A port the kernel called free can be taken by another process
+        # before the proxy binds it: with ports of our own choosing, try
+        # again on fresh ones.
+        for attempt in range(3):
+            pools = {n: dict(b) for n, b in given.items()}
+            for body in pools.values():
+                body.setdefault("listen", "%s:%d" % (HOST, free_port()))
+            p = Proxy(kind, proxy_binary(kind), workdir, pools,
+                      extra_args=extra_args,
+                      name=name or "%s%d" % (kind, len(started)))
+            started.append(p)
+            if not start:
+                return p
+            try:
+                p.start()
+                return p
+            except HarnessError as e:
+                ours = all("listen" not in b for b in given.values())
+                if not ours or "Address already in use" not in str(e) or attempt == 2:
+                    raise
+                started.remove(p)
 
     yield make
     reports = []
