@@ -1,15 +1,18 @@
 /* reload: applying a new pool configuration (see reload.h).
  *
- *   new conf ─► resolve every address, open new unix listeners ─► generation N
+ *   new conf ─► resolve every address, test-bind new TCP listens, open new
+ *               unix listeners ─► generation N
  *            ─► each worker: worker_reload ─► switches at its next safe point
  *   timer:   every worker on N? ─► close stale listeners, apply a queued conf
  *            generations nobody uses any more ─► freed
  *
  * Parsing and validation happen before (conf_yaml_load, on the main
  * thread); a worker never waits for any of this. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -152,7 +155,8 @@ static int unix_listeners_prepare(struct app *app, const struct conf *conf,
 
 /* Every listen and server address resolves now, so that no worker meets
  * a name it cannot resolve halfway through a switch. */
-static int conf_resolve_all(const struct conf *conf, char *err, size_t errlen)
+static int conf_resolve_all(const struct conf *conf, const char *source,
+                            char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -161,7 +165,8 @@ static int conf_resolve_all(const struct conf *conf, char *err, size_t errlen)
         const struct conf_pool *pool = &conf->pools[p];
         if (pool->listen.addr.path == NULL &&
             util_resolve(&pool->listen.addr, &ss, &len, why, sizeof(why)) != 0) {
-            snprintf(err, errlen, "pool %s: listen %s: %s", pool->name, pool->listen.text, why);
+            snprintf(err, errlen, "%s:%d: pool %s: listen %s: %s", source, pool->line,
+                     pool->name, pool->listen.text, why);
             return -1;
         }
         const struct conf_tier *tier;
@@ -169,10 +174,61 @@ static int conf_resolve_all(const struct conf *conf, char *err, size_t errlen)
             for (uint32_t i = 0; i < tier->nservers; i++) {
                 const struct conf_server *cs = &tier->servers[i];
                 if (util_resolve(&cs->addr, &ss, &len, why, sizeof(why)) != 0) {
-                    snprintf(err, errlen, "line %d: server %s: %s", cs->line, cs->text, why);
+                    snprintf(err, errlen, "%s:%d: server %s: %s", source, cs->line,
+                             cs->text, why);
                     return -1;
                 }
             }
+        }
+    }
+    return 0;
+}
+
+/* The listen of `pool` in the running configuration, or NULL when the
+ * pool is new there. */
+static const struct conf_pool *running_pool(const struct conf *running, const char *name)
+{
+    for (uint32_t p = 0; p < running->npools; p++)
+        if (strcmp(running->pools[p].name, name) == 0)
+            return &running->pools[p];
+    return NULL;
+}
+
+/* Every TCP address a worker will have to bind anew (a new pool, a moved
+ * listen) can be bound now, as the workers will (SO_REUSEPORT): a port
+ * another program holds rejects the file here rather than leave a pool
+ * without a listener after the switch. */
+static int conf_listen_check(const struct conf *running, const struct conf *conf,
+                             const char *source, char *err, size_t errlen)
+{
+    for (uint32_t p = 0; p < conf->npools; p++) {
+        const struct conf_pool *pool = &conf->pools[p];
+        const struct conf_pool *was = running_pool(running, pool->name);
+        if (pool->listen.addr.path != NULL ||
+            (was != NULL && strcmp(was->listen.text, pool->listen.text) == 0))
+            continue;
+        struct sockaddr_storage ss;
+        socklen_t len;
+        char why[256];
+        if (util_resolve(&pool->listen.addr, &ss, &len, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "%s:%d: pool %s: listen %s: %s", source, pool->line,
+                     pool->name, pool->listen.text, why);
+            return -1;
+        }
+        int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+        int rc = fd < 0 ? -1 : 0;
+        if (rc == 0) {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+            rc = bind(fd, (struct sockaddr *)&ss, len);
+        }
+        int saved = errno;
+        if (fd >= 0)
+            close(fd);
+        if (rc != 0) {
+            snprintf(err, errlen, "%s:%d: pool %s: cannot listen on %s: %s", source,
+                     pool->line, pool->name, pool->listen.text, strerror(saved));
+            return -1;
         }
     }
     return 0;
@@ -247,7 +303,8 @@ int reload_apply(struct app *app, struct conf *conf, const char *source,
         return 0;
     }
     char why[400];
-    if (conf_resolve_all(conf, why, sizeof(why)) != 0 ||
+    if (conf_resolve_all(conf, source, why, sizeof(why)) != 0 ||
+        conf_listen_check(app->conf, conf, source, why, sizeof(why)) != 0 ||
         unix_listeners_prepare(app, conf, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "%s: %s", source, why);
         reload_rejected(app, source, why);

@@ -753,3 +753,31 @@ def test_live_settings_follow_the_settings_file(memcached_factory,
     finally:
         for c in conns:
             c.close()
+
+
+def test_listen_taken_by_another_program_rejects_the_file(
+        memcached_factory, proxy_factory):
+    """A new pool on a port another program holds: the reload is rejected
+    on the main thread (the file and the pool's line, the bind error),
+    before any worker switches; the running pools keep serving."""
+    import socket
+    from harness import pool_yaml
+    (ms,) = memcached_factory(1)
+    la, lb = listens(2)
+    pools = {"alpha": mc_pool([(ms, "mc0")], la)}
+    p = start(proxy_factory, pools)
+    holder = socket.socket()
+    holder.bind((HOST, 0))
+    holder.listen(1)
+    try:
+        taken = "%s:%d" % (HOST, holder.getsockname()[1])
+        more = copy_pools(pools)
+        more["beta"] = mc_pool([(ms, "mc0")], taken)
+        text = pool_yaml(more)
+        line = text.splitlines().index("beta:") + 1
+        log = reload_rejected(p, text, line, expect_text="cannot listen on %s" % taken)
+        assert "Address already in use" in log
+        with MCClient(port_of(la), timeout=5) as c:
+            assert c.call("get a") == b"END\r\n"
+    finally:
+        holder.close()
