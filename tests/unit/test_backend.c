@@ -462,17 +462,22 @@ static void test_connect_refused_reported_later(void **state)
 /* ---- failures reset the connection ---- */
 
 /* The next request opens a new connection and is answered. */
-static void expect_reconnect(struct fx *f, const char *log_before)
+static void expect_reconnect_to(struct fx *f, const char *log_before, bool fenced)
 {
     char want[512];
     send_req(f, MC_CMD_GET, "get again\r\n", 9);
     if (f->sfd >= 0)
         close(f->sfd);
-    f->sfd = accept_unfenced(f);
-    net_expect(&f->loop, f->sfd, "get again\r\n");
-    net_send_str(&f->loop, f->sfd, "END\r\n");
+    f->sfd = fenced ? accept_fenced(f) : accept_unfenced(f);
+    net_expect(&f->loop, f->sfd, fenced ? "get again\r\nmn\r\n" : "get again\r\n");
+    net_send_str(&f->loop, f->sfd, fenced ? "END\r\nMN\r\n" : "END\r\n");
     snprintf(want, sizeof(want), "%s9 END\n", log_before);
     expect_events(f, want);
+}
+
+static void expect_reconnect(struct fx *f, const char *log_before)
+{
+    expect_reconnect_to(f, log_before, false);
 }
 
 /* Request 1 (`req1`, of cmd1) and "get b" (2) in flight, the server
@@ -920,14 +925,7 @@ static void expect_fenced_reset_by(struct fx *f, const char *reply, const char *
     net_expect_closed(&f->loop, f->sfd);
     assert_string_equal(events_str(), log);
     assert_int_equal(backend_server_pending(&f->s), 0);
-    char want[512];
-    send_req(f, MC_CMD_GET, "get again\r\n", 9);
-    close(f->sfd);
-    f->sfd = accept_fenced(f);
-    net_expect(&f->loop, f->sfd, "get again\r\nmn\r\n");
-    net_send_str(&f->loop, f->sfd, "END\r\nMN\r\n");
-    snprintf(want, sizeof(want), "%s9 END\n", log);
-    expect_events(f, want);
+    expect_reconnect_to(f, log, true);
 }
 
 #define BOTH_INVALID "1 FAIL backend sent an invalid response\n" \
