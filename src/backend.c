@@ -1,5 +1,21 @@
 /* backend: pipelined connections to one memcached server (see backend.h
- * for the picture). */
+ * for the picture).
+ *
+ * Fences (memcached >= 1.6): a new connection to a memcached server first
+ * sends the meta no-op "mn" alone and holds the requests queued behind it
+ * (their bytes wait in `held`) until it is answered:
+ *
+ *   probe "mn" ──► MN     fenced: "mn" follows every request's bytes, and a
+ *                         request is done when its reply is whole AND the
+ *                         MN behind it has come (its last unit waits in
+ *                         `done` until then)
+ *             ──► ERROR  not fenced: replies matched by position only
+ *             ──► else   invalid: every request fails, the connection resets
+ *
+ * So on a fenced connection a unit the server should not have sent (an
+ * extra END, a second reply) lands where an MN was due, or an MN lands
+ * where a reply was due: both reset the connection, and no request gets
+ * another request's reply or a false miss. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -34,7 +50,13 @@ struct backend_req {
     backend_redis_cb         redis_cb;
     const struct redis_cmd  *redis_cmd;
     uint32_t                 redis_nkeys;
+    bool                     probe;   /* the connection's "mn" probe: no
+                                         callback, not counted */
 };
+
+/* The meta no-op: the fence after each request, and the probe. */
+#define BACKEND_FENCE     "mn\r\n"
+#define BACKEND_FENCE_LEN (sizeof(BACKEND_FENCE) - 1)
 
 struct backend_conn {
     struct backend_server  *server;
@@ -54,6 +76,15 @@ struct backend_conn {
     char                    reset_reason[96];
     struct mc_rsp           rsp;       /* reply unit being framed */
     struct redis_rsp        redis_rsp; /* Redis: reply being framed */
+    /* Fences (see the top of this file); all false on a Redis server. */
+    bool                    probing;   /* the probe is out: requests wait */
+    bool                    fenced;    /* "mn" follows every request */
+    bool                    head_replied; /* the head's reply is whole, its
+                                          MN is due; its last unit in done */
+    struct evbuffer        *held;      /* bytes of requests queued while
+                                          probing, in order */
+    struct mc_rsp           done;      /* the head's last unit (END, STORED,
+                                          ...) until its MN */
 };
 
 static void conn_reset(struct backend_conn *c, const char *reason);
@@ -122,9 +153,11 @@ int backend_server_init(struct backend_server *s, const struct conf_server *conf
         c->server = s;
         TAILQ_INIT(&c->inflight);
         mc_rsp_init(&c->rsp);
+        mc_rsp_init(&c->done);
         redis_rsp_init(&c->redis_rsp);
+        c->held = evbuffer_new();
         c->timer = evtimer_new(bw->loop->base, on_timer, c);
-        if (c->timer == NULL) {
+        if (c->timer == NULL || c->held == NULL) {
             snprintf(err, errlen, "server %s: out of memory", conf->text);
             return -1;
         }
@@ -143,18 +176,30 @@ static void conn_close(struct backend_conn *c)
     c->connected = false;
     mc_rsp_reset(&c->rsp);
     redis_rsp_reset(&c->redis_rsp);
+    c->probing = false;
+    c->fenced = false;
+    c->head_replied = false;
+    mc_rsp_reset(&c->done);
+    if (c->held != NULL)
+        evbuffer_drain(c->held, evbuffer_get_length(c->held));
 }
 
 void backend_server_deinit(struct backend_server *s)
 {
     for (uint32_t i = 0; s->conns != NULL && i < s->nconns; i++) {
         struct backend_conn *c = &s->conns[i];
-        if (c->timer == NULL)
+        if (c->timer == NULL) {   /* init failed here */
+            if (c->held != NULL)
+                evbuffer_free(c->held);
             continue;
+        }
         conn_reset(c, "proxy shutting down");
         if (c->timer != NULL)
             event_free(c->timer);
+        if (c->held != NULL)
+            evbuffer_free(c->held);
         mc_rsp_deinit(&c->rsp);
+        mc_rsp_deinit(&c->done);
         redis_rsp_deinit(&c->redis_rsp);
     }
     free(s->conns);
@@ -383,17 +428,66 @@ static void conn_complete(struct backend_conn *c, struct backend_req *head,
     timer_arm(c);
 }
 
+static void probe_answered(struct backend_conn *c, struct backend_req *probe,
+                           bool fenced);
+
+/* The answer to the probe at the head: MN turns fences on, ERROR (a
+ * server that does not know "mn") leaves them off; anything else is no
+ * memcached. NULL, or why the connection must be reset. */
+static const char *probe_deliver(struct backend_conn *c, struct backend_req *probe,
+                                 const struct mc_rsp *rsp)
+{
+    struct backend_server *s = c->server;
+    if (rsp->type != MC_RSP_MN && rsp->type != MC_RSP_ERROR)
+        return BACKEND_ERR_INVALID;
+    if (rsp->type == MC_RSP_ERROR && !s->mn_unsupported_logged) {
+        log_info("server %s does not support meta no-op (mn): replies matched "
+                 "by position only", s->conf->text);
+        s->mn_unsupported_logged = true;
+    }
+    probe_answered(c, probe, rsp->type == MC_RSP_MN);
+    return NULL;
+}
+
+/* An MN on a fenced connection: it must follow the head's whole reply,
+ * which is then done. */
+static const char *fence_deliver(struct backend_conn *c, struct backend_req *head)
+{
+    if (!c->head_replied)
+        return BACKEND_ERR_INVALID;
+    c->head_replied = false;
+    conn_complete(c, head, &c->done, NULL);
+    mc_rsp_reset(&c->done);
+    return NULL;
+}
+
 /* Delivers one framed unit to the request at the head of the pipeline.
  * Returns NULL, or why the unit cannot be a reply to it (no request
  * waiting, a type that does not fit the command, a VALUE whose key the
- * callback refused); nothing was delivered then. */
+ * callback refused, on a fenced connection anything but MN after a whole
+ * reply or an MN before one); nothing was delivered then. On a fenced
+ * connection the reply's last unit is kept (swapped into c->done) until
+ * its MN completes the request. */
 static const char *conn_deliver(struct backend_conn *c, struct mc_rsp *rsp)
 {
     struct backend_req *head = TAILQ_FIRST(&c->inflight);
-    if (head == NULL || !mc_rsp_fits(head->cmd, rsp))
+    if (head == NULL)
+        return BACKEND_ERR_INVALID;
+    if (head->probe)
+        return probe_deliver(c, head, rsp);
+    if (rsp->type == MC_RSP_MN)
+        return fence_deliver(c, head);
+    if (c->head_replied || !mc_rsp_fits(head->cmd, rsp))
         return BACKEND_ERR_INVALID;
     if (rsp->type == MC_RSP_VALUE)
         return head->cb(head->arg, BACKEND_VALUE, rsp, NULL) ? NULL : BACKEND_ERR_KEY;
+    if (c->fenced) {
+        struct mc_rsp last = *rsp;
+        *rsp = c->done;
+        c->done = last;
+        c->head_replied = true;
+        return NULL;
+    }
     conn_complete(c, head, rsp, NULL);
     return NULL;
 }
@@ -436,8 +530,10 @@ static const char *conn_frame_one(struct backend_conn *c, struct evbuffer *in,
         *again = true;
         return NULL;
     }
-    stats_server_add(s->stats, response_bytes,
-                     (int64_t)(before - evbuffer_get_length(in)));
+    /* fences and the probe's answer are not counted */
+    if (st != MC_OK || (c->rsp.type != MC_RSP_MN && !c->probing))
+        stats_server_add(s->stats, response_bytes,
+                         (int64_t)(before - evbuffer_get_length(in)));
     bad = st == MC_OK ? conn_deliver(c, &c->rsp) : BACKEND_ERR_INVALID;
     mc_rsp_reset(&c->rsp);
     return bad;
@@ -537,6 +633,9 @@ static void conn_defer_fail(struct backend_conn *c, const char *reason)
 
 static void queue_request(struct backend_conn *c, struct backend_req *r,
                           struct evbuffer *bytes);
+static int send_bytes(struct backend_conn *c, struct backend_req *r,
+                      struct evbuffer *from);
+static void send_fail_later(struct backend_conn *c, const char *reason);
 
 /* The reply to AUTH or SELECT on a new connection: anything but +OK
  * means the connection cannot serve the pool's requests. */
@@ -583,6 +682,55 @@ static void redis_handshake(struct backend_conn *c)
     }
 }
 
+/* The probe never has a callback to run: its connection's requests are
+ * failed with it. */
+static bool probe_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
+                     const char *reason)
+{
+    (void)arg; (void)ev; (void)rsp; (void)reason;
+    return true;
+}
+
+/* Puts the probe "mn" first on a new connection to a memcached server
+ * (its output and pipeline are empty); requests queued until it is
+ * answered are held (queue_request). Not counted as a request. */
+static void probe_send(struct backend_conn *c)
+{
+    struct backend_req *r = req_get(c->server->bw);
+    *r = (struct backend_req){ .probe = true, .cb = probe_cb,
+                               .deadline_ms = INT64_MAX };
+    TAILQ_INSERT_TAIL(&c->inflight, r, link);
+    c->probing = true;
+    if (send_bytes(c, r, NULL) != 0) {
+        conn_defer_fail(c, "backend send failed: out of memory");
+        return;
+    }
+    conn_send(c->conn);
+    timer_arm(c);
+}
+
+/* The probe is answered: it leaves the pipeline, and the requests held
+ * behind it are written in order, each with its fence when `fenced`. */
+static void probe_answered(struct backend_conn *c, struct backend_req *probe,
+                           bool fenced)
+{
+    if (c->unsent == probe)
+        c->unsent = TAILQ_NEXT(probe, link);
+    TAILQ_REMOVE(&c->inflight, probe, link);
+    req_put(c->server->bw, probe);
+    c->probing = false;
+    c->fenced = fenced;
+    struct backend_req *r;
+    TAILQ_FOREACH(r, &c->inflight, link) {
+        if (send_bytes(c, r, c->held) != 0) {
+            send_fail_later(c, "backend send failed: out of memory");
+            return;
+        }
+    }
+    conn_send(c->conn);
+    timer_arm(c);
+}
+
 /* Starts connecting; a failure is reported from the loop, never from
  * here, so backend_send never calls back into its caller. */
 static void conn_open(struct backend_conn *c)
@@ -606,6 +754,8 @@ static void conn_open(struct backend_conn *c)
     conn_set_flush_late(c->conn, true);
     if (s->redis)
         redis_handshake(c);
+    else
+        probe_send(c);
 }
 
 void backend_server_connect(struct backend_server *s)
@@ -622,16 +772,26 @@ static void send_fail_later(struct backend_conn *c, const char *reason)
         conn_defer_fail(c, reason);
 }
 
-/* Appends r's bytes to the output and notes where they end (conn.h:
+/* Moves r's bytes (the first r->bytes of `from`; the probe has none
+ * and `from` NULL) to the output, then "mn" when the connection is
+ * fenced (the probe is one "mn"), and notes where they end (conn.h:
  * conn_written); output that was empty starts the write-stall clock.
  * The reply clock starts in conn_progress. */
 static int send_bytes(struct backend_conn *c, struct backend_req *r,
-                      struct evbuffer *bytes)
+                      struct evbuffer *from)
 {
     struct evbuffer *out = conn_output(c->conn);
     if (evbuffer_get_length(out) == 0)
         c->stall_ms = util_now_ms();
-    if (evbuffer_add_buffer(out, bytes) != 0)
+    if (from != NULL && r->bytes == evbuffer_get_length(from)) {
+        if (evbuffer_add_buffer(out, from) != 0)
+            return -1;
+    } else if (from != NULL &&
+               evbuffer_remove_buffer(from, out, r->bytes) != (int)r->bytes) {
+        return -1;
+    }
+    if ((c->fenced || r->probe) &&
+        evbuffer_add(out, BACKEND_FENCE, BACKEND_FENCE_LEN) != 0)
         return -1;
     r->end = conn_written(c->conn) + evbuffer_get_length(out);
     if (c->unsent == NULL)
@@ -665,7 +825,13 @@ static void queue_request(struct backend_conn *c, struct backend_req *r,
     stats_server_add(s->stats, request_bytes, (int64_t)len);
     stats_server_add(s->stats, out_queue, 1);
     stats_server_add(s->stats, out_queue_bytes, (int64_t)len);
-    if (c->conn != NULL && send_bytes(c, r, bytes) == 0) {
+    if (c->conn != NULL && c->probing) {
+        r->end = UINT64_MAX;   /* held: written when the probe is answered */
+        if (evbuffer_add_buffer(c->held, bytes) != 0) {
+            evbuffer_drain(bytes, len);
+            send_fail_later(c, "backend send failed: out of memory");
+        }
+    } else if (c->conn != NULL && send_bytes(c, r, bytes) == 0) {
         conn_send(c->conn);
     } else {
         evbuffer_drain(bytes, len);

@@ -4,7 +4,10 @@
  *                     inflight FIFO: req ─ req ─ req
  *   memcached ──► conn->input ──► mc_rsp_read ──► head req's callback
  *
- * Requests are pipelined: replies are matched to requests by position.
+ * Requests are pipelined: replies are matched to requests by position,
+ * and on a memcached server that knows the meta no-op (>= 1.6) each
+ * request is followed by a fence, "mn", whose MN must come right after
+ * its reply (backend.c explains the probe that finds out).
  * `timeout` runs from when the kernel took a request's last byte (not
  * from queueing), and while output waits, the kernel must take a byte
  * every `timeout` (the write-stall rule; docs/reliability.md).
@@ -88,6 +91,7 @@ struct backend_server {
     uint32_t                  refs;              /* backend_server_new */
     bool                      claimed;           /* taken by a tier being built */
     bool                      redis;
+    bool                      mn_unsupported_logged; /* said once: no fences */
     const char               *redis_auth;        /* NULL: no AUTH */
     int                       redis_db;          /* 0: no SELECT */
     struct redis_limits       redis_limits;

@@ -176,7 +176,9 @@ int mc_compose_value(struct evbuffer *out, struct mc_rsp *rsp);
  * "\r\n". */
 int mc_compose_reply_line(struct evbuffer *out, const char *text);
 
-/* Backend response units. */
+/* Backend response units. MN is the answer to the meta no-op "mn"
+ * (memcached >= 1.6): the backend's fence after each request, never a
+ * reply to a command. */
 #define MC_RSP_LIST(ACTION)          \
     ACTION(VALUE,        "VALUE")        \
     ACTION(END,          "END")          \
@@ -191,7 +193,8 @@ int mc_compose_reply_line(struct evbuffer *out, const char *text);
     ACTION(VERSION,      "VERSION")      \
     ACTION(ERROR,        "ERROR")        \
     ACTION(CLIENT_ERROR, "CLIENT_ERROR") \
-    ACTION(SERVER_ERROR, "SERVER_ERROR")
+    ACTION(SERVER_ERROR, "SERVER_ERROR") \
+    ACTION(MN,           "MN")
 
 #define MC_ENUM_RSP(e, s) MC_RSP_##e,
 enum mc_rsp_type { MC_RSP_LIST(MC_ENUM_RSP) MC_RSP_COUNT };
@@ -224,9 +227,9 @@ enum mc_status mc_rsp_parse(struct mc_rsp *rsp, const struct mc_limits *lim);
  * retrievals VALUE (with a cas unique for gets and gats, without one for
  * get and gat) and END; delete DELETED or NOT_FOUND; incr and decr a
  * number or NOT_FOUND; touch TOUCHED or NOT_FOUND; flush_all OK; version
- * VERSION; and ERROR, CLIENT_ERROR, SERVER_ERROR for every command. The
- * keys of VALUE units are not checked here (only the request knows
- * them). A pure function. */
+ * VERSION; and ERROR, CLIENT_ERROR, SERVER_ERROR for every command. MN
+ * (a fence) fits no command. The keys of VALUE units are not checked
+ * here (only the request knows them). A pure function. */
 bool mc_rsp_fits(enum mc_cmd cmd, const struct mc_rsp *rsp);
 
 /* Frames one unit from a backend: a line, or a VALUE line with its data

@@ -769,6 +769,10 @@ class MCClient(SocketPlumbing):
 class FakeBackend:
     """A TCP server on 127.0.0.1 that misbehaves.
 
+    Every mode first answers the proxy's probe of a new connection, the
+    meta no-op "mn" (sent alone), with ERROR, as memcached < 1.6 does: no
+    fences, replies matched by position (ScriptedBackend can answer MN).
+
     mode 'silent'  : accepts, reads everything, never answers.
     mode 'garbage' : answers every received chunk with `garbage` bytes.
     mode 'close'   : answers the first chunk with `garbage` bytes (e.g. half
@@ -850,6 +854,13 @@ class FakeBackend:
     def _handle(self, c, data, state):
         """Answers one received chunk as the mode says; False to stop
         serving the connection."""
+        if not state.get("probed"):
+            state["probed"] = True
+            if data.startswith(b"mn\r\n"):
+                c.sendall(b"ERROR\r\n")
+                data = data[4:]
+                if not data:
+                    return True
         if self.mode == "garbage":
             c.sendall(self.garbage)
         elif self.mode == "close":
@@ -907,14 +918,19 @@ class ScriptedBackend(FakeBackend):
     of a storage command) and answers it with script(line) -> bytes or a
     Reply (the line without "\r\n"; the answer may be any bytes, a lie
     included). Records the request lines in .lines; .accepted counts
-    connections. Other keyword arguments go to FakeBackend (a slow
-    reader)."""
+    connections. The meta no-op "mn" (the proxy's probe, and with `mn`
+    its fence after every request) is answered by the backend itself, not
+    the script: MN when `mn` is true (memcached >= 1.6), else ERROR
+    (memcached < 1.6); .fences counts them. Other keyword arguments go to
+    FakeBackend (a slow reader)."""
 
     STORAGE = (b"set", b"add", b"replace", b"append", b"prepend", b"cas")
 
-    def __init__(self, script, **kw):
+    def __init__(self, script, mn=False, **kw):
         self.script = script
+        self.mn = mn
         self.lines = []
+        self.fences = 0
         super().__init__(mode="scripted", **kw)
 
     def _frame(self, buf):
@@ -937,6 +953,11 @@ class ScriptedBackend(FakeBackend):
             line, buf = self._frame(buf)
             if line is None:
                 return out, buf
+            if line == b"mn":
+                with self.lock:
+                    self.fences += 1
+                out.append(b"MN\r\n" if self.mn else b"ERROR\r\n")
+                continue
             with self.lock:
                 self.lines.append(line)
             out.append(self.script(line))

@@ -91,6 +91,64 @@ def test_extra_end_resets_and_next_get_is_not_a_false_miss(
     assert server["server_err"] == 1
 
 
+def fenced_liar(line):
+    """A memcached >= 1.6 (ScriptedBackend(mn=True)) that lies: `get lie`
+    gets an extra END before its real reply, `get late` one after it;
+    `get kN` the value vN; else STORED."""
+    if line == b"get lie":
+        return b"END\r\nVALUE lie 0 4\r\ntrue\r\nEND\r\n"
+    if line == b"get late":
+        return b"VALUE late 0 4\r\ntrue\r\nEND\r\nEND\r\n"
+    if line.startswith(b"get k"):
+        k = line[4:]
+        return value_reply(k.decode(), "v" + k[1:].decode())
+    return b"STORED\r\n"
+
+
+def test_fenced_extra_end_is_a_server_error_never_a_miss(
+        scripted, proxy_factory):
+    """Issue 8: a server that sends an extra END while a get waits made
+    that get a false miss (position is all the text protocol matches
+    by). A server that knows the meta no-op gets "mn" after every
+    request, and the extra END stands where an MN is due: the get gets
+    SERVER_ERROR, never END and never another key's value; the connection
+    is reset and later requests are answered on a new one."""
+    b = scripted(fenced_liar, mn=True)
+    proxy = proxy_factory({"alpha": simple_pool([Fake(b.port)])},
+                          extra_args=["--workers", "1"])
+    with proxy.client() as c:
+        xchg(c, b"get k1\r\n", value_reply("k1", "v1"))
+        xchg(c, b"get lie\r\n", INVALID)
+        xchg(c, b"get k2\r\n", value_reply("k2", "v2"))
+        xchg(c, b"get late\r\n", INVALID)
+        xchg(c, b"set fine 0 0 1\r\nv\r\n", b"STORED\r\n")
+        # pipelined behind the lie on the same connection: each reply is
+        # the right one or SERVER_ERROR, never a miss or a shifted value
+        c.send(b"get k3\r\nget lie\r\nget k4\r\nget k5\r\n")
+        got = [c.read_reply() for _ in range(4)]
+        assert got[0] == value_reply("k3", "v3")
+        assert got[1] == INVALID
+        for k, r in zip(("k4", "k5"), got[2:]):
+            assert r in (value_reply(k, "v" + k[1:]), INVALID), (k, r)
+        xchg(c, b"get k6\r\n", value_reply("k6", "v6"))
+    assert b.accepted == 4   # one reset per lie
+    assert b.fences >= 10    # the probes and a fence after each request
+    assert server_stats(proxy, "alpha")[0]["server_err"] == 3
+
+
+def test_unfenced_server_gets_no_fences(scripted, proxy_factory):
+    """A server that answers the probe with ERROR (memcached < 1.6) sees
+    one "mn" per connection and then only the requests."""
+    b = scripted(fenced_liar)
+    proxy = proxy_factory({"alpha": simple_pool([Fake(b.port)])},
+                          extra_args=["--workers", "1"])
+    with proxy.client() as c:
+        for i in range(5):
+            xchg(c, b"get k%d\r\n" % i, value_reply("k%d" % i, "v%d" % i))
+    assert b.accepted == 1 and b.fences == 1
+    assert b.lines == [b"get k%d" % i for i in range(5)]
+
+
 def wrong_key(line):
     """An L1 that answers every get with a key it was not asked for and
     takes every write-back."""

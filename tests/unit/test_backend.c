@@ -22,7 +22,16 @@
  *     a server that reads and answers slowly but steadily never does;
  *   - ejection after server_failure_limit failures, until
  *     server_retry_timeout;
- *   - a 1 MB value arrives intact. */
+ *   - a 1 MB value arrives intact;
+ *   - fences: a new connection sends the probe "mn" alone and holds the
+ *     requests until it is answered. A server that answers ERROR (as
+ *     memcached < 1.6 does; every test above plays one) gets no fences
+ *     and its replies are matched by position; one that answers MN gets
+ *     "mn" after every request, and a request is done only when the MN
+ *     after its reply has come: an extra END before or after a reply, an
+ *     MN where a reply is due or with nothing waiting, fail every request
+ *     in flight (never a false miss) and reset the connection; a probe
+ *     answered with anything else, or not at all, fails them too. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -160,6 +169,25 @@ static void expect_events(struct fx *f, const char *want)
 static int64_t stat_of(struct fx *f, enum stats_server_field k)
 {
     return f->stats.f[k];
+}
+
+/* Accepts the proxy's connection; its first bytes are the probe, alone
+ * (the requests wait for its answer); answers it with `answer`. */
+static int accept_probe(struct fx *f, const char *answer)
+{
+    return net_accept_probed(&f->loop, f->lfd, answer);
+}
+
+/* A memcached < 1.6: "mn" is an unknown command, no fences. */
+static int accept_unfenced(struct fx *f)
+{
+    return accept_probe(f, "ERROR\r\n");
+}
+
+/* A memcached >= 1.6: fences on. */
+static int accept_fenced(struct fx *f)
+{
+    return accept_probe(f, "MN\r\n");
 }
 
 /* ---- fixtures ---- */
@@ -322,7 +350,7 @@ static void test_get_reply_split_at_every_byte(void **state)
 {
     struct fx *f = *state;
     send_req(f, MC_CMD_GET, "get foo\r\n", 1);
-    f->sfd = net_accept(&f->loop, f->lfd);
+    f->sfd = accept_unfenced(f);
     net_expect(&f->loop, f->sfd, "get foo\r\n");
     const char *reply = "VALUE foo 5 3\r\nbar\r\nEND\r\n";
     size_t n = strlen(reply), value_end = strlen("VALUE foo 5 3\r\nbar\r\n");
@@ -363,7 +391,7 @@ static void test_batch_is_one_write_replies_in_order(void **state)
 {
     struct fx *f = *state;
     send_req(f, MC_CMD_GET, "get w\r\n", 0);   /* connect first */
-    f->sfd = net_accept(&f->loop, f->lfd);
+    f->sfd = accept_unfenced(f);
     net_expect(&f->loop, f->sfd, "get w\r\n");
     net_send_str(&f->loop, f->sfd, "END\r\n");
     expect_events(f, "0 END\n");
@@ -398,7 +426,7 @@ static void test_send_never_calls_back_inline(void **state)
     send_req(f, MC_CMD_GET, "get a\r\n", 1);
     send_req(f, MC_CMD_GET, "get b\r\n", 2);
     assert_string_equal(events_str(), "");
-    f->sfd = net_accept(&f->loop, f->lfd);
+    f->sfd = accept_unfenced(f);
     net_expect(&f->loop, f->sfd, "get a\r\nget b\r\n");
     net_send_str(&f->loop, f->sfd, "END\r\nEND\r\n");
     expect_events(f, "1 END\n2 END\n");
@@ -434,17 +462,22 @@ static void test_connect_refused_reported_later(void **state)
 /* ---- failures reset the connection ---- */
 
 /* The next request opens a new connection and is answered. */
-static void expect_reconnect(struct fx *f, const char *log_before)
+static void expect_reconnect_to(struct fx *f, const char *log_before, bool fenced)
 {
     char want[512];
     send_req(f, MC_CMD_GET, "get again\r\n", 9);
     if (f->sfd >= 0)
         close(f->sfd);
-    f->sfd = net_accept(&f->loop, f->lfd);
-    net_expect(&f->loop, f->sfd, "get again\r\n");
-    net_send_str(&f->loop, f->sfd, "END\r\n");
+    f->sfd = fenced ? accept_fenced(f) : accept_unfenced(f);
+    net_expect(&f->loop, f->sfd, fenced ? "get again\r\nmn\r\n" : "get again\r\n");
+    net_send_str(&f->loop, f->sfd, fenced ? "END\r\nMN\r\n" : "END\r\n");
     snprintf(want, sizeof(want), "%s9 END\n", log_before);
     expect_events(f, want);
+}
+
+static void expect_reconnect(struct fx *f, const char *log_before)
+{
+    expect_reconnect_to(f, log_before, false);
 }
 
 /* Request 1 (`req1`, of cmd1) and "get b" (2) in flight, the server
@@ -457,7 +490,7 @@ static void expect_reset_by(struct fx *f, enum mc_cmd cmd1, const char *req1,
     send_req(f, cmd1, req1, 1);
     send_req(f, MC_CMD_GET, "get b\r\n", 2);
     if (f->sfd < 0)   /* else the connection expect_reconnect made */
-        f->sfd = net_accept(&f->loop, f->lfd);
+        f->sfd = accept_unfenced(f);
     snprintf(sent, sizeof(sent), "%sget b\r\n", req1);
     net_expect(&f->loop, f->sfd, sent);
     net_send_str(&f->loop, f->sfd, reply);
@@ -486,7 +519,7 @@ static void test_timeout_fails_and_reconnects(void **state)
     int64_t t0 = util_now_ms();
     send_req(f, MC_CMD_GET, "get a\r\n", 1);
     send_req(f, MC_CMD_GET, "get b\r\n", 2);
-    f->sfd = net_accept(&f->loop, f->lfd);
+    f->sfd = accept_unfenced(f);
     net_expect(&f->loop, f->sfd, "get a\r\nget b\r\n");
     const char *failed = expect_timed_out(f, t0, 49, 1000);
     assert_int_equal(stat_of(f, STATS_server_connections), 0);
@@ -508,7 +541,7 @@ static size_t queue_behind_big_set(struct fx *f)
     send_raw(f, MC_CMD_SET, req, n, 1);
     free(req);
     send_req(f, MC_CMD_GET, "get b\r\n", 2);
-    f->sfd = net_accept(&f->loop, f->lfd);
+    f->sfd = accept_unfenced(f);
     return n;
 }
 
@@ -625,7 +658,7 @@ static void test_slow_but_steady_server_never_times_out(void **state)
         send_raw(f, MC_CMD_SET, req, n, i);
         free(req);
     }
-    f->sfd = net_accept(&f->loop, f->lfd);
+    f->sfd = accept_unfenced(f);
     int64_t t0 = util_now_ms();
     size_t got = 0, answered = 0;
     char *buf = malloc(n * SLOW_REQS);
@@ -663,7 +696,7 @@ static void test_wrong_kind_of_reply_fails_inflight(void **state)
     struct fx *f = *state;
     send_req(f, MC_CMD_GET, "get a\r\n", 1);
     send_req(f, MC_CMD_DELETE, "delete b\r\n", 2);
-    f->sfd = net_accept(&f->loop, f->lfd);
+    f->sfd = accept_unfenced(f);
     net_expect(&f->loop, f->sfd, "get a\r\ndelete b\r\n");
     net_send_str(&f->loop, f->sfd, "STORED\r\nDELETED\r\n");
     expect_events(f, "1 FAIL backend sent an invalid response\n"
@@ -711,7 +744,7 @@ static void test_reply_of_another_command_fails(void **state)
         send_req(f, cases[i].cmd, cases[i].req, 1);
         if (f->sfd >= 0)
             close(f->sfd);
-        f->sfd = net_accept(&f->loop, f->lfd);
+        f->sfd = accept_unfenced(f);
         net_expect(&f->loop, f->sfd, cases[i].req);
         net_send_str(&f->loop, f->sfd, cases[i].rsp);
         expect_events(f, "1 FAIL backend sent an invalid response\n");
@@ -740,7 +773,7 @@ static void test_unsolicited_reply_resets(void **state)
 {
     struct fx *f = *state;
     send_req(f, MC_CMD_GET, "get a\r\n", 1);
-    f->sfd = net_accept(&f->loop, f->lfd);
+    f->sfd = accept_unfenced(f);
     net_expect(&f->loop, f->sfd, "get a\r\n");
     net_send_str(&f->loop, f->sfd, "END\r\nEND\r\n");
     expect_events(f, "1 END\n");
@@ -755,7 +788,7 @@ static void test_eof_mid_value_fails(void **state)
     struct fx *f = *state;
     send_req(f, MC_CMD_GET, "get foo\r\n", 1);
     send_req(f, MC_CMD_GET, "get bar\r\n", 2);
-    f->sfd = net_accept(&f->loop, f->lfd);
+    f->sfd = accept_unfenced(f);
     net_expect(&f->loop, f->sfd, "get foo\r\nget bar\r\n");
     net_send_str(&f->loop, f->sfd, "VALUE foo 0 10\r\nabc");
     close(f->sfd);
@@ -817,7 +850,7 @@ static void test_one_megabyte_value_intact(void **state)
 {
     struct fx *f = *state;
     send_req(f, MC_CMD_GET, "get big\r\n", 1);
-    f->sfd = net_accept(&f->loop, f->lfd);
+    f->sfd = accept_unfenced(f);
     net_expect(&f->loop, f->sfd, "get big\r\n");
     char *value = malloc(BIG_VALUE);
     assert_non_null(value);
@@ -832,6 +865,153 @@ static void test_one_megabyte_value_intact(void **state)
     assert_int_equal(big.len, BIG_VALUE);
     assert_memory_equal(big.p, value, BIG_VALUE);
     free(value);
+}
+
+/* ---- fences ---- */
+
+/* Requests queued while the probe is out go after its MN, in order, each
+ * followed by "mn"; each is done only when its MN has come (the VALUEs
+ * of a reply are delivered as they come). Fences and the probe are not
+ * counted as requests or in the byte counters. */
+static void test_fenced_replies_complete_after_mn(void **state)
+{
+    struct fx *f = *state;
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    send_req(f, MC_CMD_SET, "set b 0 0 1\r\nx\r\n", 2);
+    send_req(f, MC_CMD_GET, "get c d\r\n", 3);
+    f->sfd = accept_fenced(f);
+    net_expect(&f->loop, f->sfd, "get a\r\nmn\r\nset b 0 0 1\r\nx\r\nmn\r\n"
+                                 "get c d\r\nmn\r\n");
+    net_send_str(&f->loop, f->sfd, "VALUE a 0 1\r\nA\r\nEND\r\n");
+    expect_events(f, "1 VALUE a 0 1 A\n");
+    net_run_for(&f->loop, 20);
+    assert_string_equal(events_str(), "1 VALUE a 0 1 A\n");   /* END waits */
+    net_send_str(&f->loop, f->sfd, "MN\r\nSTORED\r\n");
+    expect_events(f, "1 VALUE a 0 1 A\n1 END\n");
+    net_run_for(&f->loop, 20);
+    assert_string_equal(events_str(), "1 VALUE a 0 1 A\n1 END\n");
+    net_send_str(&f->loop, f->sfd, "MN\r\nVALUE c 1 1\r\nC\r\nVALUE d 2 1\r\nD\r\n"
+                                   "END\r\nMN\r\n");
+    expect_events(f, "1 VALUE a 0 1 A\n1 END\n2 STORED\n"
+                     "3 VALUE c 1 1 C\n3 VALUE d 2 1 D\n3 END\n");
+    assert_int_equal(stat_of(f, STATS_requests), 3);
+    assert_int_equal(stat_of(f, STATS_request_bytes), 7 + 16 + 9);
+    assert_int_equal(stat_of(f, STATS_responses), 3);
+    assert_int_equal(stat_of(f, STATS_response_bytes), 21 + 8 + 37);
+    assert_int_equal(stat_of(f, STATS_server_err), 0);
+    assert_int_equal(backend_server_pending(&f->s), 0);
+
+    /* later requests on the fenced connection: fenced at once */
+    send_req(f, MC_CMD_DELETE, "delete e\r\n", 4);
+    net_expect(&f->loop, f->sfd, "delete e\r\nmn\r\n");
+    net_send_str(&f->loop, f->sfd, "DELETED\r\nMN\r\n");
+    expect_events(f, "1 VALUE a 0 1 A\n1 END\n2 STORED\n"
+                     "3 VALUE c 1 1 C\n3 VALUE d 2 1 D\n3 END\n4 DELETED\n");
+    net_quiet(&f->loop, f->sfd, 5);
+}
+
+/* "get a" (1) and "get b" (2) on a fenced connection; the server answers
+ * `reply`: the log must become `log`, the connection is reset, and the
+ * next request reconnects (probe first) and is answered. */
+static void expect_fenced_reset_by(struct fx *f, const char *reply, const char *log)
+{
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    send_req(f, MC_CMD_GET, "get b\r\n", 2);
+    f->sfd = accept_fenced(f);
+    net_expect(&f->loop, f->sfd, "get a\r\nmn\r\nget b\r\nmn\r\n");
+    net_send_str(&f->loop, f->sfd, reply);
+    expect_events(f, log);
+    NET_WAIT(&f->loop, stat_of(f, STATS_server_err) == 1);
+    net_expect_closed(&f->loop, f->sfd);
+    assert_string_equal(events_str(), log);
+    assert_int_equal(backend_server_pending(&f->s), 0);
+    expect_reconnect_to(f, log, true);
+}
+
+#define BOTH_INVALID "1 FAIL backend sent an invalid response\n" \
+                     "2 FAIL backend sent an invalid response\n"
+
+/* The lie of issue 8: an extra END while "get a" waits, then its real
+ * reply. Unfenced, "get a" would be a false miss; fenced, the real
+ * VALUE comes where a's MN is due: both gets fail, neither is a miss. */
+static void test_fenced_extra_end_before_reply_fails_not_a_miss(void **state)
+{
+    expect_fenced_reset_by(*state, "END\r\nVALUE a 0 1\r\nA\r\nEND\r\nMN\r\n"
+                                   "END\r\nMN\r\n", BOTH_INVALID);
+}
+
+/* The same lie with the real reply a miss too: END END where END MN is
+ * due. */
+static void test_fenced_extra_end_then_end_fails(void **state)
+{
+    expect_fenced_reset_by(*state, "END\r\nEND\r\nMN\r\n", BOTH_INVALID);
+}
+
+/* An extra END right after a's MN: it stands where b's reply is due, and
+ * b's real reply comes where b's MN is due: a is answered, b fails. */
+static void test_fenced_extra_end_after_mn_fails_next(void **state)
+{
+    expect_fenced_reset_by(*state, "END\r\nMN\r\nEND\r\nVALUE b 0 1\r\nB\r\n"
+                                   "END\r\nMN\r\n",
+                           "1 END\n2 FAIL backend sent an invalid response\n");
+}
+
+/* An MN where a reply is due (a lost reply, or a second MN). */
+static void test_fenced_mn_instead_of_reply_fails(void **state)
+{
+    expect_fenced_reset_by(*state, "MN\r\nEND\r\nMN\r\n", BOTH_INVALID);
+}
+
+/* Both answered, then an MN with nothing waiting: the connection is
+ * reset (nothing left to fail). */
+static void test_fenced_mn_with_nothing_waiting_resets(void **state)
+{
+    expect_fenced_reset_by(*state, "END\r\nMN\r\nEND\r\nMN\r\nMN\r\n",
+                           "1 END\n2 END\n");
+}
+
+/* A probe answered with anything but MN or ERROR: no memcached; what was
+ * queued behind it fails, nothing of it was sent. */
+static void test_probe_answered_with_a_reply_fails(void **state)
+{
+    struct fx *f = *state;
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    send_req(f, MC_CMD_GET, "get b\r\n", 2);
+    f->sfd = accept_probe(f, "END\r\n");
+    expect_events(f, BOTH_INVALID);
+    net_expect_closed(&f->loop, f->sfd);
+    assert_int_equal(stat_of(f, STATS_server_err), 1);
+    expect_reconnect(f, BOTH_INVALID);
+}
+
+/* A server that never answers the probe: the requests behind it are
+ * never sent and fail after `timeout`, as behind any unanswered
+ * request. */
+static void test_probe_unanswered_times_out(void **state)
+{
+    struct fx *f = *state;
+    int64_t t0 = util_now_ms();
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    send_req(f, MC_CMD_GET, "get b\r\n", 2);
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, "mn\r\n");
+    expect_timed_out(f, t0, 49, 1000);
+    net_expect_closed(&f->loop, f->sfd);
+}
+
+/* Preconnect: the probe goes out at once, and a request sent after the
+ * (fenced) answer goes with its fence without waiting. */
+static void test_preconnect_probes_first(void **state)
+{
+    struct fx *f = *state;
+    backend_server_connect(&f->s);
+    f->sfd = accept_fenced(f);
+    net_run_for(&f->loop, 5);
+    send_req(f, MC_CMD_INCR, "incr n 1\r\n", 1);
+    net_expect(&f->loop, f->sfd, "incr n 1\r\nmn\r\n");
+    net_send_str(&f->loop, f->sfd, "5\r\nMN\r\n");
+    expect_events(f, "1 5\n");
+    assert_int_equal(stat_of(f, STATS_requests), 1);
 }
 
 int main(void)
@@ -869,6 +1049,16 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_eject_without_auto_eject,
                                         setup_nowhere, teardown),
         TCP(test_one_megabyte_value_intact),
+        TCP(test_fenced_replies_complete_after_mn),
+        TCP(test_fenced_extra_end_before_reply_fails_not_a_miss),
+        TCP(test_fenced_extra_end_then_end_fails),
+        TCP(test_fenced_extra_end_after_mn_fails_next),
+        TCP(test_fenced_mn_instead_of_reply_fails),
+        TCP(test_fenced_mn_with_nothing_waiting_resets),
+        TCP(test_probe_answered_with_a_reply_fails),
+        cmocka_unit_test_setup_teardown(test_probe_unanswered_times_out,
+                                        setup_timeout, teardown),
+        TCP(test_preconnect_probes_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -180,4 +180,17 @@ static inline void net_expect_closed(struct conn_loop *l, int fd)
     }
 }
 
+/* Accepts the proxy's connection to a fake memcached: its first bytes
+ * are the backend's probe "mn" alone (requests wait for its answer),
+ * answered with `answer`: "ERROR\r\n" plays memcached < 1.6 (no fences,
+ * replies matched by position), "MN\r\n" one that fences. */
+static inline int net_accept_probed(struct conn_loop *l, int lfd, const char *answer)
+{
+    int fd = net_accept(l, lfd);
+    net_expect(l, fd, "mn\r\n");
+    net_quiet(l, fd, 5);
+    net_send_str(l, fd, answer);
+    return fd;
+}
+
 #endif

@@ -68,6 +68,7 @@ test_parse_simple(void **state)
         { "CLIENT_ERROR bad data chunk", MC_RSP_CLIENT_ERROR },
         { "SERVER_ERROR out of memory storing object", MC_RSP_SERVER_ERROR },
         { "0", MC_RSP_NUMBER },
+        { "MN", MC_RSP_MN },
     };
     struct mc_rsp *rsp = *state;
 
@@ -117,7 +118,7 @@ test_parse_garbage(void **state)
 {
     static const char *lines[] = {
         "", " ", " END", "END ", "STORED x", "stored", "FOO", "ERRORS",
-        "VERSIONX", "VALUE", "VALUE k", "VALUE k 0", "VALUE k x 1",
+        "VERSIONX", "MN x", "mn", "MNX", "VALUE", "VALUE k", "VALUE k 0", "VALUE k x 1",
         "VALUE k 0 x", "VALUE k 0 1 x", "VALUE k 0 1 2 3",
         "VALUE k 0 1025", "VALUE k -1 1", "VALUE k 4294967296 1",
         "12a", "-1", "+1", "18446744073709551616",
@@ -167,6 +168,7 @@ static const struct {
     { "ERROR",                           "xxxxxxxxxxxxxxxx" },
     { "CLIENT_ERROR bad command line",   "xxxxxxxxxxxxxxxx" },
     { "SERVER_ERROR out of memory",      "xxxxxxxxxxxxxxxx" },
+    { "MN",                              "................" },   /* a fence */
 };
 
 static enum mc_cmd
