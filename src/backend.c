@@ -754,7 +754,7 @@ static void conn_open(struct backend_conn *c)
     conn_set_flush_late(c->conn, true);
     if (s->redis)
         redis_handshake(c);
-    else
+    else if (s->limits->fence_replies)
         probe_send(c);
 }
 

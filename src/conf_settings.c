@@ -175,6 +175,7 @@ static const struct settings_key settings_keys[] = {
     { "zk_cache_file",      settings_set_string, FIELD(zk_cache_file),      0,    0 },
     { "zk_session_timeout", settings_set_int,    FIELD(zk_session_timeout_ms), 1000, 600000 },
     { "zk_register",        settings_set_bool,   FIELD(zk_register),        0,    0 },
+    { "fence_replies",      settings_set_bool,   FIELD(fence_replies),      0,    0 },
 };
 
 #undef FIELD

@@ -145,6 +145,7 @@ struct settings {
     char    *zk_cache_file;      /* last good pool file; NULL: per stats port */
     int      zk_session_timeout_ms; /* ZooKeeper session; also the start-up wait */
     bool     zk_register;        /* register this proxy under PATH/proxies */
+    bool     fence_replies;      /* memcached servers: "mn" after each request */
 };
 
 #define SETTINGS_DEFAULT_CONF_FILE      "conf/nutcracker.yml"

@@ -94,6 +94,8 @@ struct mc_limits {
     size_t   max_reply;          /* reply one retrieval may gather; 0: no limit */
     const struct redis_limits *redis;   /* Redis pools' limits (derived
                                            from these); NULL: none */
+    bool     fence_replies;      /* memcached servers: a meta no-op after
+                                    each request (settings fence_replies) */
 };
 
 /* Lifecycle of a request reused across many parses: init allocates

@@ -105,8 +105,15 @@ def fenced_liar(line):
     return b"STORED\r\n"
 
 
+def fenced_args(workdir):
+    """Proxy flags for fence_replies on (a -C settings file)."""
+    from policy_util import write_settings
+    return ["--workers", "1", "-C",
+            write_settings(workdir, "fence_replies = true;\n", name="fence.cfg")]
+
+
 def test_fenced_extra_end_is_a_server_error_never_a_miss(
-        scripted, proxy_factory):
+        scripted, proxy_factory, workdir):
     """Issue 8: a server that sends an extra END while a get waits made
     that get a false miss (position is all the text protocol matches
     by). A server that knows the meta no-op gets "mn" after every
@@ -115,7 +122,7 @@ def test_fenced_extra_end_is_a_server_error_never_a_miss(
     is reset and later requests are answered on a new one."""
     b = scripted(fenced_liar, mn=True)
     proxy = proxy_factory({"alpha": simple_pool([Fake(b.port)])},
-                          extra_args=["--workers", "1"])
+                          extra_args=fenced_args(workdir))
     with proxy.client() as c:
         xchg(c, b"get k1\r\n", value_reply("k1", "v1"))
         xchg(c, b"get lie\r\n", INVALID)
@@ -136,12 +143,12 @@ def test_fenced_extra_end_is_a_server_error_never_a_miss(
     assert server_stats(proxy, "alpha")[0]["server_err"] == 3
 
 
-def test_unfenced_server_gets_no_fences(scripted, proxy_factory):
+def test_unfenced_server_gets_no_fences(scripted, proxy_factory, workdir):
     """A server that answers the probe with ERROR (memcached < 1.6) sees
     one "mn" per connection and then only the requests."""
     b = scripted(fenced_liar)
     proxy = proxy_factory({"alpha": simple_pool([Fake(b.port)])},
-                          extra_args=["--workers", "1"])
+                          extra_args=fenced_args(workdir))
     with proxy.client() as c:
         for i in range(5):
             xchg(c, b"get k%d\r\n" % i, value_reply("k%d" % i, "v%d" % i))
@@ -376,3 +383,17 @@ def test_slow_slave_does_not_time_out_writes_or_reads(
     assert doc["tier:slave"]["async_failed"] == 0
     assert waited > 2.5   # it did wait behind the writes, past a timeout
     assert slave.accepted == 1
+
+
+def test_fences_are_off_by_default(scripted, proxy_factory):
+    """Without fence_replies a server that knows "mn" never sees one:
+    replies are matched by position (docs/reliability.md says what that
+    leaves open and what fences cost)."""
+    b = scripted(fenced_liar, mn=True)
+    proxy = proxy_factory({"alpha": simple_pool([Fake(b.port)])},
+                          extra_args=["--workers", "1"])
+    with proxy.client() as c:
+        for i in range(5):
+            xchg(c, b"get k%d\r\n" % i, value_reply("k%d" % i, "v%d" % i))
+    assert b.accepted == 1 and b.fences == 0
+    assert b.lines == [b"get k%d" % i for i in range(5)]

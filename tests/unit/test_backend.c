@@ -76,8 +76,10 @@ struct fx {
     char                   text[80];
 };
 
+/* fence_replies on: every test's fake server first sees the probe "mn"
+ * (net_accept_probed); off, nothing is probed (the integration suite). */
 static struct mc_limits limits = { .max_line = 4096, .max_value = BIG_VALUE,
-                                   .read_chunk = 16384 };
+                                   .read_chunk = 16384, .fence_replies = true };
 
 /* What the callbacks were told, in order; big values' data apart. */
 static struct sbuf events;
