@@ -93,6 +93,7 @@ static void assert_defaults(const struct settings *s)
     assert_null(s->zk_cache_file);        /* derived from the stats port */
     assert_int_equal(s->zk_session_timeout_ms, 10000);
     assert_true(s->zk_register);
+    assert_false(s->fence_replies);
 }
 
 static void test_defaults(void **state)
@@ -133,7 +134,8 @@ static void test_every_key(void **state)
         "max_clients = 100;\n"
         "zk_cache_file = \"/var/cache/strata/pools.yml\";\n"
         "zk_session_timeout = 4000;\n"
-        "zk_register = false;\n");
+        "zk_register = false;\n"
+        "fence_replies = true;\n");
     const struct settings *s = &fx->s;
     assert_int_equal(s->workers, 8);
     assert_string_equal(s->conf_file, "/etc/strata/pools.yml");
@@ -157,6 +159,7 @@ static void test_every_key(void **state)
     assert_string_equal(s->zk_cache_file, "/var/cache/strata/pools.yml");
     assert_int_equal(s->zk_session_timeout_ms, 4000);
     assert_false(s->zk_register);
+    assert_true(s->fence_replies);
 }
 
 /* The cache file: the setting, else one file per stats port. */
