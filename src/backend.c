@@ -92,6 +92,7 @@ static void conn_reset(struct backend_conn *c, const char *reason);
 void backend_worker_init(struct backend_worker *bw, struct conn_loop *loop)
 {
     bw->loop = loop;
+    bw->acct = NULL;
     TAILQ_INIT(&bw->free);
     bw->nfree = 0;
 }
@@ -752,6 +753,8 @@ static void conn_open(struct backend_conn *c)
         return;
     }
     conn_set_flush_late(c->conn, true);
+    if (s->bw->acct != NULL)
+        conn_account(c->conn, s->bw->acct);
     if (s->redis)
         redis_handshake(c);
     else if (s->limits->fence_replies)

@@ -481,6 +481,7 @@ int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
     }
     stats_worker_init(&w->stats, rt->conf);
     w->msgs.acct = &w->stats.buffered;
+    w->backends.acct = &w->stats.buffered;
     w->gen = rt->gen;
     config_gen_use(w->gen);
     w->applied = rt->gen != NULL ? rt->gen->generation : 0;

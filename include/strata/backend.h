@@ -64,6 +64,8 @@ TAILQ_HEAD(backend_req_list, backend_req);
  * free list of request records, so the request path does not allocate. */
 struct backend_worker {
     struct conn_loop        *loop;
+    int64_t                 *acct;   /* the worker's buffered bytes, or NULL:
+                                        backend buffers count in max_memory */
     struct backend_req_list  free;
     uint32_t                 nfree;
 };

@@ -278,3 +278,35 @@ def test_max_clients(memcached_factory, proxy_factory, workdir):
             c.close()
     warnings = [l for l in proxy.read_log().splitlines() if "max_clients" in l]
     assert 1 <= len(warnings) <= 5, warnings
+
+
+def test_max_memory_counts_a_stalled_servers_queue(proxy_factory, workdir):
+    """Bytes waiting to be written to a server that does not read count
+    in max_memory: sets piled up behind a stalled server shed new work
+    with SERVER_ERROR out of memory before the proxy holds much more than
+    the limit (before, they left the count once framed, and the proxy
+    held them all)."""
+    from harness import FakeBackend
+    stalled = FakeBackend(mode="silent", rcvbuf=4096, read_size=1024,
+                          read_pause=30)
+    try:
+        cfg = write_settings(workdir, "max_memory = 2097152;\n"
+                                      "client_max_pending = 67108864;\n")
+        pool = simple_pool([stalled])
+        pool["timeout"] = 20000   # no write-stall timeout during the test
+        proxy = proxy_factory({"alpha": pool},
+                              extra_args=["-C", cfg, "--workers", "1"])
+        chunk = b"x" * 256 * 1024
+        with MCClient(proxy.port, timeout=30) as c, \
+                MCClient(proxy.port, timeout=30) as probe:
+            # 16 sets of 256 KB: 4 MB for a server that takes almost none
+            _send_nonblocking(c, b"".join(
+                b"set s%d 0 0 %d\r\n" % (i, len(chunk)) + chunk + b"\r\n"
+                for i in range(16)))
+            assert harness.wait_until(
+                lambda: probe.call("get other") ==
+                b"SERVER_ERROR out of memory\r\n", 10), \
+                "the bytes queued for the stalled server were not counted"
+        assert proxy_stat(proxy.port, "out_of_memory") >= 1
+    finally:
+        stalled.stop()
