@@ -1023,20 +1023,30 @@ COMMAND_COUNTERS = ("cmd_get", "cmd_set", "cmd_touch", "cmd_flush",
                     "cas_misses", "cas_badval", "touch_hits", "touch_misses")
 
 
+def stat_lines(port, host=HOST, timeout=3.0):
+    """The `stats` command of a memcached (or of the proxy) on a fresh
+    connection: {name: value as text}."""
+    out = {}
+    with MCClient(port, host=host, timeout=timeout) as c:
+        c.send(b"stats\r\n")
+        for _ in range(1000):
+            line = c.readline()
+            if line == b"END\r\n":
+                break
+            parts = line.decode().rstrip("\r\n").split(" ", 2)
+            if len(parts) == 3 and parts[0] == "STAT":
+                out[parts[1]] = parts[2]
+    return out
+
+
 def backend_command_counts(servers):
     """Sum over servers of memcached's per-command counters: unchanged
     across a request means no backend saw it."""
     total = dict.fromkeys(COMMAND_COUNTERS, 0)
     for s in servers:
-        with s.client() as d:
-            d.send(b"stats\r\n")
-            for _ in range(1000):
-                line = d.readline()
-                if line == b"END\r\n":
-                    break
-                parts = line.split()
-                if len(parts) == 3 and parts[1].decode() in total:
-                    total[parts[1].decode()] += int(parts[2])
+        st = stat_lines(s.port)
+        for name in total:
+            total[name] += int(st.get(name, 0))
     return total
 
 

@@ -45,15 +45,9 @@ def encode(*args):
     return b"".join(out)
 
 
-class Closed(Exception):
-    def __init__(self, pending=b""):
-        Exception.__init__(self, "connection closed by peer (unconsumed "
-                           "bytes: %r)" % bytes(pending[:200]))
-        self.pending = bytes(pending)
-
-
-class Timeout(Exception):
-    pass
+# the raw clients' errors are the harness's
+Closed = harness.ConnectionClosed
+Timeout = harness.ReplyTimeout
 
 
 class Garbage(Exception):

@@ -29,7 +29,7 @@ import time
 
 from harness import (HOST, TIME_SCALE, VALUE_RE, ConnectionClosed, MCClient,
                      ReplyTimeout, UnexpectedReply, pool_yaml, read_stats,
-                     wait_until)
+                     stat_lines, wait_until)
 from compat_util import distinct_ports, holders, start_proxy
 
 RELOAD_WAIT = 5.0 * TIME_SCALE     # bound for a reload to be applied
@@ -58,21 +58,9 @@ def _stat_lines(proxy):
         if body.get("redis") in (True, "true"):
             continue
         host, port = body["listen"].rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=2) as s:
-            s.sendall(b"stats\r\n")
-            buf = b""
-            while not buf.endswith(b"END\r\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        out = {}
-        for line in buf.decode().split("\r\n"):
-            parts = line.split(" ", 2)
-            if len(parts) == 3 and parts[1] in NEW_FIELDS:
-                v = parts[2]
-                out[parts[1]] = v if parts[1] == "config_source" else int(v)
-        return out
+        st = stat_lines(int(port), host=host, timeout=2)
+        return {f: st[f] if f == "config_source" else int(st[f])
+                for f in NEW_FIELDS if f in st}
     return None
 
 
@@ -563,16 +551,9 @@ def new_listen():
 def mc_stat(server, name):
     """One counter of memcached's own `stats` (a fresh connection: it
     counts itself in total_connections)."""
-    with MCClient(server.port, timeout=3.0) as c:
-        c.send(b"stats\r\n")
-        for _ in range(1000):
-            line = c.readline()
-            if line == b"END\r\n":
-                break
-            parts = line.split()
-            if len(parts) == 3 and parts[1].decode() == name:
-                return int(parts[2])
-    raise AssertionError("memcached %s has no stat %s" % (server.addr, name))
+    st = stat_lines(server.port)
+    assert name in st, "memcached %s has no stat %s" % (server.addr, name)
+    return int(st[name])
 
 
 # ------------------------------------------------------------- mcload ----
