@@ -39,6 +39,7 @@ struct app {
     struct conf         *queued;         /* waits for the switch in progress */
     char                *queued_source;
     struct event        *reload_timer;   /* follows a switch, frees old gens */
+    uint64_t             announced;      /* last generation logged in force */
     struct zk_app       *zk;             /* -c zk://...: the configuration center */
 };
 

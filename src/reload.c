@@ -270,8 +270,10 @@ static void on_reload_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd; (void)what;
     struct app *app = arg;
     bool switched = all_switched(app);
-    if (switched && app->nstale > 0) {
+    if (switched)
         stale_close(app);
+    if (switched && app->announced != app->gen->generation) {
+        app->announced = app->gen->generation;
         log_notice("configuration %llu in force in every worker",
                    (unsigned long long)app->gen->generation);
     }
