@@ -38,6 +38,7 @@ sed -e "s/@LISTEN@/$listen/" -e "s/@MC1@/${mc_ports[0]}/" \
 ./src/strata -t -c "$run/demo.yml"
 ./src/strata -c "$run/demo.yml" -s "$stats" -a 127.0.0.1 -v 5 &
 pids+=($!)
+strata_pid=$!
 sleep 0.5
 cat <<MSG
 
@@ -46,6 +47,7 @@ ports ${mc_ports[*]} (config: $run/demo.yml).
   talk to it:   $py -c 'import socket; s=socket.create_connection(("127.0.0.1",$listen)); s.sendall(b"set hello 0 0 5\r\nworld\r\nget hello\r\n"); import time; time.sleep(0.2); print(s.recv(999).decode())'
   or:           telnet 127.0.0.1 $listen
   stats (JSON): $py -c 'import socket; print(socket.create_connection(("127.0.0.1",$stats)).recv(65536).decode())'
+  reload:       edit $run/demo.yml, then: kill -USR1 $strata_pid   (no client is dropped)
 Press Ctrl-C to stop.
 MSG
 wait "${pids[-1]}"
