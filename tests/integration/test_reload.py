@@ -22,6 +22,7 @@ time, every wait is bounded, processes are stopped by PID.
 """
 
 import copy
+import os
 import time
 
 import pytest
@@ -781,3 +782,44 @@ def test_listen_taken_by_another_program_rejects_the_file(
             assert c.call("get a") == b"END\r\n"
     finally:
         holder.close()
+
+
+def test_back_to_back_reloads(memcached_factory, proxy_factory):
+    """100 pool files and a SIGUSR1 each, without waiting in between (a
+    file may replace one not yet applied: the newest wins), some invalid,
+    pools coming and going, under checked load on a pool that stays: the
+    proxy stays up, that pool's clients see no error and no close, and
+    the last file is in force at the end."""
+    import signal
+    from harness import pool_yaml
+    from reload_util import write_atomically
+    ms = memcached_factory(3)
+    la, lb = listens(2)
+    base = {"alpha": mc_pool([(m, "mc%d" % i) for i, m in enumerate(ms)], la)}
+    p = start(proxy_factory, base)
+    load = Load(port_of(la), "rapid", conns=4, depth=4).start()
+    try:
+        last = None
+        for i in range(100):
+            pools = copy_pools(base)
+            # alpha keeps all three servers (its routing never changes);
+            # beta comes and goes, every 7th file is invalid
+            if i % 2:
+                pools["beta"] = mc_pool([(ms[i % 3], "b")], lb)
+            text = pool_yaml(pools)
+            if i % 7 == 3:
+                text += "  no_such_key: 1\n"
+            else:
+                last = pools
+            write_atomically(p.confpath, text)
+            os.kill(p.pid, signal.SIGUSR1)
+            time.sleep(0.002 * (i % 4))
+        # one more, waited for: the newest file is the one in force
+        p.pools = last
+        reload(p, last, what="after 100 back to back")
+        assert p.alive()
+    finally:
+        load.stop()
+    load.assert_clean()
+    with MCClient(port_of(la), timeout=5) as c:
+        assert c.call("get nothing-here") == b"END\r\n"
