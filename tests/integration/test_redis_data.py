@@ -289,3 +289,49 @@ def test_redis_db(kind, shards):
         got = s.cli("KEYS", "*", db=3).split()
         in3 |= set(got)
     assert in3 == set(keys) | {"db:one"}
+
+
+# ------------------------------------------------------------ ejection ----
+
+@pytest.mark.parametrize("kind", PROXY_KINDS)
+def test_dead_shard_ejected_and_keys_rerouted(kind):
+    """auto_eject_hosts as for memcached pools, through the same code: a
+    killed shard fails server_failure_limit requests, is ejected (counted
+    in server_ejects), and its keys then go to the live shard — with
+    nutcracker's behaviour on the same file."""
+    from harness import read_stats, wait_until
+    rs = RedisSet(2)
+    p = None
+    try:
+        p = start_redis_proxy(kind, rs.workdir,
+                              {"r": redis_pool(rs.servers, hash="md5",
+                                               timeout=TIMEOUT_MS,
+                                               auto_eject_hosts=True,
+                                               server_failure_limit=1,
+                                               server_retry_timeout=60000)},
+                              extra_args=["-i", "100"], name="%s-eject" % kind)
+        by = keys_by_shard(p, rs)
+        rs.servers[1].kill()
+        moved = by[1][0]
+        with proxy_conn(p, timeout=5) as c:
+            # an error while the failure is being noticed, or already a
+            # miss on the live shard (the closed idle connection counted)
+            first = c.call("GET", moved)
+            assert first in (REFUSED, RESET, TIMED_OUT, b"$-1\r\n"), first
+
+            def rerouted():
+                return c.call("SET", moved, "again") == b"+OK\r\n"
+            assert wait_until(rerouted, 5, 0.1)
+            assert c.call("GET", moved) == b"$5\r\nagain\r\n"
+            # the live shard's own keys are where they were
+            assert c.call("GET", by[0][0]) == b"$%d\r\nv%s\r\n" % (
+                len(by[0][0]) + 1, by[0][0].encode())
+        assert where(rs.servers[:1], [moved])[moved] == [0]
+
+        def ejected():
+            return read_stats(p.stats_port)["r"]["server_ejects"] >= 1
+        assert wait_until(ejected, 5, 0.1)   # nutcracker publishes every -i
+    finally:
+        if p:
+            p.stop()
+        rs.close()
