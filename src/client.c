@@ -359,8 +359,8 @@ static void client_execute_redis(struct client *c, struct msg *msg)
         const struct redis_token *pw = &req->args[1];
         if (pool->redis_auth == NULL) {
             msg_reply_now(msg, "%s", "-ERR Client sent AUTH, but no password is set\r\n");
-        } else if (pw->len == strlen(pool->redis_auth) &&
-                   memcmp(req->buf + pw->off, pool->redis_auth, pw->len) == 0) {
+        } else if (util_secret_equal(req->buf + pw->off, pw->len, pool->redis_auth,
+                                     strlen(pool->redis_auth))) {
             c->authed = true;
             msg_reply_now(msg, "%s", "+OK\r\n");
         } else {

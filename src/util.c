@@ -60,6 +60,14 @@ int util_resolve(const struct conf_addr *addr, struct sockaddr_storage *ss,
     return 0;
 }
 
+bool util_secret_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    unsigned char diff = alen != blen;
+    for (size_t i = 0; i < alen; i++)
+        diff |= (unsigned char)(a[i] ^ b[blen > 0 ? i % blen : 0]);
+    return diff == 0;
+}
+
 void *util_xrealloc(void *p, size_t n, size_t size)
 {
     void *q = realloc(p, (n == 0 ? 1 : n) * (size == 0 ? 1 : size));

@@ -226,7 +226,7 @@ static uint64_t pool_seed(const struct worker *w)
 }
 
 /* A policy pool for wp's conf and counters, sharing the servers of
- * `donor` that it can. NULL (logged) when it cannot be built. */
+ * `donor` that it can. NULL, with err, when it cannot be built. */
 static struct policy_pool *pool_policy_new(struct worker_pool *wp,
                                            const struct policy_pool *donor,
                                            char *err, size_t errlen)
@@ -284,6 +284,15 @@ static void policy_retire(struct worker *w, struct policy_pool *pp, struct confi
     TAILQ_INSERT_TAIL(&w->retired, r, link);
 }
 
+static void retired_free(struct worker *w, struct worker_retired *r)
+{
+    TAILQ_REMOVE(&w->retired, r, link);
+    policy_pool_deinit(r->policy);
+    free(r->policy);
+    config_gen_drop(r->gen);
+    free(r);
+}
+
 static void reap_arm(struct worker *w)
 {
     struct timeval tv = { 0, 100 * 1000 };
@@ -301,13 +310,8 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     struct worker_retired *r, *rnext;
     for (r = TAILQ_FIRST(&w->retired); r != NULL; r = rnext) {
         rnext = TAILQ_NEXT(r, link);
-        if (r->policy->inflight > 0)
-            continue;
-        TAILQ_REMOVE(&w->retired, r, link);
-        policy_pool_deinit(r->policy);
-        free(r->policy);
-        config_gen_drop(r->gen);
-        free(r);
+        if (r->policy->inflight == 0)
+            retired_free(w, r);
     }
     struct worker_pool *wp, *wnext;
     for (wp = TAILQ_FIRST(&w->removed); wp != NULL; wp = wnext) {
@@ -512,13 +516,8 @@ static void worker_pools_free(struct worker *w)
         worker_pool_free(wp);
     }
     struct worker_retired *r;
-    while ((r = TAILQ_FIRST(&w->retired)) != NULL) {
-        TAILQ_REMOVE(&w->retired, r, link);
-        policy_pool_deinit(r->policy);
-        free(r->policy);
-        config_gen_drop(r->gen);
-        free(r);
-    }
+    while ((r = TAILQ_FIRST(&w->retired)) != NULL)
+        retired_free(w, r);
 }
 
 static void *worker_main(void *arg)

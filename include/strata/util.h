@@ -2,6 +2,7 @@
 #ifndef STRATA_UTIL_H
 #define STRATA_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -35,6 +36,10 @@ static inline uint32_t util_xorshift(uint64_t *state)
 /* A quarter of the machine's physical memory (sysconf), or 1 GB when it
  * cannot be known: the default of max_memory. */
 size_t util_default_max_memory(void);
+
+/* Whether a[0..alen) equals b[0..blen), in a time that depends on the
+ * lengths only (passwords: no early exit at the first differing byte). */
+bool util_secret_equal(const char *a, size_t alen, const char *b, size_t blen);
 
 /* Allocation that aborts on failure: the proxy cannot serve without it. */
 void *util_xcalloc(size_t n, size_t size);
