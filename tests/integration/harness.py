@@ -5,6 +5,7 @@ stops processes by PID and puts a timeout on every blocking call, so a
 broken proxy makes a test fail, never hang.
 """
 
+import collections
 import json
 import os
 import re
@@ -29,14 +30,25 @@ class HarnessError(Exception):
 
 # ---------------------------------------------------------------- ports ----
 
+_RECENT_PORTS = collections.deque(maxlen=512)
+
+
 def free_port():
-    """A TCP port that the kernel just handed out on 127.0.0.1."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    """A TCP port that the kernel just handed out on 127.0.0.1, and not
+    one this process was handed recently: the socket is closed before the
+    port is used, so the kernel may hand the same port out twice in a row
+    (a pool's listen and the stats port would then collide)."""
+    for _ in range(64):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _RECENT_PORTS:
+            break
+    _RECENT_PORTS.append(port)
+    return port
 
 
 def port_accepts(port, host=HOST, timeout=0.2):
