@@ -405,17 +405,22 @@ def test_two_proxies_follow_one_change(zk, zkc, node, memcached_factory,
 
 def test_session_expiry_new_session_reregisters(zk, zkc, node,
                                                 memcached_factory, zk_proxy):
-    """ZooKeeper frozen (SIGSTOP) past the session timeout: the server
-    expires the session when it resumes; Strata keeps serving, starts a new
-    session, registers again and reads the node again."""
+    """The session expires: Strata frozen (SIGSTOP) past the session
+    timeout, so ZooKeeper, still running, expires its session for certain
+    (its registration node goes). Resumed, Strata learns of the expiry,
+    starts a new session, registers again, reads the node again, and
+    serves throughout. (Freezing the server instead races the client's
+    reconnect against the server's expiry tick.)"""
     a, p, reg = registered_proxy(zk, zkc, node, memcached_factory, zk_proxy)
     owner = zkc.get(reg)[1].ephemeral_owner
-    os.kill(zk.proc.pid, signal.SIGSTOP)
+    os.kill(p.pid, signal.SIGSTOP)
     try:
-        time.sleep(SESSION_MS / 1000.0 * 1.5)
-        assert lands_on(p, a, "frozen")
+        assert wait_until(lambda: zkc.exists(reg) is None,
+                          4 * SESSION_MS / 1000.0 * TIME_SCALE, 0.1), \
+            "ZooKeeper did not expire the frozen proxy's session"
     finally:
-        os.kill(zk.proc.pid, signal.SIGCONT)
+        os.kill(p.pid, signal.SIGCONT)
+    assert lands_on(p, a, "resumed")
     assert wait_log(p, "expired", 3 * SESSION_MS / 1000.0 * TIME_SCALE)
     with zk.client() as c:
         assert wait_until(lambda: c.exists(reg) is not None and
