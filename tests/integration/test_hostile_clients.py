@@ -236,11 +236,18 @@ def test_fd_exhaustion_does_not_spin(memcached_factory, workdir):
     plain_argv = proxy.argv
     proxy.argv = lambda: ["prlimit", "--nofile=64:64", "--"] + plain_argv()
     proxy.start()
+    try:
+        fd_exhaustion_run(proxy, ports[1])
+    finally:
+        proxy.stop()   # not the factory's: stopped here, even on failure
+
+
+def fd_exhaustion_run(proxy, port):
     socks = []
     try:
         assert "open files limit 64" in proxy.read_log()
         for _ in range(100):
-            socks.append(socket.create_connection((HOST, ports[1]), timeout=3))
+            socks.append(socket.create_connection((HOST, port), timeout=3))
         time.sleep(0.5)             # let the first failures happen
         lines0, cpu0 = log_lines(proxy), cpu_seconds(proxy.pid)
         time.sleep(2.0)
@@ -257,12 +264,11 @@ def test_fd_exhaustion_does_not_spin(memcached_factory, workdir):
     # closed their sockets, a first request may still find no descriptor
     # for its backend connection (SERVER_ERROR, then the next one works).
     def served():
-        with MCClient(ports[1], timeout=5) as c:
+        with MCClient(port, timeout=5) as c:
             return c.call("set fd 0 0 2\r\nok") == b"STORED\r\n"
     assert wait_until(served, 5 * TIME_SCALE, 0.2)
-    with MCClient(ports[1]) as c:
+    with MCClient(port) as c:
         xchg(c, b"get fd\r\n", b"VALUE fd 0 2\r\nok\r\nEND\r\n")
-    proxy.stop()
 
 
 # ------------------------------------------------ SIGTERM under steady load --
