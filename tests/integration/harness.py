@@ -149,7 +149,28 @@ MEMCACHED_BIN = os.environ.get("MEMCACHED_BIN") or shutil.which("memcached") \
     or "/usr/bin/memcached"
 
 
-class Memcached:
+class ServerProcess:
+    """What the harness's server processes share: self.proc (a Popen or
+    None) and self.logpath.  LOG_TAIL: read_log's last bytes, or all."""
+    LOG_TAIL = None
+
+    def read_log(self):
+        try:
+            with open(self.logpath, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except (OSError, TypeError):
+            return ""
+        return text if self.LOG_TAIL is None else text[-self.LOG_TAIL:]
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Memcached(ServerProcess):
     """One memcached server on 127.0.0.1, started in the foreground so that
     we own its PID."""
 
@@ -196,19 +217,6 @@ class Memcached:
         raise HarnessError("memcached did not start on port %s: %s"
                            % (self.port, self.read_log()))
 
-    def read_log(self):
-        try:
-            with open(self.logpath, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except (OSError, TypeError):
-            return ""
-
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
 
     def kill(self):
         """SIGKILL, as a crash would; waits until the port is closed."""

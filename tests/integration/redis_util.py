@@ -214,9 +214,10 @@ def array(items):
 
 # --------------------------------------------------------- redis-server ----
 
-class RedisServer:
+class RedisServer(harness.ServerProcess):
     """One redis-server on 127.0.0.1 in the foreground (we own its PID),
     no persistence, its own temp dir."""
+    LOG_TAIL = 4000
 
     def __init__(self, workdir, port=None, password=None, replicaof=None,
                  master_password=None, extra_args=()):
@@ -281,19 +282,6 @@ class RedisServer:
         except (OSError, Timeout, Closed):
             return False
 
-    def read_log(self):
-        try:
-            with open(self.logpath, "rb") as f:
-                return f.read().decode("utf-8", "replace")[-4000:]
-        except (OSError, TypeError):
-            return ""
-
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
 
     def stop(self):
         """SIGKILL by PID (test data does not matter); reaped."""
