@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "strata/conf.h"
+#include "strata/listener.h"
 #include "strata/stats.h"
 #include "strata/worker.h"
 
@@ -24,7 +25,7 @@ struct app {
     struct worker       *workers;
     uint32_t             nworkers;
     struct event_base   *base;
-    struct evconnlistener *stats_listener;
+    struct listener      stats_listener; /* the JSON stats port */
     bool                 pid_written;
     /* reload (reload.c) */
     struct config_gen   *gen;            /* conf's generation */

@@ -275,10 +275,8 @@ static void stats_on_event(struct bufferevent *bev, short what, void *arg)
     bufferevent_free(bev);
 }
 
-static void stats_on_accept(struct evconnlistener *l, evutil_socket_t fd,
-                            struct sockaddr *sa, int salen, void *arg)
+static void stats_on_accept(evutil_socket_t fd, void *arg)
 {
-    (void)l; (void)sa; (void)salen;
     struct app *app = arg;
     struct bufferevent *bev = bufferevent_socket_new(app->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (bev == NULL) {
@@ -328,12 +326,10 @@ static int stats_listen(struct app *app)
         log_error("stats: %s", err);
         return -1;
     }
-    app->stats_listener = evconnlistener_new_bind(app->base, stats_on_accept, app,
-        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
-        (struct sockaddr *)&ss, (int)len);
-    if (app->stats_listener == NULL) {
-        log_error("stats: cannot listen on %s:%u: %s", addr.host, (unsigned)addr.port,
-                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    if (listener_open(&app->stats_listener, app->base, -1, (struct sockaddr *)&ss, len,
+                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
+                      stats_on_accept, app, "stats port", err, sizeof(err)) != 0) {
+        log_error("stats: cannot listen on %s:%u: %s", addr.host, (unsigned)addr.port, err);
         return -1;
     }
     stats_exposure_note(&ss, &addr);
@@ -527,8 +523,7 @@ static void app_teardown(struct app *app)
     free(app->workers);
     reload_teardown(app);
     free(app->rt.stats);
-    if (app->stats_listener != NULL)
-        evconnlistener_free(app->stats_listener);
+    listener_close(&app->stats_listener);
     if (app->pid_written)
         unlink(app->settings.pid_file);
 }
