@@ -1,4 +1,5 @@
 /* client: a client connection (see client.h for the picture). */
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -39,6 +40,8 @@ struct client {
     bool                lingering;   /* drained, write side shut: waiting
                                         for the peer's close */
     bool                authed;      /* Redis: AUTH accepted (or none needed) */
+    uint8_t             auth_failures; /* Redis: wrong passwords on this
+                                        connection (closed at the limit) */
     bool                counted;     /* in wp->shared->clients (client_connections) */
 };
 
@@ -348,6 +351,55 @@ static void client_reject(struct client *c, struct msg *msg, enum mc_status st,
 
 /* ---- Redis pools ---- */
 
+/* The peer's address as text ("127.0.0.1:5000"), or "?" . */
+static void client_peer(const struct client *c, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
+    char host[64] = "?";
+    uint16_t port = 0;
+    snprintf(buf, len, "?");
+    if (getpeername(conn_fd(c->conn), (struct sockaddr *)&ss, &sslen) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+    } else {
+        snprintf(buf, len, "a unix socket client");
+        return;
+    }
+    snprintf(buf, len, "%s:%u", host, (unsigned)port);
+}
+
+/* A wrong AUTH password: counted (auth_failures), logged at most once a
+ * second per worker and pool with the count and the latest peer, and the
+ * connection is closed after its CLIENT_AUTH_MAX_FAILURES-th (after the
+ * reply), so guessing costs a connection every few tries. */
+static void client_auth_failed(struct client *c)
+{
+    struct worker_pool *wp = c->wp;
+    char peer[96];
+    c->authed = false;
+    stats_limit_add(wp->stats, auth_failures, 1);
+    wp->auth_failed++;
+    if (++c->auth_failures >= CLIENT_AUTH_MAX_FAILURES)
+        c->quitting = true;
+    int64_t now = util_now_ms();
+    if (now - wp->auth_warned_ms < 1000)
+        return;
+    client_peer(c, peer, sizeof(peer));
+    log_warn("pool %s: %llu failed AUTH attempt(s) since the last report, the latest from %s "
+             "(a connection is closed after %d)", wp->conf->name,
+             (unsigned long long)wp->auth_failed, peer, CLIENT_AUTH_MAX_FAILURES);
+    wp->auth_warned_ms = now;
+    wp->auth_failed = 0;
+}
+
 /* Runs one RESP request: the proxy answers PING, QUIT and AUTH, and
  * until a pool's redis_auth password is given, nothing is forwarded. */
 static void client_execute_redis(struct client *c, struct msg *msg)
@@ -364,7 +416,7 @@ static void client_execute_redis(struct client *c, struct msg *msg)
             c->authed = true;
             msg_reply_now(msg, "%s", "+OK\r\n");
         } else {
-            c->authed = false;
+            client_auth_failed(c);
             msg_reply_now(msg, "%s", "-ERR invalid password\r\n");
         }
     } else if (strcmp(name, "quit") == 0) {

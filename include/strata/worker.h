@@ -78,6 +78,8 @@ struct worker_pool {
     struct listener         listener;         /* backs off on EMFILE */
     int64_t                 refuse_warned_ms; /* last "refusing clients" line */
     uint64_t                refused;          /* clients refused since that line */
+    int64_t                 auth_warned_ms;   /* last "failed AUTH" line */
+    uint64_t                auth_failed;      /* failed AUTHs since that line */
     struct policy_pool     *policy;
     struct stats_pool      *stats;
     uint32_t                nclients;         /* its clients on this worker */

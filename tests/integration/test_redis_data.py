@@ -240,6 +240,37 @@ def test_redis_auth_required_first(auth_proxy, auth_shards):
         assert c.outcome(encode("QUIT")) == b"<closed>"
 
 
+@pytest.mark.strata_only
+@pytest.mark.parametrize("auth_proxy", ["strata"], indirect=True)
+def test_redis_auth_brute_force_is_closed_and_logged(auth_proxy):
+    """Wrong passwords: each is answered, the third closes the connection
+    (what was pipelined behind it is not run), every one is counted, and
+    the log gets at most about one line a second with the count, not one
+    per attempt."""
+    p = auth_proxy
+    wrong = encode("AUTH", "nope")
+
+    def until_closed(data):
+        with proxy_conn(p, "auth") as c:
+            got = c.outcome(data)
+            while not got.endswith((b"<closed>", b"<timeout>")):
+                got += c.outcome(b"")
+        return got
+    assert until_closed(wrong * 3 + encode("AUTH", "sekret") + encode("PING")) \
+        == b"-ERR invalid password\r\n" * 3 + b"<closed>"
+    lines0 = p.read_log().count("failed AUTH attempt")
+    for _ in range(100):             # 300 more guesses on 100 connections
+        assert until_closed(wrong * 3).endswith(b"<closed>")
+    log = p.read_log()
+    assert "failed AUTH attempt(s) since the last report, the latest from 127.0.0.1:" in log
+    grown = log.count("failed AUTH attempt") - lines0
+    assert 1 <= grown <= 40, "%d log lines for 300 failed AUTHs" % grown
+    # the right password still works on a new connection
+    with proxy_conn(p, "auth") as c:
+        assert c.call("AUTH", "sekret") == b"+OK\r\n"
+        assert c.call("PING") == b"+PONG\r\n"
+
+
 @pytest.mark.parametrize("auth_proxy", PROXY_KINDS, indirect=True)
 def test_no_redis_auth_on_password_backends(auth_proxy):
     """Without redis_auth the backend's own NOAUTH (redis 7 adds a '.')
