@@ -553,6 +553,7 @@ int app_settings_reload(struct app *app, char *err, size_t errlen)
     __atomic_store_n(&s->async_queue_limit, fresh.async_queue_limit, __ATOMIC_RELAXED);
     __atomic_store_n(&s->max_clients, fresh.max_clients, __ATOMIC_RELAXED);
     __atomic_store_n(&s->max_memory, fresh.max_memory, __ATOMIC_RELAXED);
+    s->reload_max_server_loss = fresh.reload_max_server_loss;   /* main thread only */
     __atomic_store_n(&app->rt.max_memory, fresh.max_memory != 0 ? fresh.max_memory
                                                                 : util_default_max_memory(),
                      __ATOMIC_RELAXED);

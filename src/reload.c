@@ -19,6 +19,7 @@
 
 #include "app.h"
 #include "strata/client.h"
+#include "strata/conf_guard.h"
 #include "strata/log.h"
 #include "strata/reload.h"
 #include "strata/util.h"
@@ -305,7 +306,9 @@ int reload_apply(struct app *app, struct conf *conf, const char *source,
         return 0;
     }
     char why[400];
-    if (conf_resolve_all(conf, source, why, sizeof(why)) != 0 ||
+    if (conf_guard_check(app->conf, conf, app->settings.reload_max_server_loss, why,
+                         sizeof(why)) != 0 ||
+        conf_resolve_all(conf, source, why, sizeof(why)) != 0 ||
         conf_listen_check(app->conf, conf, source, why, sizeof(why)) != 0 ||
         unix_listeners_prepare(app, conf, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "%s: %s", source, why);

@@ -141,6 +141,8 @@ struct settings {
     size_t   max_memory;         /* buffered bytes of the process; 0: default */
     int      client_request_timeout_ms; /* a partial request may idle; 0: none */
     uint32_t max_clients;        /* client connections of the process; 0: default */
+    uint32_t reload_max_server_loss; /* percent of a tier's servers one reload
+                                    may remove (conf_guard); 100: any */
     /* -c zk://HOST:PORT/PATH (the configuration center) */
     char    *zk_cache_file;      /* last good pool file; NULL: per stats port */
     int      zk_session_timeout_ms; /* ZooKeeper session; also the start-up wait */
@@ -161,6 +163,7 @@ struct settings {
 #define SETTINGS_DEFAULT_MAX_REPLY      (64 * 1024 * 1024)
 #define SETTINGS_DEFAULT_MAX_MEMORY     0   /* a quarter of physical memory */
 #define SETTINGS_DEFAULT_REQUEST_TIMEOUT 30000   /* ms */
+#define SETTINGS_DEFAULT_RELOAD_MAX_SERVER_LOSS 49   /* percent: half refused */
 #define SETTINGS_DEFAULT_ZK_SESSION_TIMEOUT 10000 /* ms */
 /* Without zk_cache_file the cache is DIR/zk-<stats port>.yml: one file
  * per proxy on a host (two proxies cannot share a stats port), found at
