@@ -436,13 +436,14 @@ static int runtime_setup(struct app *app)
     rt->limits.read_chunk = app->settings.mbuf_size;
     rt->limits.max_reply = app->settings.max_reply_size;
     rt->limits.fence_replies = app->settings.fence_replies;
-    /* Redis pools: a bulk is a value, the other arguments count against
-     * the line limit (each takes at least 4 bytes of framing). */
+    /* Redis pools: Redis's limits for bulks, requests and replies; the
+     * argument count is bounded by the line limit (each argument takes at
+     * least 4 bytes of framing). */
     rt->redis_limits = (struct redis_limits){
-        .max_bulk = app->settings.max_value_size,
+        .max_bulk = app->settings.redis_max_value_size,
         .max_args = (uint32_t)(app->settings.max_line_size / 4),
-        .max_request = (size_t)app->settings.max_value_size + app->settings.max_line_size,
-        .max_reply = app->settings.max_reply_size > 0 ? app->settings.max_reply_size : SIZE_MAX,
+        .max_request = app->settings.redis_max_request_size,
+        .max_reply = app->settings.redis_max_reply_size,
         .max_depth = 32,
     };
     rt->limits.redis = &rt->redis_limits;
