@@ -40,12 +40,16 @@ struct client {
     bool                lingering;   /* drained, write side shut: waiting
                                         for the peer's close */
     bool                authed;      /* Redis: AUTH accepted (or none needed) */
+    size_t              reserved;    /* Redis: bytes of the request being
+                                        framed announced but not arrived,
+                                        counted in the worker's buffered */
     uint8_t             auth_failures; /* Redis: wrong passwords on this
                                         connection (closed at the limit) */
     bool                counted;     /* in wp->shared->clients (client_connections) */
 };
 
 static bool client_process(struct client *c);
+static void client_unreserve(struct client *c);
 static void client_msg_done(struct msg *msg);
 static void client_write_done(struct client *c);
 
@@ -63,6 +67,7 @@ static void client_close(struct client *c)
     }
     if (c->parsing != NULL)
         msg_put(c->parsing);
+    client_unreserve(c);
     TAILQ_REMOVE(&w->clients, c, link);
     stats_pool_add(c->wp->stats, client_connections, -1);
     stats_add(&w->stats.curr_connections, -1);
@@ -287,6 +292,46 @@ static bool client_memory_ok(const struct worker *w)
     return sum < limit;
 }
 
+/* Whether the process, with `extra` bytes more, stays under max_memory. */
+static bool client_memory_room(const struct worker *w, size_t extra)
+{
+    const struct runtime *rt = w->rt;
+    int64_t limit = (int64_t)rt->max_memory;
+    int64_t sum = 0;
+    if (limit == 0)
+        return true;
+    for (uint32_t i = 0; i < rt->nworkers; i++)
+        sum += __atomic_load_n(&rt->stats[i]->buffered, __ATOMIC_RELAXED);
+    return sum + (int64_t)extra <= limit;
+}
+
+/* Redis: the bytes a request's heads announce are counted in the
+ * worker's buffered bytes as soon as they are announced (c->reserved,
+ * less what has arrived), so max_memory bounds what large requests will
+ * hold before they hold it. A request larger than memcached's limits
+ * (max_line_size + max_value_size) that the process has no room for is
+ * refused: false. Smaller ones are always let through (they are refused
+ * with "out of memory" when whole, as before). */
+static bool client_reserve(struct client *c, const struct redis_req *req)
+{
+    struct worker *w = c->wp->worker;
+    const struct mc_limits *lim = &w->rt->limits;
+    size_t have = evbuffer_get_length(conn_input(c->conn));
+    size_t need = req->want > have ? req->want - have : 0;
+    if (need > c->reserved && req->want > lim->max_line + lim->max_value &&
+        !client_memory_room(w, need - c->reserved))
+        return false;
+    stats_add(&w->stats.buffered, (int64_t)need - (int64_t)c->reserved);
+    c->reserved = need;
+    return true;
+}
+
+static void client_unreserve(struct client *c)
+{
+    stats_add(&c->wp->worker->stats.buffered, -(int64_t)c->reserved);
+    c->reserved = 0;
+}
+
 /* Over max_memory: the request is refused before any backend is asked. */
 static void client_shed(struct client *c, struct msg *msg)
 {
@@ -445,6 +490,24 @@ static void client_reject_redis(struct client *c, struct msg *msg, const char *e
     client_msg_done(msg);
 }
 
+/* A Redis request announced larger than the process has room for under
+ * max_memory: answered, and the connection closed (the rest of it
+ * cannot be framed without reading it). */
+static void client_refuse_large_redis(struct client *c, struct msg *msg)
+{
+    struct worker_pool *wp = c->wp;
+    int64_t now = util_now_ms();
+    c->quitting = true;
+    stats_limit_add(wp->stats, out_of_memory, 1);
+    if (now - wp->oom_warned_ms >= 1000) {
+        log_warn("pool %s: a request of %zu bytes refused, the connection closed: the "
+                 "process is near max_memory (at most one such line a second)",
+                 wp->conf->name, msg->redis.want);
+        wp->oom_warned_ms = now;
+    }
+    msg_reply_now(msg, "%s", "-ERR request too large for the proxy's max_memory\r\n");
+}
+
 /* Frames one request from the input and queues it. Returns false when
  * nothing more can be read now. */
 static bool client_read_one(struct client *c)
@@ -466,14 +529,20 @@ static bool client_read_one(struct client *c)
         rst = redis_req_read(conn_input(c->conn), &msg->redis, w->rt->limits.redis, &err);
     else
         st = mc_req_read(conn_input(c->conn), &msg->req, &w->rt->limits, &err);
-    if (redis ? rst == REDIS_AGAIN : st == MC_AGAIN)
+    if (redis && rst == REDIS_AGAIN && client_reserve(c, &msg->redis))
         return false;
+    if (!redis && st == MC_AGAIN)
+        return false;
+    if (redis)
+        client_unreserve(c);
     c->parsing = NULL;
     msg->client = c;
     msg->budget = &c->gathered;
     TAILQ_INSERT_TAIL(&c->msgs, msg, link);
     c->nmsgs++;
-    if (redis && rst == REDIS_OK)
+    if (redis && rst == REDIS_AGAIN)
+        client_refuse_large_redis(c, msg);
+    else if (redis && rst == REDIS_OK)
         client_execute_redis(c, msg);
     else if (redis)
         client_reject_redis(c, msg, err);
@@ -664,7 +733,8 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd)
     struct client *c = util_xcalloc(1, sizeof(*c));
     const struct runtime *rt = w->rt;
     /* Stop reading the socket once a whole largest request is buffered. */
-    size_t read_max = rt->limits.max_line + rt->limits.max_value + 4096;
+    size_t read_max = wp->conf->redis ? rt->limits.redis->max_request + 4096
+                                      : rt->limits.max_line + rt->limits.max_value + 4096;
     c->conn = conn_create(&w->loop, fd, read_max, &client_conn_ops, c);
     if (c->conn == NULL) {
         close(fd);

@@ -168,6 +168,10 @@ static const struct settings_key settings_keys[] = {
     { "client_max_pending", settings_set_size,   FIELD(client_max_pending), 1024, 1LL << 40 },
     { "async_queue_limit",  settings_set_u32,    FIELD(async_queue_limit),  1,    100000000 },
     { "max_reply_size",     settings_set_size,   FIELD(max_reply_size),     1024, 1LL << 40 },
+    /* evbuffer counts a request or reply in int: at most 2 GB - 1 */
+    { "redis_max_value_size",   settings_set_u32,  FIELD(redis_max_value_size),   1,    INT_MAX },
+    { "redis_max_request_size", settings_set_size, FIELD(redis_max_request_size), 1024, INT_MAX },
+    { "redis_max_reply_size",   settings_set_size, FIELD(redis_max_reply_size),   1024, INT_MAX },
     { "max_memory",         settings_set_size,   FIELD(max_memory),         1048576, 1LL << 50 },
     { "client_request_timeout", settings_set_int, FIELD(client_request_timeout_ms), 0, INT_MAX },
     { "max_clients",        settings_set_u32,    FIELD(max_clients),        1,    100000000 },
@@ -248,6 +252,9 @@ void settings_init(struct settings *s)
     s->client_max_pending = SETTINGS_DEFAULT_CLIENT_PENDING;
     s->async_queue_limit = SETTINGS_DEFAULT_ASYNC_QUEUE;
     s->max_reply_size = SETTINGS_DEFAULT_MAX_REPLY;
+    s->redis_max_value_size = SETTINGS_DEFAULT_REDIS_MAX_VALUE;
+    s->redis_max_request_size = SETTINGS_DEFAULT_REDIS_MAX_REQUEST;
+    s->redis_max_reply_size = SETTINGS_DEFAULT_REDIS_MAX_REPLY;
     s->max_memory = SETTINGS_DEFAULT_MAX_MEMORY;
     s->client_request_timeout_ms = SETTINGS_DEFAULT_REQUEST_TIMEOUT;
     s->reload_max_server_loss = SETTINGS_DEFAULT_RELOAD_MAX_SERVER_LOSS;

@@ -21,6 +21,7 @@
 
 #include "strata/client.h"
 #include "strata/conf.h"
+#include "strata/crash.h"
 #include "strata/log.h"
 #include "strata/privs.h"
 #include "strata/reload.h"
@@ -342,27 +343,29 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     struct app *app = arg;
+    char name[32];
+    crash_signal_name((int)sig, name, sizeof(name));
     switch (sig) {
     case SIGHUP:
-        log_notice("signal %d: reopening the log file", (int)sig);
+        log_notice("signal %d (%s): reopening the log file", (int)sig, name);
         if (log_reopen() != 0)
             log_error("cannot reopen the log file '%s': %s; still writing to the file "
                       "opened before", app->settings.log_file, strerror(errno));
         break;
     case SIGTTIN:
         log_level_up();
-        log_notice("signal %d: log level up", (int)sig);
+        log_notice("signal %d (%s): log level up", (int)sig, name);
         break;
     case SIGTTOU:
         log_level_down();
-        log_notice("signal %d: log level down", (int)sig);
+        log_notice("signal %d (%s): log level down", (int)sig, name);
         break;
     case SIGUSR1:
-        log_notice("signal %d: reloading the configuration", (int)sig);
+        log_notice("signal %d (%s): reloading the configuration", (int)sig, name);
         reload_from_file(app);
         break;
     default:
-        log_notice("signal %d: stopping", (int)sig);
+        log_notice("signal %d (%s): stopping", (int)sig, name);
         event_base_loopbreak(app->base);
         break;
     }
@@ -433,13 +436,14 @@ static int runtime_setup(struct app *app)
     rt->limits.read_chunk = app->settings.mbuf_size;
     rt->limits.max_reply = app->settings.max_reply_size;
     rt->limits.fence_replies = app->settings.fence_replies;
-    /* Redis pools: a bulk is a value, the other arguments count against
-     * the line limit (each takes at least 4 bytes of framing). */
+    /* Redis pools: Redis's limits for bulks, requests and replies; the
+     * argument count is bounded by the line limit (each argument takes at
+     * least 4 bytes of framing). */
     rt->redis_limits = (struct redis_limits){
-        .max_bulk = app->settings.max_value_size,
+        .max_bulk = app->settings.redis_max_value_size,
         .max_args = (uint32_t)(app->settings.max_line_size / 4),
-        .max_request = (size_t)app->settings.max_value_size + app->settings.max_line_size,
-        .max_reply = app->settings.max_reply_size > 0 ? app->settings.max_reply_size : SIZE_MAX,
+        .max_request = app->settings.redis_max_request_size,
+        .max_reply = app->settings.redis_max_reply_size,
         .max_depth = 32,
     };
     rt->limits.redis = &rt->redis_limits;
@@ -688,6 +692,7 @@ static int serve(struct app *app)
     if (app->base == NULL || runtime_setup(app) != 0 || stats_listen(app) != 0)
         goto out;
     signals_setup(app, sig_evs);
+    crash_setup();
     fd_limit_raise(app);
     app->rt.max_clients = app->settings.max_clients != 0 ? app->settings.max_clients
                           : client_max_default(app->conf, app->nworkers);

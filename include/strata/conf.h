@@ -138,6 +138,10 @@ struct settings {
     size_t   client_max_pending; /* reply bytes queued before reads pause */
     uint32_t async_queue_limit;  /* per worker and destination */
     size_t   max_reply_size;     /* largest reply one retrieval may gather */
+    /* Redis pools: Redis's own limits, not memcached's (values of 512 MB) */
+    uint32_t redis_max_value_size;   /* one bulk of a request */
+    size_t   redis_max_request_size; /* one whole request */
+    size_t   redis_max_reply_size;   /* one whole reply (a split MGET's too) */
     size_t   max_memory;         /* buffered bytes of the process; 0: default */
     int      client_request_timeout_ms; /* a partial request may idle; 0: none */
     uint32_t max_clients;        /* client connections of the process; 0: default */
@@ -161,6 +165,10 @@ struct settings {
 #define SETTINGS_DEFAULT_CLIENT_PENDING (4 * 1024 * 1024)
 #define SETTINGS_DEFAULT_ASYNC_QUEUE    10000
 #define SETTINGS_DEFAULT_MAX_REPLY      (64 * 1024 * 1024)
+/* Redis's proto-max-bulk-len and client-query-buffer-limit */
+#define SETTINGS_DEFAULT_REDIS_MAX_VALUE   (512 * 1024 * 1024)
+#define SETTINGS_DEFAULT_REDIS_MAX_REQUEST (1024 * 1024 * 1024)
+#define SETTINGS_DEFAULT_REDIS_MAX_REPLY   (1024 * 1024 * 1024)
 #define SETTINGS_DEFAULT_MAX_MEMORY     0   /* a quarter of physical memory */
 #define SETTINGS_DEFAULT_REQUEST_TIMEOUT 30000   /* ms */
 #define SETTINGS_DEFAULT_RELOAD_MAX_SERVER_LOSS 49   /* percent: half refused */

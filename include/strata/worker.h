@@ -79,6 +79,7 @@ struct worker_pool {
     int64_t                 refuse_warned_ms; /* last "refusing clients" line */
     uint64_t                refused;          /* clients refused since that line */
     int64_t                 auth_warned_ms;   /* last "failed AUTH" line */
+    int64_t                 oom_warned_ms;    /* last "request refused" line */
     uint64_t                auth_failed;      /* failed AUTHs since that line */
     struct policy_pool     *policy;
     struct stats_pool      *stats;
