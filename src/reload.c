@@ -21,6 +21,7 @@
 #include "strata/client.h"
 #include "strata/log.h"
 #include "strata/reload.h"
+#include "strata/unixsock.h"
 #include "strata/util.h"
 
 #define RELOAD_POLL_MS 20
@@ -86,7 +87,7 @@ static void stale_close(struct app *app)
             reused |= app->shared[s]->unix_path != NULL && app->stale_paths[i] != NULL &&
                       strcmp(app->shared[s]->unix_path, app->stale_paths[i]) == 0;
         if (app->stale_paths[i] != NULL && !reused)
-            unlink(app->stale_paths[i]);
+            unixsock_remove(app->stale_paths[i]);
         free(app->stale_paths[i]);
     }
     app->nstale = 0;
@@ -372,7 +373,7 @@ void reload_teardown(struct app *app)
         struct pool_shared *ps = app->shared[s];
         if (ps->unix_fd >= 0) {
             close(ps->unix_fd);
-            unlink(ps->unix_path);
+            unixsock_remove(ps->unix_path);
         }
         pool_shared_free(ps);
     }
