@@ -413,32 +413,32 @@ static int unix_bind(int fd, const struct sockaddr_storage *ss, socklen_t len,
 
 /* Listens on the pool's unix socket, replacing a stale socket (never
  * another kind of file: unixsock_clear), with the pool file's mode or
- * UNIX_SOCKET_DEFAULT_PERM. Returns the fd or -1 (logged). */
-int app_unix_listen(const struct conf_pool *pool)
+ * UNIX_SOCKET_DEFAULT_PERM. Returns the fd, or -1 with err ("pool P:
+ * cannot listen on PATH: why"). */
+int app_unix_listen(const struct conf_pool *pool, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    char err[256];
+    char why[400];
     const char *path = pool->listen.addr.path;
     mode_t perm = pool->listen.perm != 0 ? pool->listen.perm : UNIX_SOCKET_DEFAULT_PERM;
-    if (util_resolve(&pool->listen.addr, &ss, &len, err, sizeof(err)) != 0) {
-        log_error("pool %s: %s", pool->name, err);
-        return -1;
-    }
-    if (unixsock_clear(path, err, sizeof(err)) != 0) {
-        log_error("pool %s: cannot listen on %s: %s", pool->name, path, err);
-        return -1;
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = -1;
+    if (util_resolve(&pool->listen.addr, &ss, &len, why, sizeof(why)) != 0 ||
+        unixsock_clear(path, why, sizeof(why)) != 0)
+        goto error;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || unix_bind(fd, &ss, len, path, perm) != 0 ||
         listen(fd, pool->backlog) != 0) {
-        log_error("pool %s: cannot listen on %s: %s", pool->name, path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
+        snprintf(why, sizeof(why), "%s", strerror(errno));
+        goto error;
     }
     log_info("pool %s: listening on %s, mode %04o", pool->name, path, (unsigned)perm);
     return fd;
+error:
+    snprintf(err, errlen, "pool %s: cannot listen on %s: %s", pool->name, path, why);
+    if (fd >= 0)
+        close(fd);
+    return -1;
 }
 
 static int runtime_setup(struct app *app)
@@ -474,8 +474,11 @@ static int runtime_setup(struct app *app)
         struct pool_shared *ps = rt->shared[p];
         if (conf->pools[p].listen.addr.path == NULL)
             continue;
-        if ((ps->unix_fd = app_unix_listen(&conf->pools[p])) < 0)
+        char err[600];
+        if ((ps->unix_fd = app_unix_listen(&conf->pools[p], err, sizeof(err))) < 0) {
+            log_error("%s", err);
             return -1;
+        }
         ps->unix_path = util_xstrdup(conf->pools[p].listen.addr.path);
     }
     return 0;

@@ -117,9 +117,7 @@ static int unix_listeners_prepare(struct app *app, const struct conf *conf,
         if (pool->listen.addr.path == NULL ||
             (ps->unix_fd >= 0 && strcmp(ps->unix_path, pool->listen.addr.path) == 0))
             continue;
-        if ((fds[p] = app_unix_listen(pool)) < 0) {
-            snprintf(err, errlen, "pool %s: cannot listen on %s", pool->name,
-                     pool->listen.addr.path);
+        if ((fds[p] = app_unix_listen(pool, err, errlen)) < 0) {
             rc = -1;
             break;
         }
