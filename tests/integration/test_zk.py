@@ -156,6 +156,16 @@ def wait_log(proxy, text, timeout):
     return wait_until(lambda: text in proxy.read_log(), timeout, 0.05)
 
 
+def following_proxy(zk, zkc, node, server, zk_proxy, port=None, **kw):
+    """A proxy following `node`, which routes pool alpha (on `port`) to
+    `server`; returned once its session is connected."""
+    pools = pools_for([server], port)
+    zkc.put(node, harness.pool_yaml(pools))
+    p = zk_proxy(pools, zk.url(node), **kw)
+    assert wait_log(p, "zookeeper: connected", 5 * TIME_SCALE)
+    return p
+
+
 # ------------------------------------------------------------ start-up ----
 
 def test_start_from_node(zk, zkc, node, memcached_factory, zk_proxy):
@@ -556,9 +566,7 @@ def test_authenticated_proxy_reads_a_protected_node(zk, zkc, node, workdir,
 def test_proxy_warns_about_a_world_writable_node(zk, zkc, node,
                                                  memcached_factory, zk_proxy):
     a, = memcached_factory(1)
-    pools = pools_for([a])
-    zkc.put(node, harness.pool_yaml(pools))
-    p = zk_proxy(pools, zk.url(node))
+    p = following_proxy(zk, zkc, node, a, zk_proxy)
     assert wait_log(p, "the node is writable by anyone who reaches ZooKeeper "
                     "(world:cdrwa)", 5 * TIME_SCALE)
     assert "the registration of this proxy (zk_acl) is writable by anyone" \
@@ -589,10 +597,7 @@ def test_unix_listen_from_an_open_node_is_refused(zk, zkc, node, workdir,
     untouched, the old configuration keeps serving."""
     a, b = memcached_factory(2)
     port = free_port()
-    pools = pools_for([a], port)
-    zkc.put(node, harness.pool_yaml(pools))
-    p = zk_proxy(pools, zk.url(node))
-    assert wait_log(p, "zookeeper: connected", 5 * TIME_SCALE)
+    p = following_proxy(zk, zkc, node, a, zk_proxy, port)
     victim = victim_file(workdir)
     evil = pools_for([b], port)
     evil["evil"] = simple_pool([b], listen="%s 0666" % victim)
@@ -609,13 +614,10 @@ def test_unix_listen_in_the_allowed_dir_never_replaces_a_file(
     inside it is refused, not replaced; a free path inside it is used."""
     a, = memcached_factory(1)
     port = free_port()
-    pools = pools_for([a], port)
-    zkc.put(node, harness.pool_yaml(pools))
     socks = os.path.join(workdir, "socks")
     os.mkdir(socks)
-    p = zk_proxy(pools, zk.url(node),
-                 settings='unix_socket_dir = "%s";\n' % socks)
-    assert wait_log(p, "zookeeper: connected", 5 * TIME_SCALE)
+    p = following_proxy(zk, zkc, node, a, zk_proxy, port,
+                        settings='unix_socket_dir = "%s";\n' % socks)
     outside = victim_file(workdir)
     inside = victim_file(socks, "victim")
 
@@ -646,10 +648,7 @@ def test_oversize_node_is_refused(zk, zkc, node, memcached_factory, zk_proxy):
     stays."""
     a, b = memcached_factory(2)
     port = free_port()
-    pools = pools_for([a], port)
-    zkc.put(node, harness.pool_yaml(pools))
-    p = zk_proxy(pools, zk.url(node))
-    assert wait_log(p, "zookeeper: connected", 5 * TIME_SCALE)
+    p = following_proxy(zk, zkc, node, a, zk_proxy, port)
     text = harness.pool_yaml(pools_for([b], port))
     pad = 1040000 - len(text)
     big = text + "#" + "x" * (pad - 2) + "\n"
