@@ -9,7 +9,8 @@
  * The main thread takes the slot, logs transitions once, issues the next
  * request and hands the text to the caller. Only the registration chain
  * (create parent, create node, check owner, set) runs from completions,
- * reading the JSON under `mu`. zookeeper_init/zookeeper_close are called
+ * reading the JSON under `mu`; a failed authentication is logged from
+ * its completion. zookeeper_init/zookeeper_close are called
  * on the main thread only. */
 #include <errno.h>
 #include <pthread.h>

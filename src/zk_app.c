@@ -25,6 +25,9 @@
 #include "app.h"
 #include "zk_app.h"
 
+/* What whoever may write the pool node can do. */
+#define ZK_APP_NODE_HARM "change what every proxy runs (its servers, its listeners)"
+
 /* The cache file's first line, a YAML comment: which node it copies. */
 #define ZK_CACHE_HEADER "# strata: cache of "
 
@@ -106,9 +109,10 @@ static void zk_app_access_deinit(struct zk_app_access *za)
     memset(za, 0, sizeof(*za));
 }
 
-/* A sentence for a node anyone may change (world_perms writable), or
- * an empty buf. */
-static void zk_app_world_note(char *buf, size_t len, const char *what, int world_perms)
+/* A sentence for a node anyone may change (world_perms writable) and
+ * what they could do with it, or an empty buf. */
+static void zk_app_world_note(char *buf, size_t len, const char *what, const char *harm,
+                              int world_perms)
 {
     char perms[8];
     buf[0] = '\0';
@@ -116,8 +120,8 @@ static void zk_app_world_note(char *buf, size_t len, const char *what, int world
         return;
     zk_perms_text(world_perms, perms);
     zk_app_error(buf, len, "%s is writable by anyone who reaches ZooKeeper (world:%s): "
-                 "they can change what every proxy runs; set zk_acl and zk_auth_file "
-                 "(docs/security.md)", what, perms);
+                 "they can %s; set zk_acl and zk_auth_file (docs/security.md)", what, perms,
+                 harm);
 }
 
 /* Every unix-socket listen of a configuration from ZooKeeper lies in
@@ -302,7 +306,8 @@ static int zk_app_node_load(struct app *app, struct zk_node *node, struct conf *
     if (zk_read(&zk->url, &zk->za.access, app->settings.zk_session_timeout_ms, node,
                 err, errlen) != 0)
         return -1;
-    zk_app_world_note(zk->acl_note, sizeof(zk->acl_note), "the node", node->world_perms);
+    zk_app_world_note(zk->acl_note, sizeof(zk->acl_note), "the node", ZK_APP_NODE_HARM,
+                      node->world_perms);
     char why[1024];
     if (zk_node_check(node, err, errlen) != 0) {
         zk_node_deinit(node);
@@ -460,6 +465,7 @@ static void zk_app_reg_acl_note(const struct app *app)
     if (!app->settings.zk_register)
         return;
     zk_app_world_note(note, sizeof(note), "the registration of this proxy (zk_acl)",
+                      "delete it or make clients send traffic elsewhere",
                       zk_acl_world_perms(&app->zk->za.acl));
     if (note[0] != '\0')
         log_warn("zookeeper: %s", note);
@@ -553,7 +559,7 @@ static int zk_app_publish_run(const struct settings *s, const struct zk_url *url
     } else {
         printf("strata: published '%s' to %s: version %d\n", file, s->conf_file,
                (int)done.version);
-        zk_app_world_note(note, sizeof(note), "the node", done.world_perms);
+        zk_app_world_note(note, sizeof(note), "the node", ZK_APP_NODE_HARM, done.world_perms);
         if (note[0] != '\0')
             fprintf(stderr, "strata: WARN: %s\n", note);
         rc = 0;

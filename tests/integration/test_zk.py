@@ -383,8 +383,9 @@ def test_node_change_reroutes_within_a_second(zk, zkc, node,
     zkc.set(node, harness.pool_yaml(pools_for([b], port)))
     wait_applied(p, 1, 1.0 * TIME_SCALE)
     assert wait_until(lambda: lands_on(p, b, "after"), 1.0 * TIME_SCALE, 0.05)
-    reg = json.loads(zkc.get(p.reg_node(node))[0].decode())
-    assert reg["generation"] == 2
+    # the registration is rewritten after the switch, asynchronously
+    assert wait_until(lambda: json.loads(zkc.get(p.reg_node(node))[0].decode())
+                      ["generation"] == 2, 2.0 * TIME_SCALE, 0.02)
     with open(p.cache) as f:
         assert "%d" % b.port in f.read()
 
@@ -411,7 +412,8 @@ def test_two_proxies_follow_one_change(zk, zkc, node, memcached_factory,
     for i in range(20):   # new connections, spread over both proxies
         assert lands_on(p1, b, "fleet%d" % i)
     for r in regs:
-        assert json.loads(zkc.get(r)[0].decode())["generation"] == 2
+        assert wait_until(lambda: json.loads(zkc.get(r)[0].decode())
+                          ["generation"] == 2, 2.0 * TIME_SCALE, 0.02)
 
 
 def test_session_expiry_new_session_reregisters(zk, zkc, node,
@@ -561,6 +563,56 @@ def test_authenticated_proxy_reads_a_protected_node(zk, zkc, node, workdir,
     r = run_cli([proxy_binary("strata"), "-t", "-c", zk.url(node)], timeout=30)
     assert r.returncode == 1
     assert "not authorized" in r.stderr
+
+
+def test_operators_and_proxies_with_identities_of_their_own(
+        zk, zkc, node, workdir, memcached_factory, zk_proxy):
+    """The recipe of docs/security.md: ops publishes and lets the proxies'
+    identity read the node and create PATH/proxies; the proxies may not
+    change the node's data; ops may read their registrations."""
+    a, = memcached_factory(1)
+    pools = pools_for([a])
+    ops = auth_file(workdir, "ops.auth")
+    strata = write(workdir, "strata.auth", "strata:pw2\n")
+    os.chmod(strata, 0o600)
+    pub = write(workdir, "pub.cfg", 'zk_acl = "auth::cdrwa,digest:%s:rc";\n'
+                % digest_id("strata", "pw2"))
+    r = publish(write(workdir, "p.yml", harness.pool_yaml(pools)),
+                zk.url(node), "-C", pub, "--zk-auth-file", ops)
+    assert r.returncode == 0, r.stderr
+    assert "WARN" not in r.stderr
+    p = zk_proxy(pools, zk.url(node), settings=(
+        'zk_auth_file = "%s";\nzk_acl = "auth::cdrwa,digest:%s:cdrwa";\n'
+        % (strata, OPS_ID)))
+    assert lands_on(p, a, "two-ids")
+    reg = p.reg_node(node)
+    with zk.client() as c:
+        c.add_auth(USER, PASSWORD)
+        assert wait_until(lambda: c.exists(reg) is not None, 5 * TIME_SCALE)
+        assert json.loads(c.get(reg)[0].decode())["pid"] == p.pid
+    with zk.client() as c:
+        c.add_auth("strata", "pw2")
+        assert c.get(node)[0].startswith(b"alpha:")
+        with pytest.raises(ZkError) as e:
+            c.set(node, "alpha: {}\n")
+        assert e.value.code == ZNOAUTH
+    assert "writable by anyone" not in p.read_log()
+
+
+def test_start_refuses_a_unix_listen_from_the_node(zk, zkc, node, workdir):
+    """At start the same rule: no unix_socket_dir, no cache file: the
+    proxy does not start, and the file named is untouched."""
+    victim = victim_file(workdir)
+    zkc.put(node, "alpha:\n  listen: %s 0666\n  servers: [127.0.0.1:11211:1]\n"
+            % victim)
+    cfg = write(workdir, "s.cfg", 'zk_cache_file = "%s/none.yml";\n' % workdir)
+    r = run_cli([proxy_binary("strata"), "-c", zk.url(node), "-C", cfg,
+                 "-s", str(free_port()), "-a", HOST], timeout=30)
+    assert r.returncode == 1
+    assert "%s:1: pool alpha: a unix socket listen (%s) from ZooKeeper is " \
+        "refused: no unix_socket_dir is set" % (zk.url(node), victim) \
+        in r.stderr, r.stderr
+    assert_intact(victim)
 
 
 def test_proxy_warns_about_a_world_writable_node(zk, zkc, node,
