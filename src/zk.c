@@ -924,7 +924,8 @@ int zk_publish(const struct zk_url *url, const struct zk_access *access, const c
                size_t len, int32_t expect, int timeout_ms, struct zk_node *out,
                char *err, size_t errlen)
 {
-    (void)url; (void)text; (void)len; (void)expect; (void)timeout_ms; (void)new_version;
+    (void)url; (void)access; (void)text; (void)len; (void)expect; (void)timeout_ms;
+    memset(out, 0, sizeof(*out));
     snprintf(err, errlen, "%s", ZK_UNSUPPORTED);
     return -1;
 }
