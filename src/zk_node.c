@@ -335,7 +335,7 @@ int zk_auth_load(const char *path, char **out, char *err, size_t errlen)
     char buf[ZK_AUTH_MAX + 4], why[256];
     struct stat st;
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);   /* a symlink (a mounted secret) is fine */
     if (fd < 0) {
         return zk_error(err, errlen, "cannot open the ZooKeeper credentials file '%s': %s",
                         path, strerror(errno));
