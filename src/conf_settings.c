@@ -180,6 +180,9 @@ static const struct settings_key settings_keys[] = {
     { "zk_cache_file",      settings_set_string, FIELD(zk_cache_file),      0,    0 },
     { "zk_session_timeout", settings_set_int,    FIELD(zk_session_timeout_ms), 1000, 600000 },
     { "zk_register",        settings_set_bool,   FIELD(zk_register),        0,    0 },
+    { "zk_auth_file",       settings_set_string, FIELD(zk_auth_file),       0,    0 },
+    { "zk_acl",             settings_set_string, FIELD(zk_acl),             0,    0 },
+    { "unix_socket_dir",    settings_set_string, FIELD(unix_socket_dir),    0,    0 },
     { "fence_replies",      settings_set_bool,   FIELD(fence_replies),      0,    0 },
 };
 
@@ -204,8 +207,11 @@ static void settings_free_strings(struct settings *s)
     free(s->stats_addr);
     free(s->user);
     free(s->zk_cache_file);
+    free(s->zk_auth_file);
+    free(s->zk_acl);
+    free(s->unix_socket_dir);
     s->conf_file = s->log_file = s->pid_file = s->stats_addr = s->user = NULL;
-    s->zk_cache_file = NULL;
+    s->zk_cache_file = s->zk_auth_file = s->zk_acl = s->unix_socket_dir = NULL;
 }
 
 static char *settings_strdup(const char *v, bool *ok)
@@ -229,6 +235,9 @@ static int settings_copy(struct settings *dst, const struct settings *src)
     dst->stats_addr = settings_strdup(src->stats_addr, &ok);
     dst->user = settings_strdup(src->user, &ok);
     dst->zk_cache_file = settings_strdup(src->zk_cache_file, &ok);
+    dst->zk_auth_file = settings_strdup(src->zk_auth_file, &ok);
+    dst->zk_acl = settings_strdup(src->zk_acl, &ok);
+    dst->unix_socket_dir = settings_strdup(src->unix_socket_dir, &ok);
     if (!ok) {
         settings_free_strings(dst);
         return -1;

@@ -26,6 +26,7 @@
 #include "strata/privs.h"
 #include "strata/reload.h"
 #include "strata/stats.h"
+#include "strata/unixsock.h"
 #include "strata/util.h"
 #include "strata/worker.h"
 #include "strata/zk.h"
@@ -44,6 +45,8 @@ struct cli {
     const char *conf_file, *log_file, *pid_file, *stats_addr, *user;
     long        log_level, stats_port, stats_interval, mbuf_size, workers;
     const char *publish_file;     /* --publish FILE */
+    const char *zk_auth_file;     /* --zk-auth-file FILE */
+    const char *zk_acl;           /* --zk-acl ACL */
     long        publish_version;  /* --publish-version N; -1: any */
 };
 
@@ -68,6 +71,8 @@ static const struct option long_options[] = {
     { "user",           required_argument, NULL, 'u' },
     { "publish",        required_argument, NULL, 'P' },
     { "publish-version", required_argument, NULL, 'Q' },
+    { "zk-auth-file",   required_argument, NULL, 'K' },
+    { "zk-acl",         required_argument, NULL, 'L' },
     { NULL, 0, NULL, 0 },
 };
 
@@ -99,7 +104,10 @@ static void usage(FILE *out)
         "                           (default: the user that starts strata)\n"
         "      --publish=S        : validate pool file S as -t does and write it to the\n"
         "                           ZooKeeper node of -c zk://HOST:PORT/PATH, then exit\n"
-        "      --publish-version=N: publish only if the node is still at version N\n",
+        "      --publish-version=N: publish only if the node is still at version N\n"
+        "      --zk-auth-file=S   : ZooKeeper digest credentials: file S holds USER:PASSWORD\n"
+        "      --zk-acl=S         : ACL of the nodes strata creates in ZooKeeper, e.g.\n"
+        "                           auth::cdrwa,world:anyone:r (default: see strata(8))\n",
         SETTINGS_DEFAULT_LOG_LEVEL, LOG_LEVEL_MAX, SETTINGS_DEFAULT_CONF_FILE,
         SETTINGS_DEFAULT_STATS_PORT, SETTINGS_DEFAULT_STATS_ADDR,
         SETTINGS_DEFAULT_STATS_INTERVAL, SETTINGS_DEFAULT_MBUF_SIZE);
@@ -168,6 +176,8 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
         case 'C': cli->settings_file = optarg; break;
         case 'u': cli->user = optarg; break;
         case 'P': cli->publish_file = optarg; break;
+        case 'K': cli->zk_auth_file = optarg; break;
+        case 'L': cli->zk_acl = optarg; break;
         case 'Q':
             if (!parse_long(optarg, 0, INT32_MAX, &cli->publish_version)) {
                 fprintf(stderr, "strata: option --publish-version requires a number from "
@@ -207,6 +217,8 @@ static void cli_apply(const struct cli *cli, struct settings *s)
     set_string(&s->pid_file, cli->pid_file);
     set_string(&s->stats_addr, cli->stats_addr);
     set_string(&s->user, cli->user);
+    set_string(&s->zk_auth_file, cli->zk_auth_file);
+    set_string(&s->zk_acl, cli->zk_acl);
     if (cli->daemonize)
         s->daemonize = true;
     if (cli->log_level >= 0)
@@ -398,31 +410,34 @@ static int unix_bind(int fd, const struct sockaddr_storage *ss, socklen_t len,
     return chmod(path, perm);
 }
 
-/* Listens on the pool's unix socket, replacing a stale file, with the
- * pool file's mode or UNIX_SOCKET_DEFAULT_PERM. Returns the fd or -1
- * (logged). */
-int app_unix_listen(const struct conf_pool *pool)
+/* Listens on the pool's unix socket, replacing a stale socket (never
+ * another kind of file: unixsock_clear), with the pool file's mode or
+ * UNIX_SOCKET_DEFAULT_PERM. Returns the fd, or -1 with err ("pool P:
+ * cannot listen on PATH: why"). */
+int app_unix_listen(const struct conf_pool *pool, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    char err[256];
+    char why[400];
     const char *path = pool->listen.addr.path;
     mode_t perm = pool->listen.perm != 0 ? pool->listen.perm : UNIX_SOCKET_DEFAULT_PERM;
-    if (util_resolve(&pool->listen.addr, &ss, &len, err, sizeof(err)) != 0) {
-        log_error("pool %s: %s", pool->name, err);
-        return -1;
-    }
-    unlink(path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = -1;
+    if (util_resolve(&pool->listen.addr, &ss, &len, why, sizeof(why)) != 0 ||
+        unixsock_clear(path, why, sizeof(why)) != 0)
+        goto error;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || unix_bind(fd, &ss, len, path, perm) != 0 ||
         listen(fd, pool->backlog) != 0) {
-        log_error("pool %s: cannot listen on %s: %s", pool->name, path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
+        snprintf(why, sizeof(why), "%s", strerror(errno));
+        goto error;
     }
     log_info("pool %s: listening on %s, mode %04o", pool->name, path, (unsigned)perm);
     return fd;
+error:
+    snprintf(err, errlen, "pool %s: cannot listen on %s: %s", pool->name, path, why);
+    if (fd >= 0)
+        close(fd);
+    return -1;
 }
 
 static int runtime_setup(struct app *app)
@@ -459,8 +474,11 @@ static int runtime_setup(struct app *app)
         struct pool_shared *ps = rt->shared[p];
         if (conf->pools[p].listen.addr.path == NULL)
             continue;
-        if ((ps->unix_fd = app_unix_listen(&conf->pools[p])) < 0)
+        char err[600];
+        if ((ps->unix_fd = app_unix_listen(&conf->pools[p], err, sizeof(err))) < 0) {
+            log_error("%s", err);
             return -1;
+        }
         ps->unix_path = util_xstrdup(conf->pools[p].listen.addr.path);
     }
     return 0;

@@ -22,6 +22,7 @@
 #include "strata/conf_guard.h"
 #include "strata/log.h"
 #include "strata/reload.h"
+#include "strata/unixsock.h"
 #include "strata/util.h"
 
 #define RELOAD_POLL_MS 20
@@ -87,7 +88,7 @@ static void stale_close(struct app *app)
             reused |= app->shared[s]->unix_path != NULL && app->stale_paths[i] != NULL &&
                       strcmp(app->shared[s]->unix_path, app->stale_paths[i]) == 0;
         if (app->stale_paths[i] != NULL && !reused)
-            unlink(app->stale_paths[i]);
+            unixsock_remove(app->stale_paths[i]);
         free(app->stale_paths[i]);
     }
     app->nstale = 0;
@@ -117,9 +118,7 @@ static int unix_listeners_prepare(struct app *app, const struct conf *conf,
         if (pool->listen.addr.path == NULL ||
             (ps->unix_fd >= 0 && strcmp(ps->unix_path, pool->listen.addr.path) == 0))
             continue;
-        if ((fds[p] = app_unix_listen(pool)) < 0) {
-            snprintf(err, errlen, "pool %s: cannot listen on %s", pool->name,
-                     pool->listen.addr.path);
+        if ((fds[p] = app_unix_listen(pool, err, errlen)) < 0) {
             rc = -1;
             break;
         }
@@ -375,7 +374,7 @@ void reload_teardown(struct app *app)
         struct pool_shared *ps = app->shared[s];
         if (ps->unix_fd >= 0) {
             close(ps->unix_fd);
-            unlink(ps->unix_path);
+            unixsock_remove(ps->unix_path);
         }
         pool_shared_free(ps);
     }

@@ -151,6 +151,9 @@ struct settings {
     char    *zk_cache_file;      /* last good pool file; NULL: per stats port */
     int      zk_session_timeout_ms; /* ZooKeeper session; also the start-up wait */
     bool     zk_register;        /* register this proxy under PATH/proxies */
+    char    *zk_auth_file;       /* digest USER:PASSWORD for ZooKeeper; NULL: none */
+    char    *zk_acl;             /* ACL of the nodes Strata creates; NULL: default */
+    char    *unix_socket_dir;    /* where a unix listen from ZooKeeper may be; NULL: nowhere */
     bool     fence_replies;      /* memcached servers: "mn" after each request */
 };
 
