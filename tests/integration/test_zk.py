@@ -49,6 +49,11 @@ def zk_capable():
 def zk(zk_capable, tmp_path_factory):
     server = ZooKeeperServer(str(tmp_path_factory.mktemp("zookeeper")))
     server.start()
+    # the parent of every test's node, open to all: a test that publishes
+    # with an ACL must not be the one to create it (the tests after it,
+    # in whatever order they run, could not create their nodes)
+    with server.client() as c:
+        c.create("/strata-it")
     yield server
     server.stop()
 
