@@ -176,6 +176,7 @@ static const struct settings_key settings_keys[] = {
     { "client_request_timeout", settings_set_int, FIELD(client_request_timeout_ms), 0, INT_MAX },
     { "max_clients",        settings_set_u32,    FIELD(max_clients),        1,    100000000 },
     { "reload_max_server_loss", settings_set_u32, FIELD(reload_max_server_loss), 0, 100 },
+    { "share_listen_ports", settings_set_bool,   FIELD(share_listen_ports), 0,    0 },
     /* -c zk://...: the last good pool file, the session, the registration */
     { "zk_cache_file",      settings_set_string, FIELD(zk_cache_file),      0,    0 },
     { "zk_session_timeout", settings_set_int,    FIELD(zk_session_timeout_ms), 1000, 600000 },

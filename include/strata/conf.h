@@ -147,6 +147,8 @@ struct settings {
     uint32_t max_clients;        /* client connections of the process; 0: default */
     uint32_t reload_max_server_loss; /* percent of a tier's servers one reload
                                     may remove (conf_guard); 100: any */
+    bool     share_listen_ports; /* skip the start-up probe that refuses a
+                                    port another process listens on */
     /* -c zk://HOST:PORT/PATH (the configuration center) */
     char    *zk_cache_file;      /* last good pool file; NULL: per stats port */
     int      zk_session_timeout_ms; /* ZooKeeper session; also the start-up wait */

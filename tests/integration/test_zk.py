@@ -404,8 +404,10 @@ def test_two_proxies_follow_one_change(zk, zkc, node, memcached_factory,
     port = free_port()
     pools = pools_for([a], port)
     zkc.put(node, harness.pool_yaml(pools))
-    p1 = zk_proxy(pools, zk.url(node), name="one")
-    p2 = zk_proxy(pools, zk.url(node), name="two")
+    # two processes on one port must ask for it (share_listen_ports)
+    share = "share_listen_ports = true;\n"
+    p1 = zk_proxy(pools, zk.url(node), name="one", settings=share)
+    p2 = zk_proxy(pools, zk.url(node), name="two", settings=share)
     regs = [p.reg_node(node) for p in (p1, p2)]
     assert wait_until(lambda: all(zkc.exists(r) for r in regs),
                       5 * TIME_SCALE)
