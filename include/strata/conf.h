@@ -121,6 +121,12 @@ void conf_destroy(struct conf **conf);
 
 /* Process-level settings: defaults, then the -C file, then the command
  * line. */
+/* fence_replies: where the meta no-op goes (the values of proto_mc.h's
+ * enum mc_fence). */
+#define SETTINGS_FENCE_OFF     0
+#define SETTINGS_FENCE_REQUEST 1
+#define SETTINGS_FENCE_BATCH   2
+
 struct settings {
     char    *conf_file;          /* -c, pool file */
     uint32_t workers;            /* 0: number of online cores */
@@ -145,7 +151,8 @@ struct settings {
     char    *zk_cache_file;      /* last good pool file; NULL: per stats port */
     int      zk_session_timeout_ms; /* ZooKeeper session; also the start-up wait */
     bool     zk_register;        /* register this proxy under PATH/proxies */
-    bool     fence_replies;      /* memcached servers: "mn" after each request */
+    int      fence_replies;      /* memcached servers: SETTINGS_FENCE_* */
+    bool     redis_fence_replies; /* Redis servers: an ECHO fence per batch */
 };
 
 #define SETTINGS_DEFAULT_CONF_FILE      "conf/nutcracker.yml"
@@ -162,6 +169,8 @@ struct settings {
 #define SETTINGS_DEFAULT_MAX_MEMORY     0   /* a quarter of physical memory */
 #define SETTINGS_DEFAULT_REQUEST_TIMEOUT 30000   /* ms */
 #define SETTINGS_DEFAULT_ZK_SESSION_TIMEOUT 10000 /* ms */
+#define SETTINGS_DEFAULT_FENCE       SETTINGS_FENCE_OFF   /* docs/benchmarks.md, issue 14 */
+#define SETTINGS_DEFAULT_REDIS_FENCE true                 /* docs/benchmarks.md, issue 14 */
 /* Without zk_cache_file the cache is DIR/zk-<stats port>.yml: one file
  * per proxy on a host (two proxies cannot share a stats port), found at
  * the same place after every restart. */
