@@ -556,18 +556,40 @@ static const char *conn_deliver(struct backend_conn *c, struct mc_rsp *rsp)
     return NULL;
 }
 
-/* A whole Redis reply at the cursor of a fenced connection: a fence
- * wants exactly its own answer; a request anything but a fence's answer
- * that fits its command, which is then held. */
-static const char *fenced_deliver_redis(struct backend_conn *c, struct backend_req *r,
-                                        struct redis_rsp *rsp)
+/* The answer to the Redis fence f at the cursor: its own echo, or an
+ * error to the connection's first fence (a server that refuses ECHO:
+ * NOAUTH without redis_auth, an ACL), which turns fences off on this
+ * connection as memcached's ERROR to the probe does; fences written
+ * before that was known are then answered with errors too. NULL, or
+ * why the connection must reset. */
+static const char *fence_deliver_redis(struct backend_conn *c, struct backend_req *f,
+                                       const struct redis_rsp *rsp)
 {
-    if (r->fence) {
-        if (backend_fence_match_redis(rsp, c->token, r->seq) != BACKEND_FENCE_DUE)
-            return BACKEND_ERR_STEP;
+    struct backend_server *s = c->server;
+    if (backend_fence_match_redis(rsp, c->token, f->seq) == BACKEND_FENCE_DUE) {
         fence_answered(c);
         return NULL;
     }
+    if (rsp->type != REDIS_RSP_ERROR || (f->seq != 0 && c->fence != MC_FENCE_OFF))
+        return BACKEND_ERR_STEP;
+    if (c->fence != MC_FENCE_OFF && !s->mn_unsupported_logged) {
+        log_info("server %s refuses the fence ECHO: replies matched by position "
+                 "only on its connections that are refused", s->conf->text);
+        s->mn_unsupported_logged = true;
+    }
+    c->fence = MC_FENCE_OFF;
+    fence_answered(c);
+    return NULL;
+}
+
+/* A whole Redis reply at the cursor of a fenced connection: a fence
+ * wants its own answer (fence_deliver_redis); a request anything but a
+ * fence's answer that fits its command, which is then held. */
+static const char *fenced_deliver_redis(struct backend_conn *c, struct backend_req *r,
+                                        struct redis_rsp *rsp)
+{
+    if (r->fence)
+        return fence_deliver_redis(c, r, rsp);
     if (backend_fence_match_redis(rsp, c->token, 0) != BACKEND_FENCE_NONE)
         return BACKEND_ERR_STEP;   /* a reply was skipped */
     if (r->redis_cmd != NULL && !redis_rsp_fits(r->redis_cmd, r->redis_nkeys, rsp))
@@ -584,7 +606,7 @@ static const char *conn_deliver_redis(struct backend_conn *c, struct redis_rsp *
     struct backend_req *head = c->cursor;
     if (head == NULL || (head->redis_cb == NULL && !head->fence))
         return BACKEND_ERR_INVALID;
-    if (c->fence != MC_FENCE_OFF)
+    if (c->fence != MC_FENCE_OFF || head->fence)
         return fenced_deliver_redis(c, head, rsp);
     if (head->redis_cmd != NULL && !redis_rsp_fits(head->redis_cmd, head->redis_nkeys, rsp))
         return BACKEND_ERR_INVALID;

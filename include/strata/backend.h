@@ -93,7 +93,8 @@ struct backend_server {
     uint32_t                  refs;              /* backend_server_new */
     bool                      claimed;           /* taken by a tier being built */
     bool                      redis;
-    bool                      mn_unsupported_logged; /* said once: no fences */
+    bool                      mn_unsupported_logged; /* said once: no fences
+                                                    (no "mn", or ECHO refused) */
     const char               *redis_auth;        /* NULL: no AUTH */
     int                       redis_db;          /* 0: no SELECT */
     struct redis_limits       redis_limits;

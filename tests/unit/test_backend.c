@@ -949,15 +949,17 @@ static void test_fenced_replies_complete_after_mn(void **state)
     net_quiet(&f->loop, f->sfd, 5);
 }
 
-/* "get a" (1) and "get b" (2) on a fenced connection; the server answers
- * `reply`: the log must become `log`, the connection is reset, and the
- * next request reconnects (probe first) and is answered. */
-static void expect_fenced_reset_by(struct fx *f, const char *reply, const char *log)
+/* "get a" (1) and "get b" (2) on a fenced connection, written as `sent`
+ * (with their fences); the server answers `reply`: the log must become
+ * `log`, the connection is reset, and the next request reconnects
+ * (probe first) and is answered. */
+static void expect_fenced_reset(struct fx *f, const char *sent, const char *reply,
+                                const char *log)
 {
     send_req(f, MC_CMD_GET, "get a\r\n", 1);
     send_req(f, MC_CMD_GET, "get b\r\n", 2);
     f->sfd = accept_fenced(f);
-    net_expect(&f->loop, f->sfd, "get a\r\nmn\r\nget b\r\nmn\r\n");
+    net_expect(&f->loop, f->sfd, sent);
     net_send_str(&f->loop, f->sfd, reply);
     expect_events(f, log);
     NET_WAIT(&f->loop, stat_of(f, STATS_server_err) == 1);
@@ -965,6 +967,12 @@ static void expect_fenced_reset_by(struct fx *f, const char *reply, const char *
     assert_string_equal(events_str(), log);
     assert_int_equal(backend_server_pending(&f->s), 0);
     expect_reconnect_to(f, log, true);
+}
+
+/* The same with a fence after each request. */
+static void expect_fenced_reset_by(struct fx *f, const char *reply, const char *log)
+{
+    expect_fenced_reset(f, "get a\r\nmn\r\nget b\r\nmn\r\n", reply, log);
 }
 
 #define BOTH_INVALID "1 FAIL backend sent an invalid response\n" \
@@ -1106,21 +1114,11 @@ static void test_batch_fence_two_batches_in_flight(void **state)
     expect_events(f, "1 END\n2 END\n");
 }
 
-/* A batch of "get a", "get b", answered with `reply`: the log becomes
- * `log` (nothing of the batch delivered before the lie is caught), the
- * connection is reset and the next request reconnects. */
+/* A batch of "get a", "get b" (one "mn" after both), answered with
+ * `reply`: nothing of the batch is delivered before the lie is caught. */
 static void expect_batch_reset_by(struct fx *f, const char *reply, const char *log)
 {
-    send_req(f, MC_CMD_GET, "get a\r\n", 1);
-    send_req(f, MC_CMD_GET, "get b\r\n", 2);
-    f->sfd = accept_fenced(f);
-    net_expect(&f->loop, f->sfd, "get a\r\nget b\r\nmn\r\n");
-    net_send_str(&f->loop, f->sfd, reply);
-    expect_events(f, log);
-    NET_WAIT(&f->loop, stat_of(f, STATS_server_err) == 1);
-    net_expect_closed(&f->loop, f->sfd);
-    assert_string_equal(events_str(), log);
-    assert_int_equal(backend_server_pending(&f->s), 0);
+    expect_fenced_reset(f, "get a\r\nget b\r\nmn\r\n", reply, log);
 }
 
 /* b's reply skipped: the MN lands where b's reply is due; a's END,
