@@ -89,7 +89,7 @@ struct backend_conn {
     /* Fences (see the top of this file). */
     bool                    probing;   /* the probe is out: requests wait */
     enum mc_fence           fence;     /* this connection's fences */
-    bool                    batch_open; /* requests written since the last
+    uint32_t                batch_open; /* requests written since the last
                                           fence (BATCH) */
     struct backend_req     *cursor;    /* first record whose reply is not
                                           whole; NULL: none */
@@ -193,7 +193,7 @@ static void conn_close(struct backend_conn *c)
     redis_rsp_reset(&c->redis_rsp);
     c->probing = false;
     c->fence = MC_FENCE_OFF;
-    c->batch_open = false;
+    c->batch_open = 0;
     c->cursor = NULL;
     backend_held_reset(&c->replies);
     if (c->held != NULL)
@@ -770,7 +770,7 @@ static void fence_send(struct backend_conn *c)
     *f = (struct backend_req){ .fence = true, .seq = c->fence_seq++,
                                .deadline_ms = INT64_MAX };
     conn_append(c, f);
-    c->batch_open = false;
+    c->batch_open = 0;
     struct evbuffer *out = conn_output(c->conn);
     if (evbuffer_get_length(out) == 0)
         c->stall_ms = util_now_ms();
@@ -786,14 +786,14 @@ static void fence_send(struct backend_conn *c)
         c->unsent = f;
 }
 
-/* A request's bytes went to the output: fence it now (REQUEST), or mark
- * the batch for a fence before the write (BATCH). */
+/* A request's bytes went to the output: fence it now (REQUEST), or
+ * count it in the batch, which gets its fence before the write or once
+ * it holds BACKEND_FENCE_BATCH_MAX requests (BATCH). */
 static void fence_after_request(struct backend_conn *c)
 {
-    if (c->fence == MC_FENCE_REQUEST)
+    if (c->fence == MC_FENCE_REQUEST ||
+        (c->fence == MC_FENCE_BATCH && ++c->batch_open >= BACKEND_FENCE_BATCH_MAX))
         fence_send(c);
-    else if (c->fence == MC_FENCE_BATCH)
-        c->batch_open = true;
 }
 
 /* The reply to AUTH or SELECT on a new connection: anything but +OK

@@ -27,6 +27,12 @@
 
 struct evbuffer;
 
+/* Most requests one fence closes: a longer write gets a fence after
+ * every this many, so the replies of its first requests are not held
+ * until the server has answered all of it, and fewer replies are held
+ * at once (docs/benchmarks.md, issue 14). */
+#define BACKEND_FENCE_BATCH_MAX 64
+
 /* Hex digits of a connection's token (128 random bits). */
 #define BACKEND_FENCE_TOKEN_LEN 32
 

@@ -1094,6 +1094,29 @@ static void test_batch_fence_one_mn_per_write(void **state)
     net_quiet(&f->loop, f->sfd, 5);
 }
 
+/* A long batch gets a fence after every BACKEND_FENCE_BATCH_MAX
+ * requests, and the rest its own before the write. */
+static void test_batch_fence_at_most_max_requests(void **state)
+{
+    struct fx *f = *state;
+    backend_server_connect(&f->s);
+    f->sfd = accept_fenced(f);
+    net_run_for(&f->loop, 5);
+    struct sbuf want = { 0 };
+    char req[32];
+    for (int i = 0; i < BACKEND_FENCE_BATCH_MAX + 6; i++) {
+        snprintf(req, sizeof(req), "get k%d\r\n", i);
+        send_req(f, MC_CMD_GET, req, i);
+        sbuf_add(&want, req, strlen(req));
+        if (i + 1 == BACKEND_FENCE_BATCH_MAX)
+            sbuf_add(&want, "mn\r\n", 4);
+    }
+    sbuf_add(&want, "mn\r\n", 4);
+    sbuf_add(&want, "", 1);
+    net_expect(&f->loop, f->sfd, want.p);
+    free(want.p);
+}
+
 /* Two batches in flight: the first completes at its MN, the second's
  * replies wait for the second MN. */
 static void test_batch_fence_two_batches_in_flight(void **state)
@@ -1414,6 +1437,7 @@ int main(void)
         TCP(test_preconnect_probes_first),
         BATCH(test_batch_fence_one_mn_per_write),
         BATCH(test_batch_fence_two_batches_in_flight),
+        BATCH(test_batch_fence_at_most_max_requests),
         BATCH(test_batch_fence_skipped_reply_fails_the_batch),
         BATCH(test_batch_fence_extra_reply_fails_the_batch),
         REDIS(test_redis_fence_holds_replies_until_echo),
