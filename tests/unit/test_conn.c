@@ -275,6 +275,20 @@ static void test_gathered_write(void **state)
     assert_memory_equal(buf, "VALUE a 0 1\r\nx\r\nEND\r\n", 21);
 }
 
+/* Replaces the fixture's conn with one on a new socketpair, with
+ * `read_max` and `o`; returns it. */
+static struct conn *recreate(struct fixture *f, size_t read_max, const struct conn_ops *o)
+{
+    conn_destroy(&f->owner.conn);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    close(f->peer);
+    f->peer = sv[1];
+    f->owner.conn = conn_create(&f->loop, sv[0], read_max, o, &f->owner);
+    assert_non_null(f->owner.conn);
+    return f->owner.conn;
+}
+
 /* An owner with on_flush: appends a marker to each write. */
 static void on_flush_mark(struct conn *c, void *arg)
 {
@@ -295,14 +309,7 @@ static const struct conn_ops flush_ops = {
 static void test_on_flush_appends_to_the_batch(void **state)
 {
     struct fixture *f = *state;
-    conn_destroy(&f->owner.conn);
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    close(f->peer);
-    f->peer = sv[1];
-    struct conn *c = conn_create(&f->loop, sv[0], 4 << 20, &flush_ops, &f->owner);
-    assert_non_null(c);
-    f->owner.conn = c;
+    struct conn *c = recreate(f, 4 << 20, &flush_ops);
     evbuffer_add(conn_output(c), "a", 1);
     conn_send(c);
     evbuffer_add(conn_output(c), "b", 1);
@@ -413,12 +420,7 @@ static bool input_has_all_3000(struct fixture *f)
 static void test_read_max_stops_reading(void **state)
 {
     struct fixture *f = *state;
-    conn_destroy(&f->owner.conn);
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    close(f->peer);
-    f->peer = sv[1];
-    f->owner.conn = conn_create(&f->loop, sv[0], 1000, &ops, &f->owner);
+    recreate(f, 1000, &ops);
     char *v = pattern(3000);
     write_all(f->peer, v, 3000);
     assert_true(turn_until(f, got_input));
