@@ -10,7 +10,9 @@ Redis: a fake RESP server (RespLiar, in the style of
 harness.ScriptedBackend) behind a Redis pool with the default settings
 (redis_fence_replies on: "ECHO <token>:<seq>" after each batch).
 memcached: harness.ScriptedBackend with mn=True behind
-fence_replies = "batch" ("mn" after each batch)."""
+fence_replies = "batch" ("mn" after each batch). And a real redis-server
+behind a pipeline of 1,000 requests in one write: all answered right,
+with one ECHO per at most 64 requests."""
 
 import threading
 
@@ -19,7 +21,8 @@ import pytest
 from conftest import simple_pool
 from harness import FakeBackend, ScriptedBackend, wait_until
 from policy_util import read_stats, value_reply, write_settings
-from redis_util import RespConn, bulk, encode
+from redis_util import RedisServer, RespConn, bulk, encode, have_redis
+from redis_util import redis_pool as real_redis_pool
 
 pytestmark = pytest.mark.strata_only
 
@@ -269,3 +272,28 @@ def test_memcached_batch_fence_never_a_miss_or_another_value(
         requests += len(keys)
     assert b.accepted >= 2              # the lie reset the connection
     assert 2 <= b.fences < requests / 4  # probes and one "mn" per batch
+
+
+@pytest.mark.skipif(not have_redis(), reason="redis-server not installed")
+def test_real_redis_long_pipeline_fenced_every_64(proxy_factory, workdir):
+    """Against a real redis-server: 1,000 pipelined SETs and GETs in one
+    write come back right, and the server saw one ECHO per at most 64
+    requests (the fences), not one per request."""
+    server = RedisServer(workdir).start()
+    try:
+        proxy = proxy_factory({"r": real_redis_pool([server], timeout=2000)},
+                              extra_args=["--workers", "1"])
+        keys = ["long:%d" % i for i in range(1000)]
+        c = RespConn(proxy.port, timeout=10)
+        try:
+            c.send(b"".join(encode("SET", k, "v-" + k) for k in keys))
+            assert c.replies(len(keys)) == [b"+OK\r\n"] * len(keys)
+            c.send(b"".join(encode("GET", k) for k in keys))
+            assert c.replies(len(keys)) == \
+                [bulk(("v-" + k).encode()) for k in keys]
+        finally:
+            c.close()
+        echoes = server.commandstats().get("echo", 0)
+        assert 2 * 1000 / 64 <= echoes < 2 * 1000 / 4, echoes
+    finally:
+        server.stop()
