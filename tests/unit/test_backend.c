@@ -209,6 +209,15 @@ static int accept_fenced(struct fx *f)
     return accept_probe(f, "MN\r\n");
 }
 
+/* Preconnect to a memcached >= 1.6: the probe answered, fences on,
+ * nothing queued. */
+static void connect_fenced(struct fx *f)
+{
+    backend_server_connect(&f->s);
+    f->sfd = accept_fenced(f);
+    net_run_for(&f->loop, 5);
+}
+
 /* ---- fixtures ---- */
 
 /* A TCP listener on 127.0.0.1, port chosen by the kernel. */
@@ -908,6 +917,17 @@ static void test_one_megabyte_value_intact(void **state)
 
 /* ---- fences ---- */
 
+/* Queues get a (1), set b (2) and get c d (3) while the probe is out,
+ * answers it MN, and expects them written as `sent`. */
+static void send_three_accept_fenced(struct fx *f, const char *sent)
+{
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    send_req(f, MC_CMD_SET, "set b 0 0 1\r\nx\r\n", 2);
+    send_req(f, MC_CMD_GET, "get c d\r\n", 3);
+    f->sfd = accept_fenced(f);
+    net_expect(&f->loop, f->sfd, sent);
+}
+
 /* Requests queued while the probe is out go after its MN, in order, each
  * followed by "mn"; each is done only when its MN has come (the VALUEs
  * of a reply are delivered as they come). Fences and the probe are not
@@ -915,12 +935,8 @@ static void test_one_megabyte_value_intact(void **state)
 static void test_fenced_replies_complete_after_mn(void **state)
 {
     struct fx *f = *state;
-    send_req(f, MC_CMD_GET, "get a\r\n", 1);
-    send_req(f, MC_CMD_SET, "set b 0 0 1\r\nx\r\n", 2);
-    send_req(f, MC_CMD_GET, "get c d\r\n", 3);
-    f->sfd = accept_fenced(f);
-    net_expect(&f->loop, f->sfd, "get a\r\nmn\r\nset b 0 0 1\r\nx\r\nmn\r\n"
-                                 "get c d\r\nmn\r\n");
+    send_three_accept_fenced(f, "get a\r\nmn\r\nset b 0 0 1\r\nx\r\nmn\r\n"
+                                "get c d\r\nmn\r\n");
     net_send_str(&f->loop, f->sfd, "VALUE a 0 1\r\nA\r\nEND\r\n");
     expect_events(f, "1 VALUE a 0 1 A\n");
     net_run_for(&f->loop, 20);
@@ -949,6 +965,17 @@ static void test_fenced_replies_complete_after_mn(void **state)
     net_quiet(&f->loop, f->sfd, 5);
 }
 
+/* The log becomes exactly `log`, one server error is counted, the
+ * connection is closed and nothing is left in flight. */
+static void expect_reset_logged(struct fx *f, const char *log)
+{
+    expect_events(f, log);
+    NET_WAIT(&f->loop, stat_of(f, STATS_server_err) == 1);
+    net_expect_closed(&f->loop, f->sfd);
+    assert_string_equal(events_str(), log);
+    assert_int_equal(backend_server_pending(&f->s), 0);
+}
+
 /* "get a" (1) and "get b" (2) on a fenced connection, written as `sent`
  * (with their fences); the server answers `reply`: the log must become
  * `log`, the connection is reset, and the next request reconnects
@@ -961,11 +988,7 @@ static void expect_fenced_reset(struct fx *f, const char *sent, const char *repl
     f->sfd = accept_fenced(f);
     net_expect(&f->loop, f->sfd, sent);
     net_send_str(&f->loop, f->sfd, reply);
-    expect_events(f, log);
-    NET_WAIT(&f->loop, stat_of(f, STATS_server_err) == 1);
-    net_expect_closed(&f->loop, f->sfd);
-    assert_string_equal(events_str(), log);
-    assert_int_equal(backend_server_pending(&f->s), 0);
+    expect_reset_logged(f, log);
     expect_reconnect_to(f, log, true);
 }
 
@@ -1051,9 +1074,7 @@ static void test_probe_unanswered_times_out(void **state)
 static void test_preconnect_probes_first(void **state)
 {
     struct fx *f = *state;
-    backend_server_connect(&f->s);
-    f->sfd = accept_fenced(f);
-    net_run_for(&f->loop, 5);
+    connect_fenced(f);
     send_req(f, MC_CMD_INCR, "incr n 1\r\n", 1);
     net_expect(&f->loop, f->sfd, "incr n 1\r\nmn\r\n");
     net_send_str(&f->loop, f->sfd, "5\r\nMN\r\n");
@@ -1070,11 +1091,7 @@ static void test_preconnect_probes_first(void **state)
 static void test_batch_fence_one_mn_per_write(void **state)
 {
     struct fx *f = *state;
-    send_req(f, MC_CMD_GET, "get a\r\n", 1);
-    send_req(f, MC_CMD_SET, "set b 0 0 1\r\nx\r\n", 2);
-    send_req(f, MC_CMD_GET, "get c d\r\n", 3);
-    f->sfd = accept_fenced(f);
-    net_expect(&f->loop, f->sfd, "get a\r\nset b 0 0 1\r\nx\r\nget c d\r\nmn\r\n");
+    send_three_accept_fenced(f, "get a\r\nset b 0 0 1\r\nx\r\nget c d\r\nmn\r\n");
     net_send_str(&f->loop, f->sfd, "VALUE a 0 1\r\nA\r\nEND\r\nSTORED\r\n"
                                    "VALUE c 1 1\r\nC\r\nEND\r\n");
     expect_events(f, "1 VALUE a 0 1 A\n3 VALUE c 1 1 C\n");
@@ -1099,9 +1116,7 @@ static void test_batch_fence_one_mn_per_write(void **state)
 static void test_batch_fence_at_most_max_requests(void **state)
 {
     struct fx *f = *state;
-    backend_server_connect(&f->s);
-    f->sfd = accept_fenced(f);
-    net_run_for(&f->loop, 5);
+    connect_fenced(f);
     struct sbuf want = { 0 };
     char req[32];
     for (int i = 0; i < BACKEND_FENCE_BATCH_MAX + 6; i++) {
@@ -1122,9 +1137,7 @@ static void test_batch_fence_at_most_max_requests(void **state)
 static void test_batch_fence_two_batches_in_flight(void **state)
 {
     struct fx *f = *state;
-    backend_server_connect(&f->s);
-    f->sfd = accept_fenced(f);
-    net_run_for(&f->loop, 5);
+    connect_fenced(f);
     send_req(f, MC_CMD_GET, "get a\r\n", 1);
     net_expect(&f->loop, f->sfd, "get a\r\nmn\r\n");
     send_req(f, MC_CMD_GET, "get b\r\n", 2);
@@ -1253,11 +1266,7 @@ static void expect_redis_step_reset(struct fx *f, const char *before, bool echo_
     if (echo_it)
         net_send_str(&f->loop, f->sfd, echo);
     net_send_str(&f->loop, f->sfd, after);
-    expect_events(f, BOTH_STEP);
-    NET_WAIT(&f->loop, stat_of(f, STATS_server_err) == 1);
-    net_expect_closed(&f->loop, f->sfd);
-    assert_string_equal(events_str(), BOTH_STEP);
-    assert_int_equal(backend_server_pending(&f->s), 0);
+    expect_reset_logged(f, BOTH_STEP);
 }
 
 /* b's reply skipped: the echo lands where b's reply is due. */
