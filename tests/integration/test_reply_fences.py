@@ -143,9 +143,10 @@ def assert_own_or_error(keys, replies, ok, is_error):
     return errors
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("lie", LIES)
 def test_redis_shifted_pipeline_never_delivers_another_keys_value(
-        liars, proxy_factory, lie):
+        liars, proxy_factory, lie, workers):
     """Pipelined GETs in several batches with the lie in the middle of
     one: on main, every GET behind the lie in flight got the value of
     its neighbour. With a fence per batch the shift is caught before any
@@ -153,7 +154,7 @@ def test_redis_shifted_pipeline_never_delivers_another_keys_value(
     ones are served on a new connection."""
     b = liars(RespLiar, lie)
     proxy = proxy_factory({"alpha": redis_pool(b.port)},
-                          extra_args=["--workers", "1"])
+                          extra_args=["--workers", str(workers)])
     own = lambda k: bulk(b"val:" + k.encode())
     is_err = lambda r: r.startswith(b"-ERR ")
     c = RespConn(proxy.port)
