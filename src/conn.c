@@ -177,10 +177,12 @@ static void conn_on_readable(evutil_socket_t fd, short what, void *arg)
 
 /* ---- writing ----------------------------------------------------------- */
 
-/* Writes what the kernel takes. Returns false after on_error (the conn
- * may be gone). */
+/* Writes what the kernel takes, after the owner's on_flush. Returns
+ * false after on_error (the conn may be gone). */
 static bool conn_write_now(struct conn *c)
 {
+    if (c->ops->on_flush != NULL)
+        c->ops->on_flush(c, c->arg);
     uint64_t before = c->written;
     while (evbuffer_get_length(c->out) > 0) {
         int n = evbuffer_write(c->out, c->fd);

@@ -492,7 +492,8 @@ static int runtime_setup(struct app *app)
     rt->limits.max_value = app->settings.max_value_size;
     rt->limits.read_chunk = app->settings.mbuf_size;
     rt->limits.max_reply = app->settings.max_reply_size;
-    rt->limits.fence_replies = app->settings.fence_replies;
+    rt->limits.fence_replies = (enum mc_fence)app->settings.fence_replies;
+    rt->limits.redis_fence_replies = app->settings.redis_fence_replies;
     /* Redis pools: Redis's limits for bulks, requests and replies; the
      * argument count is bounded by the line limit (each argument takes at
      * least 4 bytes of framing). */

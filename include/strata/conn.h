@@ -57,6 +57,10 @@ struct conn_ops {
      * rest (write interest is armed now); conn_written counts them. May
      * be NULL. */
     void (*on_partial_write)(struct conn *c, void *arg);
+    /* The output is about to be written (the end of a batch, or the
+     * socket took bytes again): the owner's last chance to append to
+     * what this write carries, e.g. a marker after a batch. May be NULL. */
+    void (*on_flush)(struct conn *c, void *arg);
     /* An outgoing connect completed. */
     void (*on_connected)(struct conn *c, void *arg);
     /* The socket failed (reason is a static or errno string); the owner

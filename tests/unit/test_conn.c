@@ -1,7 +1,8 @@
 /* Unit tests for the connection layer (src/conn.c) over socketpairs and a
  * loopback listener: reads in large extents whatever the arrival pattern,
  * gathered writes with write interest armed only while the kernel refuses
- * bytes, EOF mid-value, backpressure, connects.
+ * bytes, the owner's on_flush just before each write, EOF mid-value,
+ * backpressure, connects.
  *
  * readv is wrapped (-Wl,--wrap=readv) to count the reads conn.c makes and
  * the space each offers the kernel. */
@@ -50,6 +51,7 @@ struct owner {
     struct conn *conn;
     int          inputs;      /* on_input calls */
     int          drained;
+    int          flushes;     /* on_flush calls (flush_ops) */
     int          connected;
     int          errors;
     char         reason[128];
@@ -273,6 +275,57 @@ static void test_gathered_write(void **state)
     assert_memory_equal(buf, "VALUE a 0 1\r\nx\r\nEND\r\n", 21);
 }
 
+/* Replaces the fixture's conn with one on a new socketpair, with
+ * `read_max` and `o`; returns it. */
+static struct conn *recreate(struct fixture *f, size_t read_max, const struct conn_ops *o)
+{
+    conn_destroy(&f->owner.conn);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    close(f->peer);
+    f->peer = sv[1];
+    f->owner.conn = conn_create(&f->loop, sv[0], read_max, o, &f->owner);
+    assert_non_null(f->owner.conn);
+    return f->owner.conn;
+}
+
+/* An owner with on_flush: appends a marker to each write. */
+static void on_flush_mark(struct conn *c, void *arg)
+{
+    ((struct owner *)arg)->flushes++;
+    evbuffer_add(conn_output(c), "|", 1);
+}
+
+static const struct conn_ops flush_ops = {
+    .on_input = on_input,
+    .on_drained = on_drained,
+    .on_flush = on_flush_mark,
+    .on_connected = on_connected,
+    .on_error = on_error,
+};
+
+/* on_flush runs once per write, just before it: what it appends goes
+ * out after everything the batch added, in the same write. */
+static void test_on_flush_appends_to_the_batch(void **state)
+{
+    struct fixture *f = *state;
+    struct conn *c = recreate(f, 4 << 20, &flush_ops);
+    evbuffer_add(conn_output(c), "a", 1);
+    conn_send(c);
+    evbuffer_add(conn_output(c), "b", 1);
+    conn_send(c);
+    assert_int_equal(f->owner.flushes, 0);
+    conn_loop_flush(&f->loop);
+    assert_int_equal(f->owner.flushes, 1);
+    evbuffer_add(conn_output(c), "c", 1);
+    conn_send(c);
+    conn_loop_flush(&f->loop);
+    assert_int_equal(f->owner.flushes, 2);
+    char buf[8];
+    read_exact(f->peer, buf, 5);
+    assert_memory_equal(buf, "ab|c|", 5);
+}
+
 static bool output_empty(struct fixture *f)
 {
     return evbuffer_get_length(conn_output(f->owner.conn)) == 0;
@@ -367,12 +420,7 @@ static bool input_has_all_3000(struct fixture *f)
 static void test_read_max_stops_reading(void **state)
 {
     struct fixture *f = *state;
-    conn_destroy(&f->owner.conn);
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    close(f->peer);
-    f->peer = sv[1];
-    f->owner.conn = conn_create(&f->loop, sv[0], 1000, &ops, &f->owner);
+    recreate(f, 1000, &ops);
     char *v = pattern(3000);
     write_all(f->peer, v, 3000);
     assert_true(turn_until(f, got_input));
@@ -462,6 +510,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_one_byte_at_a_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_mb_burst, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gathered_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_on_flush_appends_to_the_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_write_arms_and_disarms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_peer_closes_mid_value, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_stops_and_resumes, setup, teardown),
