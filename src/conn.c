@@ -52,7 +52,10 @@ static void conn_flush_list(struct conn_list *list);
 /* One turn: wait for ready events and run their callbacks, write what
  * the ordinary conns hold; if late conns (backends) have output, poll once
  * more without blocking, so that requests which arrived meanwhile share
- * their write, then write everything. */
+ * their write, then write everything. That poll is one pass
+ * (EVLOOP_ONCE): EVLOOP_NONBLOCK alone loops for as long as some socket
+ * is ready every time, and a backend streaming a large reply held every
+ * other backend's output back until its reply ended. */
 int conn_loop_run(struct conn_loop *l)
 {
     while (!l->stopping) {
@@ -60,7 +63,7 @@ int conn_loop_run(struct conn_loop *l)
             return -1;
         conn_flush_list(&l->pending);
         if (!TAILQ_EMPTY(&l->pending_late) &&
-            event_base_loop(l->base, EVLOOP_NONBLOCK) < 0)
+            event_base_loop(l->base, EVLOOP_ONCE | EVLOOP_NONBLOCK) < 0)
             return -1;
         conn_loop_flush(l);
     }
