@@ -331,8 +331,49 @@ redis_rsp_on_byte(struct redis_rsp *rsp, char c, char want,
     return REDIS_AGAIN;
 }
 
-/* One step over p[0..n) (n > 0): *k bytes taken (one, or a span of line
- * text or payload). REDIS_OK when the reply is whole. */
+/* The length of a bulk head "$<digits>\r\n" whole at the start of
+ * p[0..n): at most 18 digits, no sign, no leading zero; 0 when it is not
+ * one of those (the byte machine then decides). */
+static size_t
+redis_rsp_bulk_head(const char *p, size_t n, size_t *len)
+{
+    size_t i = 1, v = 0;
+
+    while (i < n && i < 19 && p[i] >= '0' && p[i] <= '9')
+        v = v * 10 + (size_t)(p[i++] - '0');
+    if (i == 1 || (p[1] == '0' && i > 2) || i + 1 >= n ||
+        p[i] != '\r' || p[i + 1] != '\n')
+        return 0;
+    *len = v;
+    return i + 2;
+}
+
+/* A whole well-formed bulk at the start of p[0..n), within the limits,
+ * taken in one step (*k bytes): what the byte machine would do with the
+ * same bytes, only faster. Returns -1, having taken nothing, for
+ * anything else (a unit cut by the span's end, a nil, a bad or
+ * oversized one): the byte machine takes it then. */
+static int
+redis_rsp_fast_bulk(struct redis_rsp *rsp, const char *p, size_t n,
+                    size_t max, size_t *k)
+{
+    size_t len, h = *p == '$' ? redis_rsp_bulk_head(p, n, &len) : 0;
+
+    if (h == 0 || len > n - h || n - h - len < 2 || p[h + len] != '\r' ||
+        p[h + len + 1] != '\n' || rsp->scan_off + h + len + 2 > max)
+        return -1;
+    rsp->scan.unit_off = rsp->scan_off;
+    if (redis_rsp_begin(rsp, '$') != 0)
+        return -1;
+    if (rsp->depth == 0)
+        redis_rsp_top(rsp, '$', (int64_t)len);
+    *k = h + len + 2;
+    rsp->scan_off += *k;
+    return 0;
+}
+
+/* One step over p[0..n) (n > 0): *k bytes taken (one, a span of line
+ * text or payload, or a whole bulk). REDIS_OK when the reply is whole. */
 static enum redis_status
 redis_rsp_step(struct redis_rsp *rsp, const char *p, size_t n,
                const struct redis_limits *lim, size_t *k)
@@ -342,6 +383,8 @@ redis_rsp_step(struct redis_rsp *rsp, const char *p, size_t n,
     *k = 1;
     switch ((enum redis_rsp_state)rsp->scan.state) {
     case REDIS_SCAN_TYPE:
+        if (redis_rsp_fast_bulk(rsp, p, n, max, k) == 0)
+            return redis_rsp_close(rsp);
         return redis_rsp_on_type(rsp, *p, max);
     case REDIS_SCAN_LINE:
         return redis_rsp_on_line(rsp, p, n, max, k);
