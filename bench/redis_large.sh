@@ -8,10 +8,11 @@
 # the request to the reply's last byte and the target's CPU time
 # (utime+stime from /proc/PID/stat), checks that the bytes are exactly the
 # direct reply's, and prints the medians and the ratio strata/nutcracker.
-# While the LRANGE runs through a proxy, a second client asks a second
-# pool of the same proxy (on its own redis-server; in Strata the same and
-# only worker) GET in a loop, one at a time, and the latencies of those
-# GETs are reported (count, p99, max). Strata's RSS (VmRSS) is read
+# While the LRANGE runs through a proxy, a second client (a process of its
+# own) asks a second pool of the same proxy (on its own redis-server; in
+# Strata the same and only worker) GET in a loop, one at a time, from
+# just before the LRANGE is sent until its reply is whole, and the
+# latencies of those GETs are reported (count, p99, max). Strata's RSS (VmRSS) is read
 # before the first round and after each reply.
 #
 # usage: bench/redis_large.sh [--help]
@@ -184,7 +185,7 @@ echo "load: RPUSH of $N elements of $ELEM byte(s), then LRANGE 0 -1, $ROUNDS rou
 echo
 
 python3 - "$big_port" "$small_port" "$N" "$ELEM" "$MAX_SECONDS" "${tpid[strata]:-0}" "$plan" <<'EOF'
-import os, socket, statistics, sys, threading, time
+import multiprocessing as mp, os, socket, statistics, sys, time
 
 big_port, small_port, n, elem, max_s, strata_pid = map(int, sys.argv[1:7])
 plan = [p.split(":") for p in sys.argv[7].split()]
@@ -260,21 +261,40 @@ with conn(small_port) as s:
     s.recv(100)
 
 # ---- the probe: GETs on the second pool while the LRANGE runs ---------------
-class Probe(threading.Thread):
+# A process of its own, so that reading the big reply (this process) does
+# not delay it; it sends a GET, waits for the answer, and again, until
+# told to stop, then hands back its latencies.
+def probe_loop(port, ready, stop, out):
+    lat, errors = [], 0
+    with conn(port) as s:
+        req = cmd("GET", "probe")
+        while not stop.is_set():
+            t0 = time.monotonic()
+            s.sendall(req)
+            r = b""
+            while not r.endswith(b"v\r\n") and not (r[:1] == b"-" and r.endswith(b"\r\n")):
+                r += s.recv(100)
+            lat.append(time.monotonic() - t0)
+            errors += r[:1] == b"-"
+            ready.set()
+            time.sleep(0.001)
+    out.put((lat, errors))
+
+class Probe:
     def __init__(self, port):
-        super().__init__(daemon=True)
-        self.port, self.lat, self.stop = port, [], threading.Event()
-    def run(self):
-        with conn(self.port) as s:
-            req = cmd("GET", "probe")
-            while not self.stop.is_set():
-                t0 = time.monotonic()
-                s.sendall(req)
-                r = b""
-                while not r.endswith(b"v\r\n"):
-                    r += s.recv(100)
-                self.lat.append(time.monotonic() - t0)
-                time.sleep(0.001)
+        self.ready, self.stop_ev = mp.Event(), mp.Event()
+        self.out = mp.Queue()
+        self.proc = mp.Process(target=probe_loop,
+                               args=(port, self.ready, self.stop_ev, self.out))
+        self.lat, self.errors = [], 0
+    def start(self):
+        self.proc.start()
+        if not self.ready.wait(10):
+            raise SystemExit("the probe's GET is not answered")
+    def stop(self):
+        self.stop_ev.set()
+        self.lat, self.errors = self.out.get(timeout=max_s)
+        self.proc.join(10)
 
 # ---- rounds ------------------------------------------------------------------
 direct = None
@@ -287,15 +307,12 @@ for rnd, tg, pid, port, probe_port in plan:
     with conn(port) as s:
         if probe:
             probe.start()
-            while not probe.lat:          # the probe is being answered
-                time.sleep(0.001)
         c0, t0 = cpu(pid), time.monotonic()
         s.sendall(cmd("LRANGE", "biglist", 0, -1))
         got = read_exact_reply(s, len(direct) if direct is not None else None)
         t1, c1 = time.monotonic(), cpu(pid)
     if probe:
-        probe.stop.set()
-        probe.join()
+        probe.stop()
         probes.setdefault(tg, []).extend(probe.lat)
     if direct is None:
         direct = got
@@ -304,6 +321,8 @@ for rnd, tg, pid, port, probe_port in plan:
     extra = ""
     if probe:
         extra = ", probe GETs %d, max %.1f ms" % (len(probe.lat), max(probe.lat) * 1000)
+        if probe.errors:
+            extra += " (%d answered with an error)" % probe.errors
     if tg == "strata":
         rss_after.append(rss_kb(pid))
         extra += ", strata RSS %d MB" % (rss_after[-1] // 1024)
