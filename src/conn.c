@@ -180,13 +180,28 @@ static void conn_on_readable(evutil_socket_t fd, short what, void *arg)
 
 /* ---- writing ----------------------------------------------------------- */
 
-/* Writes what the kernel takes. Returns false after on_error (the conn
- * may be gone). */
+/* The rest of the output waits for write interest (the kernel refused
+ * bytes, or this turn's share is written); the owner hears of the bytes
+ * taken so far. */
+static void conn_write_later(struct conn *c, uint64_t before)
+{
+    conn_arm_write(c, true);
+    if (c->written != before && c->ops->on_partial_write != NULL)
+        c->ops->on_partial_write(c, c->arg);
+}
+
+/* Writes what the kernel takes, CONN_WRITE_MAX_TURN bytes at most.
+ * Returns false after on_error (the conn may be gone). */
 static bool conn_write_now(struct conn *c)
 {
     uint64_t before = c->written;
     while (evbuffer_get_length(c->out) > 0) {
-        int n = evbuffer_write(c->out, c->fd);
+        size_t left = CONN_WRITE_MAX_TURN - (size_t)(c->written - before);
+        if (left == 0) {
+            conn_write_later(c, before);
+            return true;
+        }
+        int n = evbuffer_write_atmost(c->out, c->fd, (ev_ssize_t)left);
         if (n > 0) {
             c->written += (uint64_t)n;
             continue;
@@ -194,9 +209,7 @@ static bool conn_write_now(struct conn *c)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            conn_arm_write(c, true);
-            if (c->written != before && c->ops->on_partial_write != NULL)
-                c->ops->on_partial_write(c, c->arg);
+            conn_write_later(c, before);
             return true;
         }
         c->ops->on_error(c, c->arg, n == 0 ? "write returned 0" : strerror(errno));
