@@ -47,7 +47,10 @@ ports ${mc_ports[*]} (config: $run/demo.yml).
   talk to it:   $py -c 'import socket; s=socket.create_connection(("127.0.0.1",$listen)); s.sendall(b"set hello 0 0 5\r\nworld\r\nget hello\r\n"); import time; time.sleep(0.2); print(s.recv(999).decode())'
   or:           telnet 127.0.0.1 $listen
   stats (JSON): $py -c 'import socket; print(socket.create_connection(("127.0.0.1",$stats)).recv(65536).decode())'
-  reload:       edit $run/demo.yml, then: kill -USR1 $strata_pid   (no client is dropped)
+  reload:       cp $run/demo.yml $run/demo.yml.new; edit $run/demo.yml.new;
+                mv $run/demo.yml.new $run/demo.yml; kill -USR1 $strata_pid
+                (the rename makes the file change at once, never half written;
+                no client is dropped)
 Press Ctrl-C to stop.
 MSG
 wait "${pids[-1]}"

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "strata/conf.h"
+#include "strata/listener.h"
 #include "strata/stats.h"
 #include "strata/worker.h"
 
@@ -24,7 +25,7 @@ struct app {
     struct worker       *workers;
     uint32_t             nworkers;
     struct event_base   *base;
-    struct evconnlistener *stats_listener;
+    struct listener      stats_listener; /* the JSON stats port */
     bool                 pid_written;
     /* reload (reload.c) */
     struct config_gen   *gen;            /* conf's generation */
@@ -43,8 +44,9 @@ struct app {
     struct zk_app       *zk;             /* -c zk://...: the configuration center */
 };
 
-/* Listens on the pool's unix socket (main.c): the fd, or -1 (logged). */
-int app_unix_listen(const struct conf_pool *pool);
+/* Listens on the pool's unix socket (main.c), replacing only a stale
+ * socket: the fd, or -1 with err. */
+int app_unix_listen(const struct conf_pool *pool, char *err, size_t errlen);
 /* Re-reads the -C file (and the command line over it) and applies its
  * live settings: log level, client_max_pending, max_memory,
  * client_request_timeout, max_clients, async_queue_limit (main.c). 0, or

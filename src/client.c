@@ -1,4 +1,5 @@
 /* client: a client connection (see client.h for the picture). */
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -39,10 +40,16 @@ struct client {
     bool                lingering;   /* drained, write side shut: waiting
                                         for the peer's close */
     bool                authed;      /* Redis: AUTH accepted (or none needed) */
+    size_t              reserved;    /* Redis: bytes of the request being
+                                        framed announced but not arrived,
+                                        counted in the worker's buffered */
+    uint8_t             auth_failures; /* Redis: wrong passwords on this
+                                        connection (closed at the limit) */
     bool                counted;     /* in wp->shared->clients (client_connections) */
 };
 
 static bool client_process(struct client *c);
+static void client_unreserve(struct client *c);
 static void client_msg_done(struct msg *msg);
 static void client_write_done(struct client *c);
 
@@ -60,6 +67,7 @@ static void client_close(struct client *c)
     }
     if (c->parsing != NULL)
         msg_put(c->parsing);
+    client_unreserve(c);
     TAILQ_REMOVE(&w->clients, c, link);
     stats_pool_add(c->wp->stats, client_connections, -1);
     stats_add(&w->stats.curr_connections, -1);
@@ -284,6 +292,46 @@ static bool client_memory_ok(const struct worker *w)
     return sum < limit;
 }
 
+/* Whether the process, with `extra` bytes more, stays under max_memory. */
+static bool client_memory_room(const struct worker *w, size_t extra)
+{
+    const struct runtime *rt = w->rt;
+    int64_t limit = (int64_t)rt->max_memory;
+    int64_t sum = 0;
+    if (limit == 0)
+        return true;
+    for (uint32_t i = 0; i < rt->nworkers; i++)
+        sum += __atomic_load_n(&rt->stats[i]->buffered, __ATOMIC_RELAXED);
+    return sum + (int64_t)extra <= limit;
+}
+
+/* Redis: the bytes a request's heads announce are counted in the
+ * worker's buffered bytes as soon as they are announced (c->reserved,
+ * less what has arrived), so max_memory bounds what large requests will
+ * hold before they hold it. A request larger than memcached's limits
+ * (max_line_size + max_value_size) that the process has no room for is
+ * refused: false. Smaller ones are always let through (they are refused
+ * with "out of memory" when whole, as before). */
+static bool client_reserve(struct client *c, const struct redis_req *req)
+{
+    struct worker *w = c->wp->worker;
+    const struct mc_limits *lim = &w->rt->limits;
+    size_t have = evbuffer_get_length(conn_input(c->conn));
+    size_t need = req->want > have ? req->want - have : 0;
+    if (need > c->reserved && req->want > lim->max_line + lim->max_value &&
+        !client_memory_room(w, need - c->reserved))
+        return false;
+    stats_add(&w->stats.buffered, (int64_t)need - (int64_t)c->reserved);
+    c->reserved = need;
+    return true;
+}
+
+static void client_unreserve(struct client *c)
+{
+    stats_add(&c->wp->worker->stats.buffered, -(int64_t)c->reserved);
+    c->reserved = 0;
+}
+
 /* Over max_memory: the request is refused before any backend is asked. */
 static void client_shed(struct client *c, struct msg *msg)
 {
@@ -348,6 +396,55 @@ static void client_reject(struct client *c, struct msg *msg, enum mc_status st,
 
 /* ---- Redis pools ---- */
 
+/* The peer's address as text ("127.0.0.1:5000"), or "?" . */
+static void client_peer(const struct client *c, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
+    char host[64] = "?";
+    uint16_t port = 0;
+    snprintf(buf, len, "?");
+    if (getpeername(conn_fd(c->conn), (struct sockaddr *)&ss, &sslen) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+    } else {
+        snprintf(buf, len, "a unix socket client");
+        return;
+    }
+    snprintf(buf, len, "%s:%u", host, (unsigned)port);
+}
+
+/* A wrong AUTH password: counted (auth_failures), logged at most once a
+ * second per worker and pool with the count and the latest peer, and the
+ * connection is closed after its CLIENT_AUTH_MAX_FAILURES-th (after the
+ * reply), so guessing costs a connection every few tries. */
+static void client_auth_failed(struct client *c)
+{
+    struct worker_pool *wp = c->wp;
+    char peer[96];
+    c->authed = false;
+    stats_limit_add(wp->stats, auth_failures, 1);
+    wp->auth_failed++;
+    if (++c->auth_failures >= CLIENT_AUTH_MAX_FAILURES)
+        c->quitting = true;
+    int64_t now = util_now_ms();
+    if (now - wp->auth_warned_ms < 1000)
+        return;
+    client_peer(c, peer, sizeof(peer));
+    log_warn("pool %s: %llu failed AUTH attempt(s) since the last report, the latest from %s "
+             "(a connection is closed after %d)", wp->conf->name,
+             (unsigned long long)wp->auth_failed, peer, CLIENT_AUTH_MAX_FAILURES);
+    wp->auth_warned_ms = now;
+    wp->auth_failed = 0;
+}
+
 /* Runs one RESP request: the proxy answers PING, QUIT and AUTH, and
  * until a pool's redis_auth password is given, nothing is forwarded. */
 static void client_execute_redis(struct client *c, struct msg *msg)
@@ -364,7 +461,7 @@ static void client_execute_redis(struct client *c, struct msg *msg)
             c->authed = true;
             msg_reply_now(msg, "%s", "+OK\r\n");
         } else {
-            c->authed = false;
+            client_auth_failed(c);
             msg_reply_now(msg, "%s", "-ERR invalid password\r\n");
         }
     } else if (strcmp(name, "quit") == 0) {
@@ -393,6 +490,24 @@ static void client_reject_redis(struct client *c, struct msg *msg, const char *e
     client_msg_done(msg);
 }
 
+/* A Redis request announced larger than the process has room for under
+ * max_memory: answered, and the connection closed (the rest of it
+ * cannot be framed without reading it). */
+static void client_refuse_large_redis(struct client *c, struct msg *msg)
+{
+    struct worker_pool *wp = c->wp;
+    int64_t now = util_now_ms();
+    c->quitting = true;
+    stats_limit_add(wp->stats, out_of_memory, 1);
+    if (now - wp->oom_warned_ms >= 1000) {
+        log_warn("pool %s: a request of %zu bytes refused, the connection closed: the "
+                 "process is near max_memory (at most one such line a second)",
+                 wp->conf->name, msg->redis.want);
+        wp->oom_warned_ms = now;
+    }
+    msg_reply_now(msg, "%s", "-ERR request too large for the proxy's max_memory\r\n");
+}
+
 /* Frames one request from the input and queues it. Returns false when
  * nothing more can be read now. */
 static bool client_read_one(struct client *c)
@@ -414,14 +529,20 @@ static bool client_read_one(struct client *c)
         rst = redis_req_read(conn_input(c->conn), &msg->redis, w->rt->limits.redis, &err);
     else
         st = mc_req_read(conn_input(c->conn), &msg->req, &w->rt->limits, &err);
-    if (redis ? rst == REDIS_AGAIN : st == MC_AGAIN)
+    if (redis && rst == REDIS_AGAIN && client_reserve(c, &msg->redis))
         return false;
+    if (!redis && st == MC_AGAIN)
+        return false;
+    if (redis)
+        client_unreserve(c);
     c->parsing = NULL;
     msg->client = c;
     msg->budget = &c->gathered;
     TAILQ_INSERT_TAIL(&c->msgs, msg, link);
     c->nmsgs++;
-    if (redis && rst == REDIS_OK)
+    if (redis && rst == REDIS_AGAIN)
+        client_refuse_large_redis(c, msg);
+    else if (redis && rst == REDIS_OK)
         client_execute_redis(c, msg);
     else if (redis)
         client_reject_redis(c, msg, err);
@@ -612,7 +733,8 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd)
     struct client *c = util_xcalloc(1, sizeof(*c));
     const struct runtime *rt = w->rt;
     /* Stop reading the socket once a whole largest request is buffered. */
-    size_t read_max = rt->limits.max_line + rt->limits.max_value + 4096;
+    size_t read_max = wp->conf->redis ? rt->limits.redis->max_request + 4096
+                                      : rt->limits.max_line + rt->limits.max_value + 4096;
     c->conn = conn_create(&w->loop, fd, read_max, &client_conn_ops, c);
     if (c->conn == NULL) {
         close(fd);

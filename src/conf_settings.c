@@ -168,13 +168,21 @@ static const struct settings_key settings_keys[] = {
     { "client_max_pending", settings_set_size,   FIELD(client_max_pending), 1024, 1LL << 40 },
     { "async_queue_limit",  settings_set_u32,    FIELD(async_queue_limit),  1,    100000000 },
     { "max_reply_size",     settings_set_size,   FIELD(max_reply_size),     1024, 1LL << 40 },
+    /* evbuffer counts a request or reply in int: at most 2 GB - 1 */
+    { "redis_max_value_size",   settings_set_u32,  FIELD(redis_max_value_size),   1,    INT_MAX },
+    { "redis_max_request_size", settings_set_size, FIELD(redis_max_request_size), 1024, INT_MAX },
+    { "redis_max_reply_size",   settings_set_size, FIELD(redis_max_reply_size),   1024, INT_MAX },
     { "max_memory",         settings_set_size,   FIELD(max_memory),         1048576, 1LL << 50 },
     { "client_request_timeout", settings_set_int, FIELD(client_request_timeout_ms), 0, INT_MAX },
     { "max_clients",        settings_set_u32,    FIELD(max_clients),        1,    100000000 },
+    { "reload_max_server_loss", settings_set_u32, FIELD(reload_max_server_loss), 0, 100 },
     /* -c zk://...: the last good pool file, the session, the registration */
     { "zk_cache_file",      settings_set_string, FIELD(zk_cache_file),      0,    0 },
     { "zk_session_timeout", settings_set_int,    FIELD(zk_session_timeout_ms), 1000, 600000 },
     { "zk_register",        settings_set_bool,   FIELD(zk_register),        0,    0 },
+    { "zk_auth_file",       settings_set_string, FIELD(zk_auth_file),       0,    0 },
+    { "zk_acl",             settings_set_string, FIELD(zk_acl),             0,    0 },
+    { "unix_socket_dir",    settings_set_string, FIELD(unix_socket_dir),    0,    0 },
     { "fence_replies",      settings_set_bool,   FIELD(fence_replies),      0,    0 },
 };
 
@@ -199,8 +207,11 @@ static void settings_free_strings(struct settings *s)
     free(s->stats_addr);
     free(s->user);
     free(s->zk_cache_file);
+    free(s->zk_auth_file);
+    free(s->zk_acl);
+    free(s->unix_socket_dir);
     s->conf_file = s->log_file = s->pid_file = s->stats_addr = s->user = NULL;
-    s->zk_cache_file = NULL;
+    s->zk_cache_file = s->zk_auth_file = s->zk_acl = s->unix_socket_dir = NULL;
 }
 
 static char *settings_strdup(const char *v, bool *ok)
@@ -224,6 +235,9 @@ static int settings_copy(struct settings *dst, const struct settings *src)
     dst->stats_addr = settings_strdup(src->stats_addr, &ok);
     dst->user = settings_strdup(src->user, &ok);
     dst->zk_cache_file = settings_strdup(src->zk_cache_file, &ok);
+    dst->zk_auth_file = settings_strdup(src->zk_auth_file, &ok);
+    dst->zk_acl = settings_strdup(src->zk_acl, &ok);
+    dst->unix_socket_dir = settings_strdup(src->unix_socket_dir, &ok);
     if (!ok) {
         settings_free_strings(dst);
         return -1;
@@ -247,8 +261,12 @@ void settings_init(struct settings *s)
     s->client_max_pending = SETTINGS_DEFAULT_CLIENT_PENDING;
     s->async_queue_limit = SETTINGS_DEFAULT_ASYNC_QUEUE;
     s->max_reply_size = SETTINGS_DEFAULT_MAX_REPLY;
+    s->redis_max_value_size = SETTINGS_DEFAULT_REDIS_MAX_VALUE;
+    s->redis_max_request_size = SETTINGS_DEFAULT_REDIS_MAX_REQUEST;
+    s->redis_max_reply_size = SETTINGS_DEFAULT_REDIS_MAX_REPLY;
     s->max_memory = SETTINGS_DEFAULT_MAX_MEMORY;
     s->client_request_timeout_ms = SETTINGS_DEFAULT_REQUEST_TIMEOUT;
+    s->reload_max_server_loss = SETTINGS_DEFAULT_RELOAD_MAX_SERVER_LOSS;
     s->zk_cache_file = NULL;     /* settings_zk_cache_file() derives it */
     s->zk_session_timeout_ms = SETTINGS_DEFAULT_ZK_SESSION_TIMEOUT;
     s->zk_register = true;

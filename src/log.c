@@ -74,6 +74,11 @@ void log_level_set(int level)
 void log_level_up(void)   { log_level_set(log_level_cur + 1); }
 void log_level_down(void) { log_level_set(log_level_cur - 1); }
 
+int log_fd_current(void)
+{
+    return __atomic_load_n(&log_fd, __ATOMIC_RELAXED);
+}
+
 bool log_loggable(int level)
 {
     return level <= __atomic_load_n(&log_level_cur, __ATOMIC_RELAXED);

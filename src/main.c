@@ -21,10 +21,12 @@
 
 #include "strata/client.h"
 #include "strata/conf.h"
+#include "strata/crash.h"
 #include "strata/log.h"
 #include "strata/privs.h"
 #include "strata/reload.h"
 #include "strata/stats.h"
+#include "strata/unixsock.h"
 #include "strata/util.h"
 #include "strata/worker.h"
 #include "strata/zk.h"
@@ -43,6 +45,8 @@ struct cli {
     const char *conf_file, *log_file, *pid_file, *stats_addr, *user;
     long        log_level, stats_port, stats_interval, mbuf_size, workers;
     const char *publish_file;     /* --publish FILE */
+    const char *zk_auth_file;     /* --zk-auth-file FILE */
+    const char *zk_acl;           /* --zk-acl ACL */
     long        publish_version;  /* --publish-version N; -1: any */
 };
 
@@ -67,6 +71,8 @@ static const struct option long_options[] = {
     { "user",           required_argument, NULL, 'u' },
     { "publish",        required_argument, NULL, 'P' },
     { "publish-version", required_argument, NULL, 'Q' },
+    { "zk-auth-file",   required_argument, NULL, 'K' },
+    { "zk-acl",         required_argument, NULL, 'L' },
     { NULL, 0, NULL, 0 },
 };
 
@@ -98,7 +104,10 @@ static void usage(FILE *out)
         "                           (default: the user that starts strata)\n"
         "      --publish=S        : validate pool file S as -t does and write it to the\n"
         "                           ZooKeeper node of -c zk://HOST:PORT/PATH, then exit\n"
-        "      --publish-version=N: publish only if the node is still at version N\n",
+        "      --publish-version=N: publish only if the node is still at version N\n"
+        "      --zk-auth-file=S   : ZooKeeper digest credentials: file S holds USER:PASSWORD\n"
+        "      --zk-acl=S         : ACL of the nodes strata creates in ZooKeeper, e.g.\n"
+        "                           auth::cdrwa,world:anyone:r (default: see strata(8))\n",
         SETTINGS_DEFAULT_LOG_LEVEL, LOG_LEVEL_MAX, SETTINGS_DEFAULT_CONF_FILE,
         SETTINGS_DEFAULT_STATS_PORT, SETTINGS_DEFAULT_STATS_ADDR,
         SETTINGS_DEFAULT_STATS_INTERVAL, SETTINGS_DEFAULT_MBUF_SIZE);
@@ -167,6 +176,8 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
         case 'C': cli->settings_file = optarg; break;
         case 'u': cli->user = optarg; break;
         case 'P': cli->publish_file = optarg; break;
+        case 'K': cli->zk_auth_file = optarg; break;
+        case 'L': cli->zk_acl = optarg; break;
         case 'Q':
             if (!parse_long(optarg, 0, INT32_MAX, &cli->publish_version)) {
                 fprintf(stderr, "strata: option --publish-version requires a number from "
@@ -206,6 +217,8 @@ static void cli_apply(const struct cli *cli, struct settings *s)
     set_string(&s->pid_file, cli->pid_file);
     set_string(&s->stats_addr, cli->stats_addr);
     set_string(&s->user, cli->user);
+    set_string(&s->zk_auth_file, cli->zk_auth_file);
+    set_string(&s->zk_acl, cli->zk_acl);
     if (cli->daemonize)
         s->daemonize = true;
     if (cli->log_level >= 0)
@@ -275,10 +288,8 @@ static void stats_on_event(struct bufferevent *bev, short what, void *arg)
     bufferevent_free(bev);
 }
 
-static void stats_on_accept(struct evconnlistener *l, evutil_socket_t fd,
-                            struct sockaddr *sa, int salen, void *arg)
+static void stats_on_accept(evutil_socket_t fd, void *arg)
 {
-    (void)l; (void)sa; (void)salen;
     struct app *app = arg;
     struct bufferevent *bev = bufferevent_socket_new(app->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (bev == NULL) {
@@ -328,12 +339,10 @@ static int stats_listen(struct app *app)
         log_error("stats: %s", err);
         return -1;
     }
-    app->stats_listener = evconnlistener_new_bind(app->base, stats_on_accept, app,
-        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
-        (struct sockaddr *)&ss, (int)len);
-    if (app->stats_listener == NULL) {
-        log_error("stats: cannot listen on %s:%u: %s", addr.host, (unsigned)addr.port,
-                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    if (listener_open(&app->stats_listener, app->base, -1, (struct sockaddr *)&ss, len,
+                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
+                      stats_on_accept, app, "stats port", err, sizeof(err)) != 0) {
+        log_error("stats: cannot listen on %s:%u: %s", addr.host, (unsigned)addr.port, err);
         return -1;
     }
     stats_exposure_note(&ss, &addr);
@@ -346,27 +355,29 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     struct app *app = arg;
+    char name[32];
+    crash_signal_name((int)sig, name, sizeof(name));
     switch (sig) {
     case SIGHUP:
-        log_notice("signal %d: reopening the log file", (int)sig);
+        log_notice("signal %d (%s): reopening the log file", (int)sig, name);
         if (log_reopen() != 0)
             log_error("cannot reopen the log file '%s': %s; still writing to the file "
                       "opened before", app->settings.log_file, strerror(errno));
         break;
     case SIGTTIN:
         log_level_up();
-        log_notice("signal %d: log level up", (int)sig);
+        log_notice("signal %d (%s): log level up", (int)sig, name);
         break;
     case SIGTTOU:
         log_level_down();
-        log_notice("signal %d: log level down", (int)sig);
+        log_notice("signal %d (%s): log level down", (int)sig, name);
         break;
     case SIGUSR1:
-        log_notice("signal %d: reloading the configuration", (int)sig);
+        log_notice("signal %d (%s): reloading the configuration", (int)sig, name);
         reload_from_file(app);
         break;
     default:
-        log_notice("signal %d: stopping", (int)sig);
+        log_notice("signal %d (%s): stopping", (int)sig, name);
         event_base_loopbreak(app->base);
         break;
     }
@@ -399,31 +410,34 @@ static int unix_bind(int fd, const struct sockaddr_storage *ss, socklen_t len,
     return chmod(path, perm);
 }
 
-/* Listens on the pool's unix socket, replacing a stale file, with the
- * pool file's mode or UNIX_SOCKET_DEFAULT_PERM. Returns the fd or -1
- * (logged). */
-int app_unix_listen(const struct conf_pool *pool)
+/* Listens on the pool's unix socket, replacing a stale socket (never
+ * another kind of file: unixsock_clear), with the pool file's mode or
+ * UNIX_SOCKET_DEFAULT_PERM. Returns the fd, or -1 with err ("pool P:
+ * cannot listen on PATH: why"). */
+int app_unix_listen(const struct conf_pool *pool, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    char err[256];
+    char why[400];
     const char *path = pool->listen.addr.path;
     mode_t perm = pool->listen.perm != 0 ? pool->listen.perm : UNIX_SOCKET_DEFAULT_PERM;
-    if (util_resolve(&pool->listen.addr, &ss, &len, err, sizeof(err)) != 0) {
-        log_error("pool %s: %s", pool->name, err);
-        return -1;
-    }
-    unlink(path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = -1;
+    if (util_resolve(&pool->listen.addr, &ss, &len, why, sizeof(why)) != 0 ||
+        unixsock_clear(path, why, sizeof(why)) != 0)
+        goto error;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || unix_bind(fd, &ss, len, path, perm) != 0 ||
         listen(fd, pool->backlog) != 0) {
-        log_error("pool %s: cannot listen on %s: %s", pool->name, path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
+        snprintf(why, sizeof(why), "%s", strerror(errno));
+        goto error;
     }
     log_info("pool %s: listening on %s, mode %04o", pool->name, path, (unsigned)perm);
     return fd;
+error:
+    snprintf(err, errlen, "pool %s: cannot listen on %s: %s", pool->name, path, why);
+    if (fd >= 0)
+        close(fd);
+    return -1;
 }
 
 static int runtime_setup(struct app *app)
@@ -437,13 +451,14 @@ static int runtime_setup(struct app *app)
     rt->limits.read_chunk = app->settings.mbuf_size;
     rt->limits.max_reply = app->settings.max_reply_size;
     rt->limits.fence_replies = app->settings.fence_replies;
-    /* Redis pools: a bulk is a value, the other arguments count against
-     * the line limit (each takes at least 4 bytes of framing). */
+    /* Redis pools: Redis's limits for bulks, requests and replies; the
+     * argument count is bounded by the line limit (each argument takes at
+     * least 4 bytes of framing). */
     rt->redis_limits = (struct redis_limits){
-        .max_bulk = app->settings.max_value_size,
+        .max_bulk = app->settings.redis_max_value_size,
         .max_args = (uint32_t)(app->settings.max_line_size / 4),
-        .max_request = (size_t)app->settings.max_value_size + app->settings.max_line_size,
-        .max_reply = app->settings.max_reply_size > 0 ? app->settings.max_reply_size : SIZE_MAX,
+        .max_request = app->settings.redis_max_request_size,
+        .max_reply = app->settings.redis_max_reply_size,
         .max_depth = 32,
     };
     rt->limits.redis = &rt->redis_limits;
@@ -459,8 +474,11 @@ static int runtime_setup(struct app *app)
         struct pool_shared *ps = rt->shared[p];
         if (conf->pools[p].listen.addr.path == NULL)
             continue;
-        if ((ps->unix_fd = app_unix_listen(&conf->pools[p])) < 0)
+        char err[600];
+        if ((ps->unix_fd = app_unix_listen(&conf->pools[p], err, sizeof(err))) < 0) {
+            log_error("%s", err);
             return -1;
+        }
         ps->unix_path = util_xstrdup(conf->pools[p].listen.addr.path);
     }
     return 0;
@@ -527,8 +545,7 @@ static void app_teardown(struct app *app)
     free(app->workers);
     reload_teardown(app);
     free(app->rt.stats);
-    if (app->stats_listener != NULL)
-        evconnlistener_free(app->stats_listener);
+    listener_close(&app->stats_listener);
     if (app->pid_written)
         unlink(app->settings.pid_file);
 }
@@ -558,6 +575,7 @@ int app_settings_reload(struct app *app, char *err, size_t errlen)
     __atomic_store_n(&s->async_queue_limit, fresh.async_queue_limit, __ATOMIC_RELAXED);
     __atomic_store_n(&s->max_clients, fresh.max_clients, __ATOMIC_RELAXED);
     __atomic_store_n(&s->max_memory, fresh.max_memory, __ATOMIC_RELAXED);
+    s->reload_max_server_loss = fresh.reload_max_server_loss;   /* main thread only */
     __atomic_store_n(&app->rt.max_memory, fresh.max_memory != 0 ? fresh.max_memory
                                                                 : util_default_max_memory(),
                      __ATOMIC_RELAXED);
@@ -692,6 +710,7 @@ static int serve(struct app *app)
     if (app->base == NULL || runtime_setup(app) != 0 || stats_listen(app) != 0)
         goto out;
     signals_setup(app, sig_evs);
+    crash_setup();
     fd_limit_raise(app);
     app->rt.max_clients = app->settings.max_clients != 0 ? app->settings.max_clients
                           : client_max_default(app->conf, app->nworkers);

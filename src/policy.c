@@ -101,7 +101,7 @@ int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
     pp->cache = cache;
     pp->stats = stats;
     pp->async_limit = async_limit;
-    pp->max_reply = limits->max_reply;
+    pp->max_reply = conf->redis ? limits->redis->max_reply : limits->max_reply;
     pp->rng = seed | 1;
     TAILQ_INIT(&pp->retrying);
     pp->scratch = evbuffer_new();

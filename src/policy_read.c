@@ -214,9 +214,7 @@ static bool read_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
     if (ev == BACKEND_VALUE)
         return read_value(f, rsp);
     bool failed = ev == BACKEND_FAIL || rsp->type != MC_RSP_END;
-    if (failed && r->stage != STAGE_L1)
-        stats_pool_add(f->pool->stats, forward_error, 1);
-    read_frag_end(f, failed);
+    read_frag_end(f, failed);   /* a tier's failures: its read_errors */
     round_end_one(f->pool, r);
     return true;
 }
@@ -248,10 +246,14 @@ static void read_finish(struct policy_pool *pp, struct policy_req *r)
             policy_req_fail(r, "%s", POLICY_ERR_NOMEM);
     if (!r->failed && mc_compose_reply_line(reply, "END") != 0)
         policy_req_fail(r, "%s", POLICY_ERR_NOMEM);
-    if (r->failed)
+    if (r->failed) {
+        /* forward_error counts what clients see: one per failed request,
+         * not the tier failures another tier stood in for */
+        stats_pool_add(pp->stats, forward_error, 1);
         policy_reply_line(r, r->error);   /* the slots are emptied on release */
-    else
+    } else {
         policy_req_finish(r);
+    }
 }
 
 /* Sends each used frag of tier t its keys; a frag whose request cannot be

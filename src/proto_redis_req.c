@@ -8,7 +8,10 @@
  *
  * A request arriving in many reads is scanned once: the count, the bulks
  * found so far and the offset reached are kept in req, and only the part
- * in progress is looked at again. Lengths are checked against the limits
+ * in progress is looked at again; within one call the bulks are found
+ * with a cursor that moves forward over the input's chains (so a call
+ * costs one walk to where it stopped plus the bytes it frames), and a
+ * bulk whose end has not arrived costs no walk at all. Lengths are checked against the limits
  * as soon as their head is read, before the bytes they announce arrive.
  * Once the last bulk is there the request is removed from the input into
  * req->buf in one piece. */
@@ -122,6 +125,7 @@ redis_req_reset(struct redis_req *req)
     req->nkeys = 0;
     req->scan_off = 0;
     req->scan_nargs = 0;
+    req->want = 0;
 }
 
 void
@@ -133,6 +137,68 @@ redis_req_deinit(struct redis_req *req)
 }
 
 /* ---- framing ----------------------------------------------------------- */
+
+/* A forward cursor over the input for one redis_req_read call: the
+ * bulks of a request are found by moving on from the last position, not
+ * by walking the input's chains from its start for each one (which made
+ * a request of many arguments over many chains quadratic). The input is
+ * not changed during a call, so the position stays valid within it. */
+struct redis_req_scan {
+    struct evbuffer    *in;
+    size_t              len;   /* evbuffer_get_length(in) */
+    struct evbuffer_ptr at;
+    bool                set;
+};
+
+/* Copies up to n bytes of the input from off into buf; returns how many. */
+static size_t
+redis_req_copy(struct redis_req_scan *sc, size_t off, char *buf, size_t n)
+{
+    ev_ssize_t got;
+    int rc;
+
+    if (off >= sc->len)
+        return 0;
+    if (n > sc->len - off)
+        n = sc->len - off;
+    if (!sc->set || off < (size_t)sc->at.pos)
+        rc = evbuffer_ptr_set(sc->in, &sc->at, off, EVBUFFER_PTR_SET);
+    else
+        rc = evbuffer_ptr_set(sc->in, &sc->at, off - (size_t)sc->at.pos, EVBUFFER_PTR_ADD);
+    sc->set = rc == 0;
+    if (rc != 0)
+        return 0;
+    got = evbuffer_copyout_from(sc->in, &sc->at, buf, n);
+    return got > 0 ? (size_t)got : 0;
+}
+
+/* The head number at off (see redis_frame_number), through the cursor. */
+static enum redis_status
+redis_req_number(struct redis_req_scan *sc, size_t off, int64_t *val, size_t *hlen)
+{
+    char s[REDIS_HEAD_MAX];
+    size_t n = redis_req_copy(sc, off, s, sizeof(s));
+
+    return n == 0 ? REDIS_AGAIN : redis_parse_number(s, n, val, hlen);
+}
+
+/* Whether the two bytes at off are "\r\n" (see redis_frame_crlf),
+ * through the cursor; -1 at once when they have not arrived. */
+static int
+redis_req_crlf(struct redis_req_scan *sc, size_t off)
+{
+    char b[2];
+    size_t got;
+
+    if (off >= sc->len)
+        return -1;
+    got = redis_req_copy(sc, off, b, 2);
+    if (got >= 1 && b[0] != '\r')
+        return 0;
+    if (got < 2)
+        return -1;
+    return b[1] == '\n';
+}
 
 static enum redis_status
 redis_req_fatal(const char **err, const char *why)
@@ -173,7 +239,7 @@ redis_req_add_arg(struct redis_req *req, size_t off, size_t len)
 /* "*<n>\r\n" at the start of `in`: n arguments, 1..max_args, whose least
  * size fits max_request. REDIS_OK sets scan_nargs and scan_off. */
 static enum redis_status
-redis_req_head(struct evbuffer *in, struct redis_req *req,
+redis_req_head(struct redis_req_scan *sc, struct redis_req *req,
                const struct redis_limits *lim, const char **err)
 {
     enum redis_status st;
@@ -181,11 +247,11 @@ redis_req_head(struct evbuffer *in, struct redis_req *req,
     int64_t n;
     char c;
 
-    if (!redis_frame_byte(in, 0, &c))
+    if (redis_req_copy(sc, 0, &c, 1) != 1)
         return REDIS_AGAIN;
     if (c != '*')
         return redis_req_fatal(err, REDIS_ERR_INLINE);
-    st = redis_frame_number(in, 0, &n, &hlen);
+    st = redis_req_number(sc, 0, &n, &hlen);
     if (st != REDIS_OK)
         return st == REDIS_FATAL ? redis_req_fatal(err, REDIS_ERR_MULTIBULK) : st;
     /* nutcracker closes on "*0" too; Redis would ignore it and "*-1" */
@@ -197,6 +263,7 @@ redis_req_head(struct evbuffer *in, struct redis_req *req,
         return redis_req_fatal(err, REDIS_ERR_TOO_LARGE);
     req->scan_nargs = (uint32_t)n;
     req->scan_off = hlen;
+    req->want = hlen + (size_t)n * REDIS_BULK_MIN;
     return REDIS_OK;
 }
 
@@ -205,7 +272,7 @@ redis_req_head(struct evbuffer *in, struct redis_req *req,
  * are counted at their least size, so an oversized request is refused
  * as early as its lengths say so. */
 static enum redis_status
-redis_req_bulk(struct evbuffer *in, struct redis_req *req,
+redis_req_bulk(struct redis_req_scan *sc, struct redis_req *req,
                const struct redis_limits *lim, const char **err)
 {
     size_t off = req->scan_off, hlen, end, rest;
@@ -213,11 +280,11 @@ redis_req_bulk(struct evbuffer *in, struct redis_req *req,
     int64_t n;
     char c;
 
-    if (!redis_frame_byte(in, off, &c))
+    if (redis_req_copy(sc, off, &c, 1) != 1)
         return REDIS_AGAIN;
     if (c != '$')
         return redis_req_fatal(err, REDIS_ERR_BULK_HEAD);
-    st = redis_frame_number(in, off, &n, &hlen);
+    st = redis_req_number(sc, off, &n, &hlen);
     if (st != REDIS_OK)
         return st == REDIS_FATAL ? redis_req_fatal(err, REDIS_ERR_BULK) : st;
     if (n < 0)
@@ -227,7 +294,8 @@ redis_req_bulk(struct evbuffer *in, struct redis_req *req,
         off + hlen + (size_t)n + 2 + rest > redis_req_max(lim))
         return redis_req_fatal(err, REDIS_ERR_TOO_LARGE);
     end = off + hlen + (size_t)n + 2;
-    switch (redis_frame_crlf(in, end - 2)) {
+    req->want = end + rest;
+    switch (redis_req_crlf(sc, end - 2)) {
     case -1:
         return REDIS_AGAIN;
     case 0:
@@ -265,6 +333,7 @@ redis_req_take(struct evbuffer *in, struct redis_req *req)
     req->len = len;
     req->scan_off = 0;
     req->scan_nargs = 0;
+    req->want = 0;
     return 0;
 }
 
@@ -361,16 +430,17 @@ enum redis_status
 redis_req_read(struct evbuffer *in, struct redis_req *req,
                const struct redis_limits *lim, const char **err)
 {
+    struct redis_req_scan sc = { .in = in, .len = evbuffer_get_length(in) };
     enum redis_status st;
 
     if (req->scan_nargs == 0) {
         redis_req_reset(req);       /* a new request: forget the last one */
-        st = redis_req_head(in, req, lim, err);
+        st = redis_req_head(&sc, req, lim, err);
         if (st != REDIS_OK)
             return st;
     }
     while (req->nargs < req->scan_nargs) {
-        st = redis_req_bulk(in, req, lim, err);
+        st = redis_req_bulk(&sc, req, lim, err);
         if (st != REDIS_OK)
             return st;
     }

@@ -19,8 +19,10 @@
 
 #include "app.h"
 #include "strata/client.h"
+#include "strata/conf_guard.h"
 #include "strata/log.h"
 #include "strata/reload.h"
+#include "strata/unixsock.h"
 #include "strata/util.h"
 
 #define RELOAD_POLL_MS 20
@@ -86,7 +88,7 @@ static void stale_close(struct app *app)
             reused |= app->shared[s]->unix_path != NULL && app->stale_paths[i] != NULL &&
                       strcmp(app->shared[s]->unix_path, app->stale_paths[i]) == 0;
         if (app->stale_paths[i] != NULL && !reused)
-            unlink(app->stale_paths[i]);
+            unixsock_remove(app->stale_paths[i]);
         free(app->stale_paths[i]);
     }
     app->nstale = 0;
@@ -116,9 +118,7 @@ static int unix_listeners_prepare(struct app *app, const struct conf *conf,
         if (pool->listen.addr.path == NULL ||
             (ps->unix_fd >= 0 && strcmp(ps->unix_path, pool->listen.addr.path) == 0))
             continue;
-        if ((fds[p] = app_unix_listen(pool)) < 0) {
-            snprintf(err, errlen, "pool %s: cannot listen on %s", pool->name,
-                     pool->listen.addr.path);
+        if ((fds[p] = app_unix_listen(pool, err, errlen)) < 0) {
             rc = -1;
             break;
         }
@@ -305,7 +305,9 @@ int reload_apply(struct app *app, struct conf *conf, const char *source,
         return 0;
     }
     char why[400];
-    if (conf_resolve_all(conf, source, why, sizeof(why)) != 0 ||
+    if (conf_guard_check(app->conf, conf, app->settings.reload_max_server_loss, why,
+                         sizeof(why)) != 0 ||
+        conf_resolve_all(conf, source, why, sizeof(why)) != 0 ||
         conf_listen_check(app->conf, conf, source, why, sizeof(why)) != 0 ||
         unix_listeners_prepare(app, conf, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "%s: %s", source, why);
@@ -372,7 +374,7 @@ void reload_teardown(struct app *app)
         struct pool_shared *ps = app->shared[s];
         if (ps->unix_fd >= 0) {
             close(ps->unix_fd);
-            unlink(ps->unix_path);
+            unixsock_remove(ps->unix_path);
         }
         pool_shared_free(ps);
     }

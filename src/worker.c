@@ -24,92 +24,31 @@
 /* Freed bytes (below the peak) that make the sweep trim the heap. */
 #define WORKER_TRIM_BYTES   (16 * 1024 * 1024)
 
-/* Accept backoff: out of descriptors, accept() fails at once on every
- * loop turn, so the listener is paused (10 ms, doubling to 1 s) and the
- * warning is written at most once a second, with the count of failures. */
-#define WORKER_ACCEPT_PAUSE_MIN_MS 10
-#define WORKER_ACCEPT_PAUSE_MAX_MS 1000
-#define WORKER_ACCEPT_WARN_MS      1000
-
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
-                      struct sockaddr *sa, int salen, void *arg)
+static void on_accept(evutil_socket_t fd, void *arg)
 {
-    (void)l; (void)sa; (void)salen;
-    struct worker_pool *wp = arg;
-    wp->accept_pause_ms = 0;
-    client_accept(wp, fd);
+    client_accept(arg, fd);
 }
 
-static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd; (void)what;
-    struct worker_pool *wp = arg;
-    if (wp->listener != NULL)
-        evconnlistener_enable(wp->listener);
-}
-
-/* Pauses the listener for the next backoff step. */
-static void accept_pause(struct worker_pool *wp)
-{
-    uint32_t ms = wp->accept_pause_ms * 2;
-    if (ms < WORKER_ACCEPT_PAUSE_MIN_MS)
-        ms = WORKER_ACCEPT_PAUSE_MIN_MS;
-    if (ms > WORKER_ACCEPT_PAUSE_MAX_MS)
-        ms = WORKER_ACCEPT_PAUSE_MAX_MS;
-    wp->accept_pause_ms = ms;
-    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-    evconnlistener_disable(wp->listener);
-    evtimer_add(wp->accept_resume_ev, &tv);
-}
-
-static void on_accept_error(struct evconnlistener *l, void *arg)
-{
-    (void)l;
-    struct worker_pool *wp = arg;
-    int err = EVUTIL_SOCKET_ERROR();
-    bool exhausted = err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
-    wp->accept_failures++;
-    if (exhausted)
-        accept_pause(wp);
-    int64_t now = util_now_ms();
-    if (now - wp->accept_warned_ms < WORKER_ACCEPT_WARN_MS)
-        return;
-    log_warn("pool %s: worker %u: accept failed: %s (%llu failures since the last report)%s",
-             wp->conf->name, wp->worker->id, evutil_socket_error_to_string(err),
-             (unsigned long long)wp->accept_failures,
-             exhausted ? "; accepting paused, with backoff up to 1 s" : "");
-    wp->accept_warned_ms = now;
-    wp->accept_failures = 0;
-}
-
-static int listener_open(struct worker_pool *wp, char *err, size_t errlen)
+static int listener_open_pool(struct worker_pool *wp, char *err, size_t errlen)
 {
     struct worker *w = wp->worker;
     const struct conf_pool *pool = wp->conf;
     int ufd = wp->shared->unix_fd;
     unsigned flags = LEV_OPT_CLOSE_ON_EXEC;
-    if (ufd >= 0) {
-        /* One unix socket, opened by main, shared by every worker. */
-        wp->listener = evconnlistener_new(w->base, on_accept, wp, flags, 0, ufd);
-    } else {
-        struct sockaddr_storage ss;
-        socklen_t len;
+    struct sockaddr_storage ss;
+    socklen_t len = 0;
+    char what[96], why[128];
+    snprintf(what, sizeof(what), "pool %s: worker %u", pool->name, w->id);
+    if (ufd < 0) {
+        /* A unix socket is opened once by main and shared by every worker. */
         if (util_resolve(&pool->listen.addr, &ss, &len, err, errlen) != 0)
             return -1;
         flags |= LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT;
-        wp->listener = evconnlistener_new_bind(w->base, on_accept, wp, flags,
-                                               pool->backlog, (struct sockaddr *)&ss,
-                                               (int)len);
     }
-    if (wp->listener == NULL) {
+    if (listener_open(&wp->listener, w->base, ufd, (struct sockaddr *)&ss, len, flags,
+                      pool->backlog, on_accept, wp, what, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "pool %s: cannot listen on %s: %s", pool->name,
-                 pool->listen.text, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-        return -1;
-    }
-    evconnlistener_set_error_cb(wp->listener, on_accept_error);
-    wp->accept_resume_ev = evtimer_new(w->base, on_accept_resume, wp);
-    if (wp->accept_resume_ev == NULL) {
-        snprintf(err, errlen, "pool %s: cannot create the accept timer", pool->name);
+                 pool->listen.text, why);
         return -1;
     }
     return 0;
@@ -118,12 +57,7 @@ static int listener_open(struct worker_pool *wp, char *err, size_t errlen)
 /* Closes the pool's listener and its accept timer (idempotent). */
 static void worker_pool_unlisten(struct worker_pool *wp)
 {
-    if (wp->listener != NULL)
-        evconnlistener_free(wp->listener);
-    wp->listener = NULL;
-    if (wp->accept_resume_ev != NULL)
-        event_free(wp->accept_resume_ev);
-    wp->accept_resume_ev = NULL;
+    listener_close(&wp->listener);
 }
 
 static void on_drain(evutil_socket_t fd, short what, void *arg)
@@ -258,7 +192,7 @@ static struct worker_pool *worker_pool_new(struct worker *w, const struct conf_p
     if ((wp->policy = pool_policy_new(wp, NULL, err, errlen)) == NULL)
         return wp;   /* the caller frees it (worker_pool_free) */
     config_gen_use(gen);   /* the policy's */
-    listener_open(wp, err, errlen);
+    listener_open_pool(wp, err, errlen);
     return wp;
 }
 
@@ -382,7 +316,7 @@ static void pool_update(struct worker *w, struct worker_pool *wp, const struct c
     wp->shared = shared;
     if (moved) {
         worker_pool_unlisten(wp);
-        if (listener_open(wp, err, sizeof(err)) != 0)
+        if (listener_open_pool(wp, err, sizeof(err)) != 0)
             log_error("%s", err);
     }
 }
@@ -494,7 +428,7 @@ int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
     for (uint32_t p = 0; p < w->npools; p++) {
         w->pools[p] = worker_pool_new(w, &rt->conf->pools[p], rt->gen, rt->shared[p],
                                       &w->stats.view->pools[p], err, errlen);
-        if (w->pools[p]->policy == NULL || w->pools[p]->listener == NULL)
+        if (w->pools[p]->policy == NULL || w->pools[p]->listener.ev == NULL)
             return -1;
     }
     return 0;

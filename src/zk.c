@@ -9,7 +9,8 @@
  * The main thread takes the slot, logs transitions once, issues the next
  * request and hands the text to the caller. Only the registration chain
  * (create parent, create node, check owner, set) runs from completions,
- * reading the JSON under `mu`. zookeeper_init/zookeeper_close are called
+ * reading the JSON under `mu`; a failed authentication is logged from
+ * its completion. zookeeper_init/zookeeper_close are called
  * on the main thread only. */
 #include <errno.h>
 #include <pthread.h>
@@ -58,6 +59,63 @@ static int64_t zk_mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- access: credentials and ACLs ---------------------------------------- */
+
+/* A zk_acl as the client library takes it; points into the zk_acl. */
+struct zk_aclv {
+    struct ACL_vector v;
+    struct ACL        a[ZK_ACL_MAX];
+};
+
+static void zk_aclv_init(struct zk_aclv *out, const struct zk_acl *acl)
+{
+    for (uint32_t i = 0; i < acl->n; i++) {
+        out->a[i].perms = acl->entries[i].perms;
+        out->a[i].id.scheme = acl->entries[i].scheme;
+        out->a[i].id.id = acl->entries[i].id;
+    }
+    out->v.count = (int32_t)acl->n;
+    out->v.data = out->a;
+}
+
+static void zk_auth_done(int rc, const void *data)
+{
+    const char *hosts = data;
+    if (rc != ZOK)
+        log_error("zookeeper: authentication to %s failed: %s", hosts, zerror(rc));
+}
+
+/* Queues the digest credentials on a new handle: the client sends them
+ * at the head of every connection's queue, before any request. */
+static void zk_auth_add(zhandle_t *zh, const struct zk_access *access, const char *hosts)
+{
+    if (access == NULL || access->auth == NULL)
+        return;
+    int rc = zoo_add_auth(zh, "digest", access->auth, (int)strlen(access->auth),
+                          zk_auth_done, hosts);
+    if (rc != ZOK)
+        log_error("zookeeper: cannot add credentials for %s: %s", hosts, zerror(rc));
+}
+
+/* What anyone may do to `path` by its ACL (ZK_PERM_*), -1 when the ACL
+ * cannot be read. Blocks: one-shot sessions only. */
+static int zk_world_perms_of(zhandle_t *zh, const char *path)
+{
+    struct ACL_vector v;
+    struct Stat st;
+    if (zoo_get_acl(zh, path, &v, &st) != ZOK)
+        return -1;
+    struct zk_acl acl = { .n = 0 };
+    for (int32_t i = 0; i < v.count && acl.n < ZK_ACL_MAX; i++, acl.n++) {
+        acl.entries[acl.n].scheme = v.data[i].id.scheme;
+        acl.entries[acl.n].id = v.data[i].id.id;
+        acl.entries[acl.n].perms = v.data[i].perms;
+    }
+    int perms = zk_acl_world_perms(&acl);
+    deallocate_ACL_vector(&v);
+    return perms;
 }
 
 /* ---- one-shot session: wait for the connection and one answer ---------- */
@@ -130,8 +188,9 @@ static bool zk_wait_done(const struct zk_wait *w)
 
 /* Opens a session and waits until it is connected. Returns the handle or
  * NULL with err. */
-static zhandle_t *zk_wait_open(const struct zk_url *url, struct zk_wait *w, int64_t deadline,
-                               int timeout_ms, char *err, size_t errlen)
+static zhandle_t *zk_wait_open(const struct zk_url *url, const struct zk_access *access,
+                               struct zk_wait *w, int64_t deadline, int timeout_ms,
+                               char *err, size_t errlen)
 {
     zk_client_setup();
     zhandle_t *zh = zookeeper_init2(url->hosts, zk_wait_watcher, timeout_ms, NULL, w, 0,
@@ -141,6 +200,7 @@ static zhandle_t *zk_wait_open(const struct zk_url *url, struct zk_wait *w, int6
                  strerror(errno));
         return NULL;
     }
+    zk_auth_add(zh, access, url->hosts);
     pthread_mutex_lock(&w->mu);
     bool ok = zk_wait_until(w, zk_wait_connected, deadline) &&
               w->state == ZOO_CONNECTED_STATE;
@@ -198,15 +258,24 @@ static int zk_wait_get(zhandle_t *zh, const struct zk_url *url, struct zk_wait *
     return rc;
 }
 
-int zk_read(const struct zk_url *url, int timeout_ms, struct zk_node *out,
-            char *err, size_t errlen)
+/* Why a request was refused, for ZNOAUTH: the usual cause. */
+static const char *zk_why(int rc)
+{
+    return rc == ZNOAUTH ? "not authorized (the node's ACL does not let this identity in; "
+                           "zk_auth_file)" : zerror(rc);
+}
+
+int zk_read(const struct zk_url *url, const struct zk_access *access, int timeout_ms,
+            struct zk_node *out, char *err, size_t errlen)
 {
     struct zk_wait w;
     int64_t deadline = zk_mono_ms() + timeout_ms;
     memset(out, 0, sizeof(*out));
     zk_wait_init(&w);
-    zhandle_t *zh = zk_wait_open(url, &w, deadline, timeout_ms, err, errlen);
+    zhandle_t *zh = zk_wait_open(url, access, &w, deadline, timeout_ms, err, errlen);
     int rc = zh != NULL ? zk_wait_get(zh, url, &w, deadline) : ZCONNECTIONLOSS;
+    if (rc == ZOK)
+        w.node.world_perms = zk_world_perms_of(zh, url->path);
     if (zh != NULL) {
         zookeeper_close(zh);   /* joins its threads: w is ours again */
     }
@@ -218,7 +287,7 @@ int zk_read(const struct zk_url *url, int timeout_ms, struct zk_node *out,
                  url->hosts);
     } else if (rc != ZOK) {
         zk_error(err, errlen, "cannot read node %s from ZooKeeper at %s: %s", url->path,
-                 url->hosts, zerror(rc));
+                 url->hosts, zk_why(rc));
     } else {
         *out = w.node;
         memset(&w.node, 0, sizeof(w.node));
@@ -230,14 +299,14 @@ int zk_read(const struct zk_url *url, int timeout_ms, struct zk_node *out,
 
 /* ---- publish ------------------------------------------------------------ */
 
-/* Creates every missing ancestor of `path` (persistent, empty). */
-static int zk_create_parents(zhandle_t *zh, const char *path)
+/* Creates every missing ancestor of `path` (persistent, empty, `acl`). */
+static int zk_create_parents(zhandle_t *zh, const char *path, const struct ACL_vector *acl)
 {
     char buf[1024];
     snprintf(buf, sizeof(buf), "%s", path);
     for (char *slash = strchr(buf + 1, '/'); slash != NULL; slash = strchr(slash + 1, '/')) {
         *slash = '\0';
-        int rc = zoo_create(zh, buf, NULL, -1, &ZOO_OPEN_ACL_UNSAFE, ZOO_PERSISTENT, NULL, 0);
+        int rc = zoo_create(zh, buf, NULL, -1, acl, ZOO_PERSISTENT, NULL, 0);
         *slash = '/';
         if (rc != ZOK && rc != ZNODEEXISTS) {
             return rc;
@@ -247,25 +316,26 @@ static int zk_create_parents(zhandle_t *zh, const char *path)
 }
 
 /* The node does not exist: create it (and its parents). */
-static int zk_publish_create(zhandle_t *zh, const struct zk_url *url, const char *text,
-                             size_t len, int32_t expect, int32_t *new_version,
-                             char *err, size_t errlen)
+static int zk_publish_create(zhandle_t *zh, const struct zk_url *url,
+                             const struct zk_acl *acl, const char *text, size_t len,
+                             int32_t expect, int32_t *new_version, char *err, size_t errlen)
 {
+    struct zk_aclv v;
+    zk_aclv_init(&v, acl);
     if (expect != ZK_ANY_VERSION) {
         return zk_error(err, errlen, "node %s does not exist, so it is not at version %d: "
                         "refusing to publish", url->path, (int)expect);
     }
-    int rc = zk_create_parents(zh, url->path);
+    int rc = zk_create_parents(zh, url->path, &v.v);
     if (rc == ZOK) {
-        rc = zoo_create(zh, url->path, text, (int)len, &ZOO_OPEN_ACL_UNSAFE, ZOO_PERSISTENT,
-                        NULL, 0);
+        rc = zoo_create(zh, url->path, text, (int)len, &v.v, ZOO_PERSISTENT, NULL, 0);
     }
     if (rc == ZNODEEXISTS) {
         return zk_error(err, errlen, "node %s was created by someone else while publishing: "
                         "refusing to overwrite it; read it and publish again", url->path);
     }
     if (rc != ZOK) {
-        return zk_error(err, errlen, "cannot create node %s: %s", url->path, zerror(rc));
+        return zk_error(err, errlen, "cannot create node %s: %s", url->path, zk_why(rc));
     }
     *new_version = 0;
     return 0;
@@ -290,14 +360,15 @@ static int zk_publish_set(zhandle_t *zh, const struct zk_url *url, const char *t
                         "publish", url->path);
     }
     if (rc != ZOK) {
-        return zk_error(err, errlen, "cannot write node %s: %s", url->path, zerror(rc));
+        return zk_error(err, errlen, "cannot write node %s: %s", url->path, zk_why(rc));
     }
     *new_version = stat.version;
     return 0;
 }
 
-int zk_publish(const struct zk_url *url, const char *text, size_t len, int32_t expect,
-               int timeout_ms, int32_t *new_version, char *err, size_t errlen)
+int zk_publish(const struct zk_url *url, const struct zk_access *access, const char *text,
+               size_t len, int32_t expect, int timeout_ms, struct zk_node *out,
+               char *err, size_t errlen)
 {
     struct zk_wait w;
     int64_t deadline = zk_mono_ms() + timeout_ms;
@@ -307,19 +378,23 @@ int zk_publish(const struct zk_url *url, const char *text, size_t len, int32_t e
     }
     zk_wait_init(&w);
     int ret = -1;
-    zhandle_t *zh = zk_wait_open(url, &w, deadline, timeout_ms, err, errlen);
+    memset(out, 0, sizeof(*out));
+    zhandle_t *zh = zk_wait_open(url, access, &w, deadline, timeout_ms, err, errlen);
     if (zh == NULL) {
         goto out;
     }
     int rc = zk_wait_get(zh, url, &w, deadline);
     if (rc == ZNONODE) {
-        ret = zk_publish_create(zh, url, text, len, expect, new_version, err, errlen);
+        ret = zk_publish_create(zh, url, access->acl, text, len, expect, &out->version,
+                                err, errlen);
     } else if (rc == ZOK) {
         int32_t current = w.node.version;
-        ret = zk_publish_set(zh, url, text, len, expect, current, new_version, err, errlen);
+        ret = zk_publish_set(zh, url, text, len, expect, current, &out->version, err, errlen);
     } else {
-        zk_error(err, errlen, "cannot read node %s: %s", url->path, zerror(rc));
+        zk_error(err, errlen, "cannot read node %s: %s", url->path, zk_why(rc));
     }
+    if (ret == 0)
+        out->world_perms = zk_world_perms_of(zh, url->path);
     zookeeper_close(zh);
 out:
     zk_wait_deinit(&w);
@@ -350,6 +425,8 @@ enum zk_state {
 struct zk_source {
     struct event_base *base;
     struct zk_url      url;
+    const struct zk_access *access;      /* the caller's: credentials, ACL */
+    struct zk_aclv     aclv;             /* access->acl for the client library */
     int                timeout_ms;       /* session timeout asked for */
     zk_node_fn         fn;
     void              *arg;
@@ -480,11 +557,11 @@ static void zk_reg_issue(struct zk_source *src, enum zk_reg_op op, int version)
     switch (op) {
     case ZK_REG_PARENT:
         snprintf(parent, sizeof(parent), "%s/" ZK_PROXIES, src->url.path);
-        rc = zoo_acreate(zh, parent, NULL, -1, &ZOO_OPEN_ACL_UNSAFE, ZOO_PERSISTENT,
+        rc = zoo_acreate(zh, parent, NULL, -1, &src->aclv.v, ZOO_PERSISTENT,
                          zk_reg_parent_done, src);
         break;
     case ZK_REG_CREATE:
-        rc = zoo_acreate(zh, path, json, jlen, &ZOO_OPEN_ACL_UNSAFE, ZOO_EPHEMERAL,
+        rc = zoo_acreate(zh, path, json, jlen, &src->aclv.v, ZOO_EPHEMERAL,
                          zk_reg_node_done, src);
         break;
     case ZK_REG_OWNER:
@@ -615,6 +692,7 @@ static void zk_source_open(struct zk_source *src)
         zk_source_retry_later(src);
         return;
     }
+    zk_auth_add(zh, src->access, src->url.hosts);
     pthread_mutex_lock(&src->mu);
     src->zh = zh;
     pthread_mutex_unlock(&src->mu);
@@ -751,8 +829,8 @@ static void zk_source_on_wake(evutil_socket_t fd, short what, void *arg)
 }
 
 struct zk_source *zk_source_create(struct event_base *base, const struct zk_url *url,
-                                   int session_timeout_ms, zk_node_fn fn, void *arg,
-                                   char *err, size_t errlen)
+                                   const struct zk_access *access, int session_timeout_ms,
+                                   zk_node_fn fn, void *arg, char *err, size_t errlen)
 {
     struct zk_source *src = calloc(1, sizeof(*src));
     if (src == NULL) {
@@ -761,6 +839,8 @@ struct zk_source *zk_source_create(struct event_base *base, const struct zk_url 
     }
     pthread_mutex_init(&src->mu, NULL);
     src->base = base;
+    src->access = access;
+    zk_aclv_init(&src->aclv, access->acl);
     src->timeout_ms = session_timeout_ms;
     src->fn = fn;
     src->arg = arg;
@@ -831,28 +911,30 @@ bool zk_supported(void)
     return false;
 }
 
-int zk_read(const struct zk_url *url, int timeout_ms, struct zk_node *out,
-            char *err, size_t errlen)
+int zk_read(const struct zk_url *url, const struct zk_access *access, int timeout_ms,
+            struct zk_node *out, char *err, size_t errlen)
 {
-    (void)url; (void)timeout_ms;
+    (void)url; (void)access; (void)timeout_ms;
     memset(out, 0, sizeof(*out));
     snprintf(err, errlen, "%s", ZK_UNSUPPORTED);
     return -1;
 }
 
-int zk_publish(const struct zk_url *url, const char *text, size_t len, int32_t expect,
-               int timeout_ms, int32_t *new_version, char *err, size_t errlen)
+int zk_publish(const struct zk_url *url, const struct zk_access *access, const char *text,
+               size_t len, int32_t expect, int timeout_ms, struct zk_node *out,
+               char *err, size_t errlen)
 {
-    (void)url; (void)text; (void)len; (void)expect; (void)timeout_ms; (void)new_version;
+    (void)url; (void)access; (void)text; (void)len; (void)expect; (void)timeout_ms;
+    memset(out, 0, sizeof(*out));
     snprintf(err, errlen, "%s", ZK_UNSUPPORTED);
     return -1;
 }
 
 struct zk_source *zk_source_create(struct event_base *base, const struct zk_url *url,
-                                   int session_timeout_ms, zk_node_fn fn, void *arg,
-                                   char *err, size_t errlen)
+                                   const struct zk_access *access, int session_timeout_ms,
+                                   zk_node_fn fn, void *arg, char *err, size_t errlen)
 {
-    (void)base; (void)url; (void)session_timeout_ms; (void)fn; (void)arg;
+    (void)base; (void)url; (void)access; (void)session_timeout_ms; (void)fn; (void)arg;
     snprintf(err, errlen, "%s", ZK_UNSUPPORTED);
     return NULL;
 }

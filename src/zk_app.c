@@ -20,15 +20,27 @@
 #include "strata/conf.h"
 #include "strata/log.h"
 #include "strata/reload.h"
+#include "strata/unixsock.h"
 #include "strata/zk.h"
 #include "app.h"
 #include "zk_app.h"
 
+/* What whoever may write the pool node can do. */
+#define ZK_APP_NODE_HARM "change what every proxy runs (its servers, its listeners)"
+
 /* The cache file's first line, a YAML comment: which node it copies. */
 #define ZK_CACHE_HEADER "# strata: cache of "
 
+/* Credentials and the ACL of the nodes Strata creates, from the settings. */
+struct zk_app_access {
+    char             *auth;              /* "user:password", or NULL */
+    struct zk_acl     acl;
+    struct zk_access  access;            /* points at the two above */
+};
+
 struct zk_app {
     struct zk_url     url;
+    struct zk_app_access za;
     char              cache[PATH_MAX];   /* the cache file */
     char             *text;              /* the running pool file's text */
     size_t            len;
@@ -37,6 +49,7 @@ struct zk_app {
     char              note[1200];        /* how start-up went, logged once running */
     bool              note_warn;
     char              cache_note[1200];  /* a cache write that failed at start */
+    char              acl_note[600];     /* the node is world-writable: WARN once running */
 };
 
 /* Messages into a caller's buffer (long paths are cut, never overrun). */
@@ -47,6 +60,103 @@ static void zk_app_error(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+}
+
+/* ---- access and validation ----------------------------------------------- */
+
+static bool zk_app_acl_names_creator(const struct zk_acl *acl)
+{
+    for (uint32_t i = 0; i < acl->n; i++)
+        if (strcmp(acl->entries[i].scheme, "auth") == 0)
+            return true;
+    return false;
+}
+
+/* The credentials file and the ACL of the settings (zk_auth_file,
+ * zk_acl; without zk_acl: ZK_ACL_CREATOR with credentials, else
+ * ZK_ACL_OPEN). Returns 0, or -1 with err. */
+static int zk_app_access_init(struct zk_app_access *za, const struct settings *s,
+                              char *err, size_t errlen)
+{
+    char why[512];
+    memset(za, 0, sizeof(*za));
+    if (s->zk_auth_file != NULL && zk_auth_load(s->zk_auth_file, &za->auth, err, errlen) != 0)
+        return -1;
+    const char *acl = s->zk_acl != NULL ? s->zk_acl
+                      : za->auth != NULL ? ZK_ACL_CREATOR : ZK_ACL_OPEN;
+    if (zk_acl_parse(acl, &za->acl, why, sizeof(why)) != 0) {
+        zk_app_error(err, errlen, "setting zk_acl '%s': %s", acl, why);
+        free(za->auth);
+        za->auth = NULL;
+        return -1;
+    }
+    if (za->auth == NULL && zk_app_acl_names_creator(&za->acl)) {
+        zk_app_error(err, errlen, "setting zk_acl '%s' names the creator (auth:) but no "
+                     "credentials are given (zk_auth_file)", acl);
+        zk_acl_deinit(&za->acl);
+        return -1;
+    }
+    za->access = (struct zk_access){ .auth = za->auth, .acl = &za->acl };
+    return 0;
+}
+
+static void zk_app_access_deinit(struct zk_app_access *za)
+{
+    if (za->auth != NULL)
+        memset(za->auth, 0, strlen(za->auth));
+    free(za->auth);
+    zk_acl_deinit(&za->acl);
+    memset(za, 0, sizeof(*za));
+}
+
+/* A sentence for a node anyone may change (world_perms writable) and
+ * what they could do with it, or an empty buf. */
+static void zk_app_world_note(char *buf, size_t len, const char *what, const char *harm,
+                              int world_perms)
+{
+    char perms[8];
+    buf[0] = '\0';
+    if (world_perms < 0 || !zk_perms_writable(world_perms))
+        return;
+    zk_perms_text(world_perms, perms);
+    zk_app_error(buf, len, "%s is writable by anyone who reaches ZooKeeper (world:%s): "
+                 "they can %s; set zk_acl and zk_auth_file (docs/security.md)", what, perms,
+                 harm);
+}
+
+/* Every unix-socket listen of a configuration from ZooKeeper lies in
+ * unix_socket_dir (docs/security.md). Returns 0, or -1 with err naming
+ * the source and line. */
+static int zk_app_unix_check(const struct conf *conf, const struct settings *s,
+                             const char *source, char *err, size_t errlen)
+{
+    char why[512];
+    for (uint32_t p = 0; p < conf->npools; p++) {
+        const struct conf_pool *pool = &conf->pools[p];
+        if (pool->listen.addr.path != NULL &&
+            unixsock_path_allowed(pool->listen.addr.path, s->unix_socket_dir, why,
+                                  sizeof(why)) != 0) {
+            zk_app_error(err, errlen, "%s:%d: pool %s: %s", source, pool->line, pool->name,
+                         why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The text of a configuration from ZooKeeper (the node or the cache
+ * file), validated as -t does plus the unix-socket rule. Returns 0 with
+ * *conf, or -1 with err. */
+static int zk_app_validate(const struct settings *s, const char *text, size_t len,
+                           const char *source, struct conf **conf, char *err, size_t errlen)
+{
+    if (conf_yaml_load_text(text, len, source, conf, err, errlen) != 0)
+        return -1;
+    if (zk_app_unix_check(*conf, s, source, err, errlen) != 0) {
+        conf_destroy(conf);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- cache file ---------------------------------------------------------- */
@@ -156,8 +266,8 @@ static int zk_app_read_file(const char *path, char **text, size_t *len, char *er
 /* Loads the cache file: it must copy this URL's node (when its header
  * says which) and validate. On success the running text is the node's
  * (the file without its header). */
-static int zk_app_cache_load(struct zk_app *zk, const char *source, struct conf **conf,
-                             char *err, size_t errlen)
+static int zk_app_cache_load(struct zk_app *zk, const struct settings *s, const char *source,
+                             struct conf **conf, char *err, size_t errlen)
 {
     char *text;
     size_t len;
@@ -175,7 +285,7 @@ static int zk_app_cache_load(struct zk_app *zk, const char *source, struct conf 
         }
         skip = text[line] == '\n' ? line + 1 : line;
     }
-    if (conf_yaml_load_text(text, len, zk->cache, conf, err, errlen) != 0) {
+    if (zk_app_validate(s, text, len, zk->cache, conf, err, errlen) != 0) {
         free(text);
         return -1;
     }
@@ -193,10 +303,18 @@ static int zk_app_node_load(struct app *app, struct zk_node *node, struct conf *
 {
     const char *source = app->settings.conf_file;
     struct zk_app *zk = app->zk;
-    if (zk_read(&zk->url, app->settings.zk_session_timeout_ms, node, err, errlen) != 0)
+    if (zk_read(&zk->url, &zk->za.access, app->settings.zk_session_timeout_ms, node,
+                err, errlen) != 0)
         return -1;
+    zk_app_world_note(zk->acl_note, sizeof(zk->acl_note), "the node", ZK_APP_NODE_HARM,
+                      node->world_perms);
     char why[1024];
-    if (conf_yaml_load_text(node->text, node->len, source, conf, why, sizeof(why)) != 0) {
+    if (zk_node_check(node, err, errlen) != 0) {
+        zk_node_deinit(node);
+        return -1;
+    }
+    if (zk_app_validate(&app->settings, node->text, node->len, source, conf, why,
+                        sizeof(why)) != 0) {
         zk_app_error(err, errlen, "version %d of the node does not validate: %s",
                  (int)node->version, why);
         zk_node_deinit(node);
@@ -247,7 +365,8 @@ int zk_app_load(struct app *app, bool test_only, char *err, size_t errlen)
     if (app->zk == NULL)
         return zk_app_fail(app, err, errlen, "out of memory");
     struct zk_app *zk = app->zk;
-    if (zk_url_parse(source, &zk->url, why, sizeof(why)) != 0)
+    if (zk_url_parse(source, &zk->url, why, sizeof(why)) != 0 ||
+        zk_app_access_init(&zk->za, &app->settings, why, sizeof(why)) != 0)
         return zk_app_fail(app, err, errlen, "%s", why);
     settings_zk_cache_file(&app->settings, zk->cache, sizeof(zk->cache));
     if (zk_app_node_load(app, &node, &app->conf, why, sizeof(why)) == 0) {
@@ -257,7 +376,7 @@ int zk_app_load(struct app *app, bool test_only, char *err, size_t errlen)
     if (test_only)
         return zk_app_fail(app, err, errlen, "configuration %s is invalid: %s", source, why);
     fprintf(stderr, "strata: %s; trying the cache file '%s'\n", why, zk->cache);
-    if (zk_app_cache_load(zk, source, &app->conf, cwhy, sizeof(cwhy)) != 0) {
+    if (zk_app_cache_load(zk, &app->settings, source, &app->conf, cwhy, sizeof(cwhy)) != 0) {
         char both[2600];
         zk_app_error(both, sizeof(both), "%s, and there is no usable cache file (%s)", why, cwhy);
         return zk_app_fail(app, err, errlen, "cannot start: no configuration from %s: %s",
@@ -318,7 +437,9 @@ static void zk_app_on_node(struct zk_node *node, void *arg)
         return;
     }
     log_notice("zookeeper: version %d of %s: applying", (int)node->version, source);
-    if (conf_yaml_load_text(node->text, node->len, source, &conf, err, sizeof(err)) != 0) {
+    if (zk_node_check(node, err, sizeof(err)) != 0 ||
+        zk_app_validate(&app->settings, node->text, node->len, source, &conf, err,
+                        sizeof(err)) != 0) {
         reload_rejected(app, source, err);
         return;
     }
@@ -336,6 +457,20 @@ static void zk_app_on_node(struct zk_node *node, void *arg)
     zk_app_register(app);
 }
 
+/* The registration nodes get the settings' ACL: say so when anyone
+ * could change or delete them. */
+static void zk_app_reg_acl_note(const struct app *app)
+{
+    char note[600];
+    if (!app->settings.zk_register)
+        return;
+    zk_app_world_note(note, sizeof(note), "the registration of this proxy (zk_acl)",
+                      "delete it or make clients send traffic elsewhere",
+                      zk_acl_world_perms(&app->zk->za.acl));
+    if (note[0] != '\0')
+        log_warn("zookeeper: %s", note);
+}
+
 int zk_app_start(struct app *app)
 {
     struct zk_app *zk = app->zk;
@@ -348,8 +483,12 @@ int zk_app_start(struct app *app)
         log_notice("%s", zk->note);
     if (zk->cache_note[0] != '\0')
         log_warn("zookeeper: %s", zk->cache_note);
-    zk->src = zk_source_create(app->base, &zk->url, app->settings.zk_session_timeout_ms,
-                               zk_app_on_node, app, err, sizeof(err));
+    if (zk->acl_note[0] != '\0')
+        log_warn("zookeeper: %s", zk->acl_note);
+    zk_app_reg_acl_note(app);
+    zk->src = zk_source_create(app->base, &zk->url, &zk->za.access,
+                               app->settings.zk_session_timeout_ms, zk_app_on_node, app,
+                               err, sizeof(err));
     if (zk->src == NULL) {
         log_error("zookeeper: %s", err);
         return -1;
@@ -368,6 +507,7 @@ void zk_app_stop(struct app *app)
         log_notice("zookeeper: session closed");
     }
     zk_url_deinit(&zk->url);
+    zk_app_access_deinit(&zk->za);
     free(zk->text);
     free(zk);
     app->zk = NULL;
@@ -375,14 +515,65 @@ void zk_app_stop(struct app *app)
 
 /* ---- publish ------------------------------------------------------------- */
 
+/* The file to publish, validated as the proxies will validate the node
+ * (-t, plus the unix-socket rule with this -C's unix_socket_dir).
+ * Returns 0 with *text, or -1 (said on stderr). */
+static int zk_app_publish_text(const struct settings *s, const char *file, char **text,
+                               size_t *len)
+{
+    struct conf *conf;
+    char err[1200];
+    if (conf_yaml_load(file, &conf, err, sizeof(err)) != 0) {
+        fprintf(stderr, "strata: configuration file '%s' syntax is invalid\n%s\n"
+                "strata: nothing published\n", file, err);
+        return -1;
+    }
+    int rc = zk_app_unix_check(conf, s, file, err, sizeof(err));
+    conf_destroy(&conf);
+    if (rc != 0) {
+        fprintf(stderr, "strata: %s\nstrata: nothing published\n", err);
+        return -1;
+    }
+    if (zk_app_read_file(file, text, len, err, sizeof(err)) != 0) {
+        fprintf(stderr, "strata: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Publishes `text`; a node left writable by anyone is said loudly. */
+static int zk_app_publish_run(const struct settings *s, const struct zk_url *url,
+                              const char *file, const char *text, size_t len, long expect)
+{
+    struct zk_app_access za;
+    struct zk_node done;
+    char err[1200], note[600];
+    if (zk_app_access_init(&za, s, err, sizeof(err)) != 0) {
+        fprintf(stderr, "strata: not published: %s\n", err);
+        return 1;
+    }
+    int rc = 1;
+    if (zk_publish(url, &za.access, text, len, (int32_t)expect, s->zk_session_timeout_ms,
+                   &done, err, sizeof(err)) != 0) {
+        fprintf(stderr, "strata: not published: %s\n", err);
+    } else {
+        printf("strata: published '%s' to %s: version %d\n", file, s->conf_file,
+               (int)done.version);
+        zk_app_world_note(note, sizeof(note), "the node", ZK_APP_NODE_HARM, done.world_perms);
+        if (note[0] != '\0')
+            fprintf(stderr, "strata: WARN: %s\n", note);
+        rc = 0;
+    }
+    zk_app_access_deinit(&za);
+    return rc;
+}
+
 int zk_app_publish(const struct settings *s, const char *file, long expect)
 {
     struct zk_url url;
-    struct conf *conf;
     char err[1200];
     char *text;
     size_t len;
-    int32_t version;
     if (!zk_url_is(s->conf_file)) {
         fprintf(stderr, "strata: --publish needs -c zk://HOST:PORT/PATH: the node to publish "
                 "to\n");
@@ -398,25 +589,10 @@ int zk_app_publish(const struct settings *s, const char *file, long expect)
         return 1;
     }
     int rc = 1;
-    if (conf_yaml_load(file, &conf, err, sizeof(err)) != 0) {
-        fprintf(stderr, "strata: configuration file '%s' syntax is invalid\n%s\n"
-                "strata: nothing published\n", file, err);
-        goto out;
+    if (zk_app_publish_text(s, file, &text, &len) == 0) {
+        rc = zk_app_publish_run(s, &url, file, text, len, expect);
+        free(text);
     }
-    conf_destroy(&conf);
-    if (zk_app_read_file(file, &text, &len, err, sizeof(err)) != 0) {
-        fprintf(stderr, "strata: %s\n", err);
-        goto out;
-    }
-    if (zk_publish(&url, text, len, (int32_t)expect, s->zk_session_timeout_ms, &version,
-                   err, sizeof(err)) != 0) {
-        fprintf(stderr, "strata: not published: %s\n", err);
-    } else {
-        printf("strata: published '%s' to %s: version %d\n", file, s->conf_file, (int)version);
-        rc = 0;
-    }
-    free(text);
-out:
     zk_url_deinit(&url);
     return rc;
 }

@@ -23,6 +23,9 @@
 /* A new client's first window: its reply size is guessed as
  * client_max_pending / CLIENT_START_WINDOW until replies tell better. */
 #define CLIENT_START_WINDOW 16
+/* Wrong Redis AUTH passwords one connection may send: the last is
+ * answered, then the connection is closed (docs/security.md). */
+#define CLIENT_AUTH_MAX_FAILURES 3
 
 struct conf;
 struct worker_pool;

@@ -138,13 +138,22 @@ struct settings {
     size_t   client_max_pending; /* reply bytes queued before reads pause */
     uint32_t async_queue_limit;  /* per worker and destination */
     size_t   max_reply_size;     /* largest reply one retrieval may gather */
+    /* Redis pools: Redis's own limits, not memcached's (values of 512 MB) */
+    uint32_t redis_max_value_size;   /* one bulk of a request */
+    size_t   redis_max_request_size; /* one whole request */
+    size_t   redis_max_reply_size;   /* one whole reply (a split MGET's too) */
     size_t   max_memory;         /* buffered bytes of the process; 0: default */
     int      client_request_timeout_ms; /* a partial request may idle; 0: none */
     uint32_t max_clients;        /* client connections of the process; 0: default */
+    uint32_t reload_max_server_loss; /* percent of a tier's servers one reload
+                                    may remove (conf_guard); 100: any */
     /* -c zk://HOST:PORT/PATH (the configuration center) */
     char    *zk_cache_file;      /* last good pool file; NULL: per stats port */
     int      zk_session_timeout_ms; /* ZooKeeper session; also the start-up wait */
     bool     zk_register;        /* register this proxy under PATH/proxies */
+    char    *zk_auth_file;       /* digest USER:PASSWORD for ZooKeeper; NULL: none */
+    char    *zk_acl;             /* ACL of the nodes Strata creates; NULL: default */
+    char    *unix_socket_dir;    /* where a unix listen from ZooKeeper may be; NULL: nowhere */
     bool     fence_replies;      /* memcached servers: "mn" after each request */
 };
 
@@ -159,8 +168,13 @@ struct settings {
 #define SETTINGS_DEFAULT_CLIENT_PENDING (4 * 1024 * 1024)
 #define SETTINGS_DEFAULT_ASYNC_QUEUE    10000
 #define SETTINGS_DEFAULT_MAX_REPLY      (64 * 1024 * 1024)
+/* Redis's proto-max-bulk-len and client-query-buffer-limit */
+#define SETTINGS_DEFAULT_REDIS_MAX_VALUE   (512 * 1024 * 1024)
+#define SETTINGS_DEFAULT_REDIS_MAX_REQUEST (1024 * 1024 * 1024)
+#define SETTINGS_DEFAULT_REDIS_MAX_REPLY   (1024 * 1024 * 1024)
 #define SETTINGS_DEFAULT_MAX_MEMORY     0   /* a quarter of physical memory */
 #define SETTINGS_DEFAULT_REQUEST_TIMEOUT 30000   /* ms */
+#define SETTINGS_DEFAULT_RELOAD_MAX_SERVER_LOSS 49   /* percent: half refused */
 #define SETTINGS_DEFAULT_ZK_SESSION_TIMEOUT 10000 /* ms */
 /* Without zk_cache_file the cache is DIR/zk-<stats port>.yml: one file
  * per proxy on a host (two proxies cannot share a stats port), found at

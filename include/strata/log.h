@@ -21,6 +21,9 @@ void log_level_down(void);
 void log_level_set(int level);
 bool log_loggable(int level);
 
+/* The descriptor lines go to (the crash handler writes there itself). */
+int log_fd_current(void);
+
 void log_write(int level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

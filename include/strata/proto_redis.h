@@ -98,6 +98,9 @@ struct redis_req {
      * many reads is scanned once */
     size_t              scan_off;    /* bytes of the input already parsed */
     uint32_t            scan_nargs;  /* announced argument count, 0: none yet */
+    size_t              want;        /* on REDIS_AGAIN: the fewest bytes the
+                                        whole request can take, as its heads
+                                        so far announce (0: not known yet) */
 };
 
 void redis_req_init(struct redis_req *req);

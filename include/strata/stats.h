@@ -44,7 +44,8 @@ struct evbuffer;
     ACTION(reply_too_large,   "# retrievals failed: reply over max_reply_size") \
     ACTION(out_of_memory,     "# requests refused: buffered bytes over max_memory") \
     ACTION(request_timeout,   "# clients closed: a partial request idle over client_request_timeout") \
-    ACTION(clients_refused,   "# connections closed at once: max_clients reached")
+    ACTION(clients_refused,   "# connections closed at once: max_clients reached") \
+    ACTION(auth_failures,     "# Redis AUTH attempts refused: wrong password")
 
 #define STATS_LIMIT_ENUM(name, desc) STATS_LIMIT_##name,
 enum stats_limit_field { STATS_LIMIT_LIST(STATS_LIMIT_ENUM) STATS_LIMIT_NFIELDS };

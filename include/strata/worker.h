@@ -12,6 +12,7 @@
 #include "strata/backend.h"
 #include "strata/conf.h"
 #include "strata/conn.h"
+#include "strata/listener.h"
 #include "strata/msg.h"
 #include "strata/policy.h"
 #include "strata/proto_mc.h"
@@ -74,13 +75,12 @@ struct worker_pool {
     const struct conf_pool *conf;
     struct config_gen      *gen;              /* conf's, or NULL (no reload) */
     struct pool_shared     *shared;
-    struct evconnlistener  *listener;
-    struct event           *accept_resume_ev; /* re-enables a paused listener */
-    uint32_t                accept_pause_ms;  /* current backoff, 0: none */
-    int64_t                 accept_warned_ms; /* last "accept failed" line */
-    uint64_t                accept_failures;  /* since that line */
+    struct listener         listener;         /* backs off on EMFILE */
     int64_t                 refuse_warned_ms; /* last "refusing clients" line */
     uint64_t                refused;          /* clients refused since that line */
+    int64_t                 auth_warned_ms;   /* last "failed AUTH" line */
+    int64_t                 oom_warned_ms;    /* last "request refused" line */
+    uint64_t                auth_failed;      /* failed AUTHs since that line */
     struct policy_pool     *policy;
     struct stats_pool      *stats;
     uint32_t                nclients;         /* its clients on this worker */

@@ -63,7 +63,8 @@ class RespConn(harness.SocketPlumbing):
         self.timeout = timeout
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
+        self.buf = bytearray()   # appended in place: a large reply is not
+                                 # copied once per read
 
     def _fill(self, deadline):
         remaining = deadline - time.monotonic()
@@ -77,9 +78,9 @@ class RespConn(harness.SocketPlumbing):
             raise Timeout("no complete reply in time; have %r"
                           % self.buf[:300])
         except ConnectionResetError:
-            raise Closed(self.buf)
+            raise Closed(bytes(self.buf))
         if not data:
-            raise Closed(self.buf)
+            raise Closed(bytes(self.buf))
         self.buf += data
 
     def _frame(self, pos):
@@ -116,7 +117,8 @@ class RespConn(harness.SocketPlumbing):
         for _ in range(1000000):
             end = self._frame(0) if self.buf else None
             if end is not None:
-                r, self.buf = self.buf[:end], self.buf[end:]
+                r = bytes(self.buf[:end])
+                del self.buf[:end]
                 return r
             self._fill(deadline)
         raise Timeout("reply never completed")
@@ -138,13 +140,13 @@ class RespConn(harness.SocketPlumbing):
         try:
             self.send(data)
         except (BrokenPipeError, ConnectionResetError):
-            return self.buf + b"<closed>"
+            return bytes(self.buf) + b"<closed>"
         try:
             return self.reply(timeout)
         except Closed as e:
             return e.pending + b"<closed>"
         except Timeout:
-            return self.buf + b"<timeout>"
+            return bytes(self.buf) + b"<timeout>"
 
     def read_available(self, wait=0.3):
         """(bytes that arrive within `wait` s, closed?)."""
@@ -158,7 +160,7 @@ class RespConn(harness.SocketPlumbing):
             except Closed:
                 closed = True
                 break
-        data, self.buf = self.buf, b""
+        data, self.buf = bytes(self.buf), bytearray()
         return data, closed
 
     def closed_within(self, timeout=2.0):

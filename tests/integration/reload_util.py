@@ -192,7 +192,8 @@ def reload_rejected(proxy, text, line, timeout=RELOAD_WAIT, what="reload",
                     expect_text=None):
     """Writes `text` (invalid) as the pool file, SIGUSR1; asserts that
     reload_failures goes up by one, config_generation and reloads stay,
-    and the log names the file and `line` (and `expect_text`, if given,
+    and the log names the file and `line` (None: the file alone; and
+    `expect_text`, if given,
     e.g. the message `strata -t` printed).  proxy.pools is unchanged (the
     running configuration).  Returns the log written since the signal."""
     doc, off, (gen0, rel0, fail0) = _signal_and_wait(
@@ -209,8 +210,8 @@ def reload_rejected(proxy, text, line, timeout=RELOAD_WAIT, what="reload",
         % (what, fail0, fail0 + 1, timeout, doc.get("reload_failures")))
     assert doc.get("reloads") == rel0, "%s: reloads moved on a rejected file" \
         % what
-    want = "%s:%d" % (proxy.confpath, line)
-    need = [want] + ([expect_text] if expect_text else [])
+    need = [proxy.confpath if line is None else "%s:%d" % (proxy.confpath, line)]
+    need += [expect_text] if expect_text else []
     wait_until(lambda: all(n in log_since(proxy, off) for n in need),
                2.0 * TIME_SCALE, 0.02)
     log = log_since(proxy, off)

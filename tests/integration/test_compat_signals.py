@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from compat_util import (DeadPort, distinct_ports, have_nutcracker,
+from compat_util import (DeadPort, distinct_ports, have_nutcracker, nutcracker_bin,
                          read_pid_file, start_proxy, strata_bin, wait_exit)
-from harness import (FakeBackend, HOST, pid_alive, port_accepts,
+from harness import (FakeBackend, HOST, Proxy, pid_alive, port_accepts,
                      pool_yaml, run_cli, stop_pid, wait_until, xchg, MCClient)
 
 
@@ -64,6 +64,41 @@ def test_sighup_reopens_log_file(kind, workdir, memcached_factory):
         assert p.alive()
         with p.client() as c:
             xchg(c, "set k 0 0 1\r\nv\r\n", b"STORED\r\n")
+    finally:
+        p.stop()
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_every_signal_is_logged_and_segv_dies_with_a_backtrace(
+        kind, workdir, memcached_factory):
+    """twemproxy's own tests/test_redis test_signal: after SIGHUP twice,
+    SIGTTIN, SIGTTOU and SIGSEGV the log names each signal. A SIGSEGV is
+    logged with a backtrace (Strata) and the process still dies of it
+    (no core: RLIMIT_CORE 0 for the test)."""
+    servers = memcached_factory(1)
+    ports = distinct_ports(2)
+    p = Proxy(kind, strata_bin() if kind == "strata" else nutcracker_bin(), workdir,
+              {"alpha": {"listen": "%s:%d" % (HOST, ports[1]),
+                         "servers": ["%s:%d:1" % (HOST, servers[0].port)]}},
+              stats_port=ports[0], name="sig-" + kind)
+    plain_argv = p.argv
+    p.argv = lambda: ["prlimit", "--core=0", "--"] + plain_argv()
+    p.start()
+    try:
+        for sig in (signal.SIGHUP, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            name = signal.Signals(sig).name
+            seen = read(p.logpath).count(name)
+            os.kill(p.pid, sig)
+            assert wait_until(lambda: read(p.logpath).count(name) > seen, 5.0), \
+                "%s not logged:\n%s" % (name, read(p.logpath))
+        os.kill(p.pid, signal.SIGSEGV)
+        assert wait_exit(p.proc, 10.0) == -signal.SIGSEGV
+        log = read(p.logpath)
+        assert "SIGSEGV" in log, log
+        if kind == "strata":
+            assert "signal 11 (SIGSEGV) received: pid %d is dying of it; backtrace:" \
+                % p.pid in log, log
+            assert "end of backtrace" in log
     finally:
         p.stop()
 

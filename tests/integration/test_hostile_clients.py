@@ -218,6 +218,23 @@ def log_lines(proxy):
         return 0
 
 
+def fdlimit_proxy(workdir, server, ports, workers, name):
+    """A started proxy under RLIMIT_NOFILE 64 (soft and hard, so it cannot
+    raise it): stats on ports[0], pool alpha on ports[1]."""
+    pools = {"alpha": simple_pool([server], listen="%s:%d" % (HOST, ports[1]))}
+    # max_clients (default: the fd limit less what backends need) would
+    # refuse clients before the fds run out: raised, so accept hits EMFILE
+    cfg = os.path.join(workdir, "%s.cfg" % name)
+    with open(cfg, "w") as f:
+        f.write("max_clients = 1000;\n")
+    proxy = Proxy("strata", strata_bin(), workdir, pools, stats_port=ports[0],
+                  extra_args=["--workers", str(workers), "-C", cfg], name=name)
+    plain_argv = proxy.argv
+    proxy.argv = lambda: ["prlimit", "--nofile=64:64", "--"] + plain_argv()
+    proxy.start()
+    return proxy
+
+
 @pytest.mark.strata_only
 def test_fd_exhaustion_does_not_spin(memcached_factory, workdir):
     """Under RLIMIT_NOFILE 64 (soft and hard, so the proxy cannot raise
@@ -225,17 +242,7 @@ def test_fd_exhaustion_does_not_spin(memcached_factory, workdir):
     log does not flood, and once the clients leave new ones are served."""
     server, = memcached_factory(1)
     ports = distinct_ports(2)
-    pools = {"alpha": simple_pool([server], listen="%s:%d" % (HOST, ports[1]))}
-    # max_clients (default: the fd limit less what backends need) would
-    # refuse clients before the fds run out: raised, so accept hits EMFILE
-    cfg = os.path.join(workdir, "fdlimit.cfg")
-    with open(cfg, "w") as f:
-        f.write("max_clients = 1000;\n")
-    proxy = Proxy("strata", strata_bin(), workdir, pools, stats_port=ports[0],
-                  extra_args=["--workers", "2", "-C", cfg], name="fdlimit")
-    plain_argv = proxy.argv
-    proxy.argv = lambda: ["prlimit", "--nofile=64:64", "--"] + plain_argv()
-    proxy.start()
+    proxy = fdlimit_proxy(workdir, server, ports, workers=2, name="fdlimit")
     try:
         fd_exhaustion_run(proxy, ports[1])
     finally:
@@ -269,6 +276,49 @@ def fd_exhaustion_run(proxy, port):
     assert wait_until(served, 5 * TIME_SCALE, 0.2)
     with MCClient(port) as c:
         xchg(c, b"get fd\r\n", b"VALUE fd 0 2\r\nok\r\nEND\r\n")
+
+
+@pytest.mark.strata_only
+def test_fd_exhaustion_stats_port_does_not_spin(memcached_factory, workdir):
+    """Out of descriptors with a stats connection waiting in the stats
+    port's backlog: the stats listener backs off as the pool listeners do
+    (it spun at a full core before), says so in the log, and answers the
+    waiting connection once descriptors are free again."""
+    server, = memcached_factory(1)
+    ports = distinct_ports(2)
+    proxy = fdlimit_proxy(workdir, server, ports, workers=1, name="fdstats")
+    socks, waiting = [], None
+    try:
+        for _ in range(80):
+            socks.append(socket.create_connection((HOST, ports[1]), timeout=3))
+        # the descriptors are gone once the pool's listener says so; only
+        # then may the stats connection come (else main may still accept it)
+        assert wait_until(lambda: "pool alpha: worker 0: accept failed" in proxy.read_log(),
+                          10 * TIME_SCALE, 0.05), "the pool's descriptors never ran out"
+        waiting = socket.create_connection((HOST, ports[0]), timeout=3)
+        assert wait_until(lambda: "stats port: accept failed" in proxy.read_log(),
+                          10 * TIME_SCALE, 0.05), "no backoff warning for the stats port"
+        cpu0 = cpu_seconds(proxy.pid)
+        time.sleep(2.0)             # the window CPU is measured over
+        cpu = cpu_seconds(proxy.pid) - cpu0
+        assert cpu < 0.3 * 2.0 * TIME_SCALE, "proxy used %.2f s of CPU in 2 s" % cpu
+        for s in socks:
+            s.close()
+        socks = []
+        waiting.settimeout(10 * TIME_SCALE)
+        doc = b""
+        while True:
+            chunk = waiting.recv(65536)
+            if not chunk:
+                break
+            doc += chunk
+        assert b'"alpha"' in doc, doc[:200]
+    finally:
+        for s in socks:
+            s.close()
+        if waiting is not None:
+            waiting.close()
+        proxy.stop()
 
 
 # ------------------------------------------------ SIGTERM under steady load --

@@ -97,6 +97,8 @@ def test_master_server_down_reads_come_from_slave(tiers):
     doc = read_stats(t.proxy.stats_port)[t.POOL]
     assert doc["tier:master"]["read_errors"] >= 10
     assert doc["tier:slave"]["hits"] >= 10
+    # forward_error counts what clients saw: none of these failed
+    assert doc["forward_error"] == 0
 
 
 def test_master_server_down_gets_and_writes_fail_promptly(tiers):
@@ -157,6 +159,7 @@ def test_master_and_slave_down_is_a_server_error(tiers):
         put(t.l1s, by[0][1], "in-l1")
         timed_xchg(c, ("get %s\r\n" % by[0][1]).encode(),
                    value_reply(by[0][1], "in-l1"), PROMPT)
+    assert read_stats(t.proxy.stats_port)[t.POOL]["forward_error"] == 1
 
 
 # ---------------------------------------------------------------- slave ----
@@ -180,6 +183,11 @@ def test_slave_down_reads_and_writes_still_correct(tiers):
         timed_xchg(c, b"gets sd-missing\r\n", b"END\r\n", PROMPT)
     assert eventually(lambda: read_stats(t.proxy.stats_port)[t.POOL][
         "tier:slave"]["async_failed"] >= 10)
+    # the misses went on to the dead slave: its read_errors, not the
+    # clients' (every client got its answer)
+    doc = read_stats(t.proxy.stats_port)[t.POOL]
+    assert doc["tier:slave"]["read_errors"] >= 1
+    assert doc["forward_error"] == 0
 
 
 def test_async_delete_is_retried_four_times(tiers):

@@ -189,6 +189,48 @@ def test_killed_backend_under_pipelined_load(fragile):
     assert ok >= 40 * 5 and errs >= 30 * 5 - 5
 
 
+# ------------------------------------------------------ large values ----
+
+def test_mget_of_large_binary_values(proxy, shards):
+    """twemproxy's own tests/test_redis test_mget_binary_value: five 16 MB
+    binary values set with one MSET and read back with one MGET (80 MB
+    each way). Redis pools take Redis's limits (512 MB a bulk), not
+    memcached's 1 MB."""
+    import random
+    rnd = random.Random(14)
+    vals = [bytes(rnd.getrandbits(8) for _ in range(4096)) * 4096 for _ in range(5)]
+    keys = ["bin:%d" % i for i in range(5)]
+    with proxy_conn(proxy, timeout=60) as c:
+        assert c.call("MSET", *[x for kv in zip(keys, vals) for x in kv],
+                      timeout=60) == b"+OK\r\n"
+        assert parse(c.call("MGET", *keys, timeout=60)) == vals
+    placed = where(shards.servers, keys)
+    assert len({v[0] for v in placed.values()}) >= 2   # the MSET was split
+
+
+@pytest.mark.strata_only
+def test_large_request_refused_when_max_memory_has_no_room(shards, workdir):
+    """A request is counted against max_memory as soon as its lengths are
+    announced: one that cannot fit is answered and its connection closed
+    before its bytes arrive; one that fits is served."""
+    from policy_util import write_settings
+    cfg = write_settings(workdir, "max_memory = 67108864;\n", name="mem64.cfg")
+    p = start_redis_proxy("strata", workdir, {"r": redis_pool(shards.servers, hash="md5")},
+                          extra_args=["-C", cfg], name="strata-mem64")
+    try:
+        with proxy_conn(p, timeout=10) as c:
+            head = b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$%d\r\n" % (100 << 20)
+            got = c.outcome(head + b"x" * 1000)
+            assert got == b"-ERR request too large for the proxy's max_memory\r\n", got
+            assert c.outcome(b"") == b"<closed>"
+        with proxy_conn(p, timeout=30) as c:            # 8 MB fits
+            assert c.call("SET", "fits", b"y" * (8 << 20), timeout=30) == b"+OK\r\n"
+            assert c.call("STRLEN", "fits") == b":%d\r\n" % (8 << 20)
+        assert "a request of" in p.read_log()
+    finally:
+        p.stop()
+
+
 # -------------------------------------------------------------- auth ----
 
 @pytest.fixture(scope="module")
@@ -238,6 +280,37 @@ def test_redis_auth_required_first(auth_proxy, auth_shards):
     # QUIT needs no AUTH: it closes at once, with no reply, as nutcracker
     with proxy_conn(p, "auth") as c:
         assert c.outcome(encode("QUIT")) == b"<closed>"
+
+
+@pytest.mark.strata_only
+@pytest.mark.parametrize("auth_proxy", ["strata"], indirect=True)
+def test_redis_auth_brute_force_is_closed_and_logged(auth_proxy):
+    """Wrong passwords: each is answered, the third closes the connection
+    (what was pipelined behind it is not run), every one is counted, and
+    the log gets at most about one line a second with the count, not one
+    per attempt."""
+    p = auth_proxy
+    wrong = encode("AUTH", "nope")
+
+    def until_closed(data):
+        with proxy_conn(p, "auth") as c:
+            got = c.outcome(data)
+            while not got.endswith((b"<closed>", b"<timeout>")):
+                got += c.outcome(b"")
+        return got
+    assert until_closed(wrong * 3 + encode("AUTH", "sekret") + encode("PING")) \
+        == b"-ERR invalid password\r\n" * 3 + b"<closed>"
+    lines0 = p.read_log().count("failed AUTH attempt")
+    for _ in range(100):             # 300 more guesses on 100 connections
+        assert until_closed(wrong * 3).endswith(b"<closed>")
+    log = p.read_log()
+    assert "failed AUTH attempt(s) since the last report, the latest from 127.0.0.1:" in log
+    grown = log.count("failed AUTH attempt") - lines0
+    assert 1 <= grown <= 40, "%d log lines for 300 failed AUTHs" % grown
+    # the right password still works on a new connection
+    with proxy_conn(p, "auth") as c:
+        assert c.call("AUTH", "sekret") == b"+OK\r\n"
+        assert c.call("PING") == b"+PONG\r\n"
 
 
 @pytest.mark.parametrize("auth_proxy", PROXY_KINDS, indirect=True)

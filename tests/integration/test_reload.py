@@ -703,6 +703,33 @@ def test_check_and_reload_same_validation(memcached_factory, proxy_factory):
     assert doc["config_generation"] == 2
 
 
+# ------------------------------------------------------- shrink guard ----
+
+def test_half_written_file_is_refused_unless_allowed(memcached_factory,
+                                                     proxy_factory, workdir):
+    """A pool file cut short while being written is often still valid
+    YAML with fewer servers: a reload that would remove half a tier's
+    servers is refused (the running configuration stays, the log says
+    why), until reload_max_server_loss in -C allows it."""
+    from policy_util import write_settings
+    m0, m1 = memcached_factory(2)
+    cfg = write_settings(workdir, "log_level = 5;\n", name="guard.cfg")
+    la, = listens(1)
+    pools = {"alpha": mc_pool([(m0, "mc0"), (m1, "mc1")], la)}
+    p = start(proxy_factory, pools, extra_args=["-C", cfg])
+    whole = pool_yaml(pools)
+    # the file as a writer left it: cut at the second server's line
+    cut = whole[:whole.rindex("\n", 0, whole.index("mc1")) + 1]
+    assert cut.count("127.0.0.1:") == 2       # listen and the first server
+    reload_rejected(p, cut, None, what="truncated file",
+                    expect_text="pool alpha: tier master would go from 2 servers "
+                                "to 1 (50% fewer; reload_max_server_loss is 49)")
+    use_pool(p, "alpha", "still-two")
+    write_settings(workdir, "reload_max_server_loss = 50;\n", name="guard.cfg")
+    one = {"alpha": mc_pool([(m0, "mc0")], la)}
+    reload(p, one, what="the same shrink, allowed")
+
+
 # ------------------------------------------------------- live settings ----
 
 def test_live_settings_follow_the_settings_file(memcached_factory,

@@ -8,6 +8,8 @@ children), so that the tests need no Python package beyond the standard
 library.  Every socket read has a deadline.
 """
 
+import base64
+import hashlib
 import os
 import shutil
 import socket
@@ -141,9 +143,18 @@ class ZooKeeperServer:
 # --------------------------------------------------------------- client ----
 
 OP_CREATE, OP_DELETE, OP_EXISTS, OP_GET, OP_SET, OP_CHILDREN = 1, 2, 3, 4, 5, 8
+OP_GET_ACL, OP_AUTH, AUTH_XID = 6, 100, -4
 OP_CLOSE = -11
-ZNONODE, ZNODEEXISTS, ZBADVERSION = -101, -110, -103
+ZNONODE, ZNODEEXISTS, ZBADVERSION, ZNOAUTH = -101, -110, -103, -102
 EPHEMERAL = 1
+# (perms, scheme, id): ZooKeeper's permission bits, READ 1 .. ADMIN 16
+OPEN_ACL = [(31, "world", "anyone")]
+
+
+def digest_id(user, password):
+    """The id a digest ACL names for user:password (as zkCli's addauth)."""
+    sha = hashlib.sha1(("%s:%s" % (user, password)).encode()).digest()
+    return "%s:%s" % (user, base64.b64encode(sha).decode())
 
 
 class ZkError(Exception):
@@ -274,18 +285,45 @@ class ZkClient:
         (n,) = r.take(">i")
         return sorted(r.buffer().decode() for _ in range(max(n, 0)))
 
-    def create(self, path, data=b"", flags=0, parents=True):
+    def add_auth(self, user, password):
+        """Authenticates this session as the digest identity user."""
+        auth = ("%s:%s" % (user, password)).encode()
+        self._send(struct.pack(">ii", AUTH_XID, OP_AUTH) + struct.pack(">i", 0)
+                   + _string("digest") + _buffer(auth))
+        while True:
+            xid, _, err = _Reader(self._recv()).take(">iqi")
+            if xid == AUTH_XID:
+                break
+        if err != 0:
+            raise ZkError(err, "auth", user)
+
+    def create(self, path, data=b"", flags=0, parents=True, acl=None):
         if parents:
             parts = path.strip("/").split("/")
             for i in range(1, len(parts)):
                 try:
-                    self.create("/" + "/".join(parts[:i]), parents=False)
+                    self.create("/" + "/".join(parts[:i]), parents=False,
+                                acl=acl)
                 except ZkError as e:
                     if e.code != ZNODEEXISTS:
                         raise
-        acl = struct.pack(">ii", 1, 31) + _string("world") + _string("anyone")
-        body = _string(path) + _buffer(data) + acl + struct.pack(">i", flags)
+        entries = acl or OPEN_ACL
+        raw = struct.pack(">i", len(entries)) + b"".join(
+            struct.pack(">i", perms) + _string(scheme) + _string(ident)
+            for perms, scheme, ident in entries)
+        body = _string(path) + _buffer(data) + raw + struct.pack(">i", flags)
         self._call(OP_CREATE, body, "create", path)
+
+    def get_acl(self, path):
+        """[(perms, scheme, id)] of the node."""
+        r = self._call(OP_GET_ACL, _string(path), "get_acl", path)
+        (n,) = r.take(">i")
+        out = []
+        for _ in range(max(n, 0)):
+            (perms,) = r.take(">i")
+            scheme = r.buffer().decode()
+            out.append((perms, scheme, r.buffer().decode()))
+        return out
 
     def set(self, path, data, version=-1):
         body = _string(path) + _buffer(data) + struct.pack(">i", version)

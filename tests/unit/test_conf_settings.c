@@ -93,6 +93,9 @@ static void assert_defaults(const struct settings *s)
     assert_null(s->zk_cache_file);        /* derived from the stats port */
     assert_int_equal(s->zk_session_timeout_ms, 10000);
     assert_true(s->zk_register);
+    assert_null(s->zk_auth_file);
+    assert_null(s->zk_acl);
+    assert_null(s->unix_socket_dir);
     assert_false(s->fence_replies);
 }
 
@@ -135,6 +138,9 @@ static void test_every_key(void **state)
         "zk_cache_file = \"/var/cache/strata/pools.yml\";\n"
         "zk_session_timeout = 4000;\n"
         "zk_register = false;\n"
+        "zk_auth_file = \"/etc/strata/zk.auth\";\n"
+        "zk_acl = \"auth::cdrwa,world:anyone:r\";\n"
+        "unix_socket_dir = \"/run/strata\";\n"
         "fence_replies = true;\n");
     const struct settings *s = &fx->s;
     assert_int_equal(s->workers, 8);
@@ -159,6 +165,9 @@ static void test_every_key(void **state)
     assert_string_equal(s->zk_cache_file, "/var/cache/strata/pools.yml");
     assert_int_equal(s->zk_session_timeout_ms, 4000);
     assert_false(s->zk_register);
+    assert_string_equal(s->zk_auth_file, "/etc/strata/zk.auth");
+    assert_string_equal(s->zk_acl, "auth::cdrwa,world:anyone:r");
+    assert_string_equal(s->unix_socket_dir, "/run/strata");
     assert_true(s->fence_replies);
 }
 

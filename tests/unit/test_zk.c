@@ -1,5 +1,6 @@
-/* Unit tests for zk's parts that need no server: zk:// URLs, the
- * registration path and the registration JSON. */
+/* Unit tests for zk's parts that need no server: zk:// URLs, ACLs,
+ * credentials, the node size limit, the registration path and the
+ * registration JSON. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -9,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "strata/conf.h"
 #include "strata/zk.h"
@@ -140,6 +143,154 @@ static void test_reg_json_large(void **state)
     conf_destroy(&conf);
 }
 
+/* ---- ACLs ---- */
+
+static void test_acl_parse(void **state)
+{
+    (void)state;
+    struct zk_acl acl;
+    char err[256];
+    assert_int_equal(zk_acl_parse("digest:ops:x1Z/Ab+c=:cdrwa,world:anyone:r,auth::rw,"
+                                  "ip:10.0.0.0/8:r,ip:::1:r", &acl, err, sizeof(err)), 0);
+    assert_int_equal(acl.n, 5);
+    assert_string_equal(acl.entries[0].scheme, "digest");
+    assert_string_equal(acl.entries[0].id, "ops:x1Z/Ab+c=");
+    assert_int_equal(acl.entries[0].perms, ZK_PERM_ALL);
+    assert_string_equal(acl.entries[1].id, "anyone");
+    assert_int_equal(acl.entries[1].perms, ZK_PERM_READ);
+    assert_string_equal(acl.entries[2].scheme, "auth");
+    assert_string_equal(acl.entries[2].id, "");
+    assert_int_equal(acl.entries[2].perms, ZK_PERM_READ | ZK_PERM_WRITE);
+    assert_string_equal(acl.entries[4].id, "::1");
+    assert_int_equal(zk_acl_world_perms(&acl), ZK_PERM_READ);
+    assert_false(zk_perms_writable(zk_acl_world_perms(&acl)));
+    zk_acl_deinit(&acl);
+    assert_int_equal(acl.n, 0);
+}
+
+struct acl_bad {
+    const char *text;
+    const char *why;
+};
+
+static const struct acl_bad acl_bad[] = {
+    { "", "is not SCHEME:ID:PERMS" },
+    { "world:anyone", "is not SCHEME:ID:PERMS" },
+    { ":anyone:r", "is not SCHEME:ID:PERMS" },
+    { "world:anyone:", "gives no permission" },
+    { "world:anyone:rx", "not one of c, d, r, w, a" },
+    { "world:everyone:r", "only id is 'anyone'" },
+    { "digest:ops:r", "USER:BASE64" },
+    { "ip::r", "empty id" },
+    { "kerberos:x:r", "unknown scheme" },
+    { "world:anyone:r,,auth::r", "is not SCHEME:ID:PERMS" },
+    { "world:anyone:r,", "is not SCHEME:ID:PERMS" },
+};
+
+static void test_acl_bad(void **state)
+{
+    (void)state;
+    struct zk_acl acl;
+    char err[256];
+    for (size_t i = 0; i < sizeof(acl_bad) / sizeof(acl_bad[0]); i++) {
+        assert_int_equal(zk_acl_parse(acl_bad[i].text, &acl, err, sizeof(err)), -1);
+        if (strstr(err, acl_bad[i].why) == NULL)
+            fail_msg("'%s': '%s' lacks '%s'", acl_bad[i].text, err, acl_bad[i].why);
+        assert_int_equal(acl.n, 0);
+    }
+    char many[1024] = "";
+    for (int i = 0; i <= ZK_ACL_MAX; i++)
+        strcat(many, i > 0 ? ",world:anyone:r" : "world:anyone:r");
+    assert_int_equal(zk_acl_parse(many, &acl, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "at most"));
+}
+
+static void test_acl_world(void **state)
+{
+    (void)state;
+    struct zk_acl acl;
+    char err[256], text[8];
+    assert_int_equal(zk_acl_parse(ZK_ACL_OPEN, &acl, err, sizeof(err)), 0);
+    assert_int_equal(zk_acl_world_perms(&acl), ZK_PERM_ALL);
+    assert_true(zk_perms_writable(zk_acl_world_perms(&acl)));
+    zk_acl_deinit(&acl);
+    assert_int_equal(zk_acl_parse(ZK_ACL_CREATOR, &acl, err, sizeof(err)), 0);
+    assert_int_equal(zk_acl_world_perms(&acl), 0);
+    zk_acl_deinit(&acl);
+    /* ip 0.0.0.0/0 is everyone; admin alone can rewrite the ACL */
+    assert_int_equal(zk_acl_parse("ip:0.0.0.0/0:a,world:anyone:r", &acl, err, sizeof(err)), 0);
+    assert_int_equal(zk_acl_world_perms(&acl), ZK_PERM_ADMIN | ZK_PERM_READ);
+    assert_true(zk_perms_writable(zk_acl_world_perms(&acl)));
+    zk_acl_deinit(&acl);
+    zk_perms_text(ZK_PERM_ALL, text);
+    assert_string_equal(text, "cdrwa");
+    zk_perms_text(ZK_PERM_READ | ZK_PERM_ADMIN, text);
+    assert_string_equal(text, "ra");
+    zk_perms_text(0, text);
+    assert_string_equal(text, "");
+}
+
+/* ---- credentials ---- */
+
+static void test_auth_parse(void **state)
+{
+    (void)state;
+    char *auth, err[256];
+    assert_int_equal(zk_auth_parse("ops:s3cr:et\n", 12, &auth, err, sizeof(err)), 0);
+    assert_string_equal(auth, "ops:s3cr:et");
+    free(auth);
+    assert_int_equal(zk_auth_parse("ops:pw\r\n", 8, &auth, err, sizeof(err)), 0);
+    assert_string_equal(auth, "ops:pw");
+    free(auth);
+    static const char *bad[] = { "", "\n", "ops", ":pw", "ops:", "ops:pw\nmore\n",
+                                 "ops:p\tw" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(zk_auth_parse(bad[i], strlen(bad[i]), &auth, err, sizeof(err)), -1);
+        assert_null(auth);
+        assert_non_null(strstr(err, "USER:PASSWORD"));
+    }
+    char big[ZK_AUTH_MAX + 2];
+    memset(big, 'a', sizeof(big));
+    big[1] = ':';
+    assert_int_equal(zk_auth_parse(big, sizeof(big), &auth, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "longer than"));
+}
+
+static void test_auth_load(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/strata-test-zk-auth-XXXXXX", *auth, err[512];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "ops:secret\n", 11), 11);
+    close(fd);
+    assert_int_equal(chmod(path, 0600), 0);
+    assert_int_equal(zk_auth_load(path, &auth, err, sizeof(err)), 0);
+    assert_string_equal(auth, "ops:secret");
+    free(auth);
+    assert_int_equal(chmod(path, 0640), 0);
+    assert_int_equal(zk_auth_load(path, &auth, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "only its owner may read (mode 0640"));
+    assert_null(strstr(err, "secret"));
+    unlink(path);
+    assert_int_equal(zk_auth_load(path, &auth, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "cannot open"));
+}
+
+/* ---- the size limit ---- */
+
+static void test_node_check(void **state)
+{
+    (void)state;
+    char err[256];
+    struct zk_node node = { .text = NULL, .len = ZK_MAX_DATA, .version = 3 };
+    assert_int_equal(zk_node_check(&node, err, sizeof(err)), 0);
+    node.len = 1040000;
+    assert_int_equal(zk_node_check(&node, err, sizeof(err)), -1);
+    assert_string_equal(err, "version 3 of the node has 1040000 bytes; a pool file in "
+                        "ZooKeeper holds at most 1000000: refused");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -148,6 +299,12 @@ int main(void)
         cmocka_unit_test(test_reg_path),
         cmocka_unit_test(test_reg_json),
         cmocka_unit_test(test_reg_json_large),
+        cmocka_unit_test(test_acl_parse),
+        cmocka_unit_test(test_acl_bad),
+        cmocka_unit_test(test_acl_world),
+        cmocka_unit_test(test_auth_parse),
+        cmocka_unit_test(test_auth_load),
+        cmocka_unit_test(test_node_check),
     };
     return cmocka_run_group_tests_name("zk", tests, NULL, NULL);
 }
