@@ -22,7 +22,8 @@
 #   ROUNDS [3]          1..20
 #   TARGETS ["redis nutcracker strata"]
 #   MAX_SECONDS [120]   hard bound of one LRANGE (client timeout)
-#   MAX_REPLY [256MB]   Strata's max_reply_size (settings file)
+#   MAX_REPLY []        Strata's redis_max_reply_size (a settings file),
+#                       for N past its default (1 GB); unset: none
 #   STRATA [src/strata]  NUTCRACKER [nutcracker]  REDIS_SERVER [redis-server]
 #   KEEP_TMP [0]
 # Everything listens on 127.0.0.1 on ports the kernel hands out; every
@@ -44,7 +45,7 @@ ELEM=${ELEM:-1}
 ROUNDS=${ROUNDS:-3}
 TARGETS=${TARGETS:-"redis nutcracker strata"}
 MAX_SECONDS=${MAX_SECONDS:-120}
-MAX_REPLY=${MAX_REPLY:-268435456}
+MAX_REPLY=${MAX_REPLY:-}
 STRATA=${STRATA:-$top/src/strata}
 NUTCRACKER=${NUTCRACKER:-nutcracker}
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
@@ -58,7 +59,7 @@ num N "$N" 1 50000000
 num ELEM "$ELEM" 1 1000
 num ROUNDS "$ROUNDS" 1 20
 num MAX_SECONDS "$MAX_SECONDS" 1 3600
-num MAX_REPLY "$MAX_REPLY" 1024 1099511627776
+[ -z "$MAX_REPLY" ] || num MAX_REPLY "$MAX_REPLY" 1024 2147483647
 command -v "$REDIS_SERVER" >/dev/null || { echo "redis_large.sh: $REDIS_SERVER not found (Debian: redis-server)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "redis_large.sh: python3 is needed" >&2; exit 1; }
 
@@ -143,7 +144,11 @@ EOF
 }
 pool_file "$nc_a" "$nc_b" >"$tmp/nutcracker.yml"
 pool_file "$st_a" "$st_b" >"$tmp/strata.yml"
-echo "max_reply_size = $MAX_REPLY;" >"$tmp/strata.cfg"
+settings=()
+if [ -n "$MAX_REPLY" ]; then
+    echo "redis_max_reply_size = $MAX_REPLY;" >"$tmp/strata.cfg"
+    settings=(-C "$tmp/strata.cfg")
+fi
 
 declare -A tpid tport tprobe
 tpid[redis]=$big_pid; tport[redis]=$big_port; tprobe[redis]=0
@@ -159,7 +164,7 @@ for tg in $TARGETS; do
         else echo "redis_large.sh: nutcracker did not start; skipped" >&2; fi ;;
     strata)
         if [ ! -x "$STRATA" ]; then echo "redis_large.sh: $STRATA not found; strata skipped" >&2; continue; fi
-        "$STRATA" -c "$tmp/strata.yml" -C "$tmp/strata.cfg" -s "$st_stats" -a 127.0.0.1 \
+        "$STRATA" -c "$tmp/strata.yml" "${settings[@]}" -s "$st_stats" -a 127.0.0.1 \
             --workers 1 -o "$tmp/strata.log" </dev/null >"$tmp/strata.out" 2>&1 &
         p=$!; pids+=("$p")
         if wait_port "$st_a" "$p"; then tpid[strata]=$p; tport[strata]=$st_a; tprobe[strata]=$st_b
