@@ -614,6 +614,16 @@ static const char *conn_deliver_redis(struct backend_conn *c, struct redis_rsp *
     return NULL;
 }
 
+/* Whether the reply due on c is merged element by element (a split
+ * MGET's part): only then does the framer record its elements, so a
+ * reply of millions of elements (LRANGE) records none. */
+static bool redis_wants_elems(const struct backend_conn *c)
+{
+    const struct backend_req *head = TAILQ_FIRST(&c->inflight);
+    return head != NULL && head->redis_cmd != NULL &&
+           head->redis_cmd->merge == REDIS_MERGE_ARRAY;
+}
+
 /* Frames one unit (memcached) or one whole reply (Redis) from `in` and
  * delivers it. REDIS_AGAIN/MC_AGAIN: nothing yet; else NULL when
  * delivered, or why the connection must be reset. */
@@ -625,6 +635,7 @@ static const char *conn_frame_one(struct backend_conn *c, struct evbuffer *in,
     const char *bad;
     *again = false;
     if (s->redis) {
+        c->redis_rsp.want_elems = redis_wants_elems(c);
         enum redis_status st = redis_rsp_read(in, &c->redis_rsp, &s->redis_limits);
         if (st == REDIS_AGAIN) {
             *again = true;

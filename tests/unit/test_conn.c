@@ -1,8 +1,8 @@
 /* Unit tests for the connection layer (src/conn.c) over socketpairs and a
  * loopback listener: reads in large extents whatever the arrival pattern,
  * gathered writes with write interest armed only while the kernel refuses
- * bytes, the owner's on_flush just before each write, EOF mid-value,
- * backpressure, connects.
+ * bytes or a turn's share is written, the owner's on_flush just before
+ * each write, EOF mid-value, backpressure, connects.
  *
  * readv is wrapped (-Wl,--wrap=readv) to count the reads conn.c makes and
  * the space each offers the kernel. */
@@ -369,6 +369,60 @@ static void test_short_write_arms_and_disarms(void **state)
     free(v);
 }
 
+/* A peer that reads whatever comes, as fast as it comes, into a buffer. */
+struct sink {
+    int     fd;
+    char   *buf;
+    size_t  want;
+    size_t  have;
+};
+
+static void *sink_reader(void *arg)
+{
+    struct sink *k = arg;
+    int64_t deadline = util_now_ms() + 10000;
+    while (k->have < k->want && util_now_ms() < deadline) {
+        ssize_t r = recv(k->fd, k->buf + k->have, k->want - k->have, 0);
+        if (r <= 0)
+            break;
+        k->have += (size_t)r;
+    }
+    return NULL;
+}
+
+/* An output of 16 MB to a peer that reads as fast as it comes leaves over
+ * several turns, CONN_WRITE_MAX_TURN bytes at most in one, with write
+ * interest armed in between; all of it arrives, in order. The socket's
+ * send buffer is made big enough for all of it where the test may
+ * (SO_SNDBUFFORCE), so the kernel alone would take it in one turn. */
+static void test_big_output_over_turns(void **state)
+{
+    struct fixture *f = *state;
+    struct conn *c = f->owner.conn;
+    size_t len = 16u << 20;
+    char *v = pattern(len);
+    struct sink k = { .fd = f->peer, .buf = malloc(len), .want = len };
+    int big = 32 << 20;
+    pthread_t th;
+    assert_non_null(k.buf);
+    (void)setsockopt(conn_fd(c), SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big));
+    evbuffer_add(conn_output(c), v, len);
+    assert_int_equal(pthread_create(&th, NULL, sink_reader, &k), 0);
+    conn_send(c);
+    conn_loop_flush(&f->loop);
+    assert_true(conn_written(c) <= CONN_WRITE_MAX_TURN);
+    assert_true(evbuffer_get_length(conn_output(c)) > 0);
+    assert_true(conn_write_blocked(c));
+    assert_true(turn_until(f, output_empty));
+    pthread_join(th, NULL);
+    assert_int_equal(k.have, len);
+    assert_memory_equal(k.buf, v, len);
+    assert_int_equal(f->owner.drained, 1);
+    assert_false(conn_write_blocked(c));
+    free(k.buf);
+    free(v);
+}
+
 static bool saw_eof(struct fixture *f)
 {
     return conn_eof(f->owner.conn);
@@ -512,6 +566,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gathered_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_on_flush_appends_to_the_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_write_arms_and_disarms, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_big_output_over_turns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_peer_closes_mid_value, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_stops_and_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_max_stops_reading, setup, teardown),
