@@ -619,9 +619,10 @@ static const char *conn_deliver_redis(struct backend_conn *c, struct redis_rsp *
  * reply of millions of elements (LRANGE) records none. */
 static bool redis_wants_elems(const struct backend_conn *c)
 {
-    const struct backend_req *head = TAILQ_FIRST(&c->inflight);
-    return head != NULL && head->redis_cmd != NULL &&
-           head->redis_cmd->merge == REDIS_MERGE_ARRAY;
+    /* the cursor, not the head: on a fenced connection the head's reply
+     * may be whole already, held until its fence */
+    const struct backend_req *r = c->cursor;
+    return r != NULL && r->redis_cmd != NULL && r->redis_cmd->merge == REDIS_MERGE_ARRAY;
 }
 
 /* Frames one unit (memcached) or one whole reply (Redis) from `in` and
