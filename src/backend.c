@@ -159,6 +159,7 @@ int backend_server_init(struct backend_server *s, const struct conf_server *conf
     s->pool_stats = pool_stats;
     s->stats = stats;
     s->eject_epoch = eject_epoch;
+    snprintf(s->label, sizeof(s->label), "server %s", conf->text);   /* until a tier names it */
     if (util_resolve(&conf->addr, &s->addr, &s->addrlen, err, errlen) != 0)
         return -1;
     s->nconns = tier->server_connections > 0 ? tier->server_connections : 1;
@@ -241,6 +242,13 @@ struct backend_server *backend_server_new(const struct conf_server *conf,
     return s;
 }
 
+void backend_server_set_label(struct backend_server *s, const char *pool, const char *tier)
+{
+    const char *name = s->conf->name;
+    snprintf(s->label, sizeof(s->label), "pool %s tier %s server %s%s%s", pool, tier,
+             s->conf->text, name != NULL ? " " : "", name != NULL ? name : "");
+}
+
 void backend_server_retain(struct backend_server *s)
 {
     s->refs++;
@@ -319,8 +327,8 @@ static void server_failed(struct backend_server *s)
     gettimeofday(&tv, NULL);
     stats_set(&s->stats->f[STATS_server_ejected_at],
               (int64_t)tv.tv_sec * 1000000 + tv.tv_usec);
-    log_warn("server %s ejected for %lld ms after repeated failures",
-             s->conf->text, (long long)s->tier->server_retry_timeout_ms);
+    log_warn("%s ejected for %lld ms after repeated failures", s->label,
+             (long long)s->tier->server_retry_timeout_ms);
 }
 
 static void server_succeeded(struct backend_server *s)
@@ -328,7 +336,7 @@ static void server_succeeded(struct backend_server *s)
     s->failures = 0;
     if (s->ejected_until_ms != 0) {
         s->ejected_until_ms = 0;
-        log_notice("server %s is back", s->conf->text);
+        log_notice("%s is back", s->label);
     }
 }
 
@@ -395,10 +403,27 @@ static void conn_reset(struct backend_conn *c, const char *reason)
     }
 }
 
+/* A failed connection (timeout, close, error, invalid reply) that had
+ * requests or a socket: one WARN a second per server at most, naming
+ * pool, tier and server, with how many failed since the last line; every
+ * one at INFO (-v 6). */
+static void conn_fail_log(struct backend_server *s, const char *reason)
+{
+    int64_t now = util_now_ms();
+    log_info("%s: %s", s->label, reason);
+    s->fail_unlogged++;
+    if (now - s->fail_warned_ms < 1000)
+        return;
+    log_warn("%s: %s (%llu failure(s) since the last report)", s->label, reason,
+             (unsigned long long)s->fail_unlogged);
+    s->fail_warned_ms = now;
+    s->fail_unlogged = 0;
+}
+
 static void conn_fail(struct backend_conn *c, const char *reason)
 {
     if (c->ninflight > 0 || c->conn != NULL)
-        log_info("server %s: %s", c->server->conf->text, reason);
+        conn_fail_log(c->server, reason);
     server_failed(c->server);
     conn_reset(c, reason);
 }
@@ -479,8 +504,8 @@ static const char *probe_deliver(struct backend_conn *c, struct backend_req *pro
     if (rsp->type != MC_RSP_MN && rsp->type != MC_RSP_ERROR)
         return BACKEND_ERR_INVALID;
     if (rsp->type == MC_RSP_ERROR && !s->mn_unsupported_logged) {
-        log_info("server %s does not support meta no-op (mn): replies matched "
-                 "by position only", s->conf->text);
+        log_info("%s does not support meta no-op (mn): replies matched "
+                 "by position only", s->label);
         s->mn_unsupported_logged = true;
     }
     probe_answered(c, probe, rsp->type == MC_RSP_MN ? s->limits->fence_replies
@@ -573,8 +598,8 @@ static const char *fence_deliver_redis(struct backend_conn *c, struct backend_re
     if (rsp->type != REDIS_RSP_ERROR || (f->seq != 0 && c->fence != MC_FENCE_OFF))
         return BACKEND_ERR_STEP;
     if (c->fence != MC_FENCE_OFF && !s->mn_unsupported_logged) {
-        log_info("server %s refuses the fence ECHO: replies matched by position "
-                 "only on its connections that are refused", s->conf->text);
+        log_info("%s refuses the fence ECHO: replies matched by position "
+                 "only on its connections that are refused", s->label);
         s->mn_unsupported_logged = true;
     }
     c->fence = MC_FENCE_OFF;

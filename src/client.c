@@ -479,14 +479,46 @@ static void client_execute_redis(struct client *c, struct msg *msg)
     }
 }
 
+/* " 'keys'": the command name of a framed request, quoted, printable
+ * characters only and cut short; "" when there is none (bad RESP). */
+static void client_redis_name(const struct redis_req *req, char *buf, size_t len)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    if (req->nargs == 0 || req->buf == NULL || len < 8)
+        return;
+    const struct redis_token *t = &req->args[0];
+    n = (size_t)snprintf(buf, len, " '");
+    for (uint32_t i = 0; i < t->len && n + 3 < len; i++) {
+        char ch = req->buf[t->off + i];
+        buf[n++] = ch >= 0x20 && ch < 0x7f ? ch : '?';
+    }
+    buf[n++] = '\'';
+    buf[n] = '\0';
+}
+
 /* A request that cannot run (unsupported, a wrong argument count, bad
  * RESP): as nutcracker, the connection is closed without a reply to it,
- * after the replies to the requests before it; the reason is logged. */
+ * after the replies to the requests before it. Logged at WARN with the
+ * command and the peer, at most once a second per worker and pool, with
+ * the count ("unsupported command 'keys' from 127.0.0.1:5000"). */
 static void client_reject_redis(struct client *c, struct msg *msg, const char *err)
 {
+    struct worker_pool *wp = c->wp;
+    char name[40], peer[96];
+    int64_t now = util_now_ms();
     c->quitting = true;
-    stats_pool_add(c->wp->stats, client_err, 1);
-    log_info("client: %s, closing the connection", err != NULL ? err : "bad request");
+    stats_pool_add(wp->stats, client_err, 1);
+    wp->rejected++;
+    if (now - wp->reject_warned_ms >= 1000) {
+        client_redis_name(&msg->redis, name, sizeof(name));
+        client_peer(c, peer, sizeof(peer));
+        log_warn("pool %s: %s%s from %s, connection closed (%llu such request(s) since the "
+                 "last report)", wp->conf->name, err != NULL ? err : "bad request", name, peer,
+                 (unsigned long long)wp->rejected);
+        wp->reject_warned_ms = now;
+        wp->rejected = 0;
+    }
     client_msg_done(msg);
 }
 

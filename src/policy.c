@@ -61,6 +61,7 @@ static int tier_init(struct policy_tier *t, const struct conf_tier *conf,
                 return -1;
         }
         s->claimed = true;
+        backend_server_set_label(s, pool->name, name);
         t->servers[i] = s;
         if (pool->redis)   /* (again for an adopted one: the new conf's strings) */
             backend_server_set_redis(s, pool->redis_auth, pool->redis_db, limits->redis);

@@ -103,6 +103,11 @@ struct backend_server {
     const char               *redis_auth;        /* NULL: no AUTH */
     int                       redis_db;          /* 0: no SELECT */
     struct redis_limits       redis_limits;
+    /* "pool P tier T server HOST:PORT:W [NAME]": what every log line about
+     * this server names (backend_server_set_label) */
+    char                      label[224];
+    int64_t                   fail_warned_ms;    /* last failure line */
+    uint64_t                  fail_unlogged;     /* failures since then */
 };
 
 int backend_server_init(struct backend_server *s, const struct conf_server *conf,
@@ -124,6 +129,9 @@ struct backend_server *backend_server_new(const struct conf_server *conf,
                                           struct stats_pool *pool_stats,
                                           struct stats_server *stats,
                                           uint32_t *eject_epoch, char *err, size_t errlen);
+/* Names the server in log lines by its pool and tier (set again when a
+ * reload adopts it into a new configuration). */
+void backend_server_set_label(struct backend_server *s, const char *pool, const char *tier);
 void backend_server_retain(struct backend_server *s);
 void backend_server_release(struct backend_server *s);
 /* Whether s can serve `conf` in `tier` without new connections: the same

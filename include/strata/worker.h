@@ -80,6 +80,8 @@ struct worker_pool {
     uint64_t                refused;          /* clients refused since that line */
     int64_t                 auth_warned_ms;   /* last "failed AUTH" line */
     int64_t                 oom_warned_ms;    /* last "request refused" line */
+    int64_t                 reject_warned_ms; /* last "unsupported command" line */
+    uint64_t                rejected;         /* such requests since that line */
     uint64_t                auth_failed;      /* failed AUTHs since that line */
     struct policy_pool     *policy;
     struct stats_pool      *stats;

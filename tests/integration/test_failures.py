@@ -277,6 +277,32 @@ def test_backend_that_never_answers(memcached_factory, proxy_factory,
     assert proxy.alive()
 
 
+@pytest.mark.strata_only
+def test_backend_failures_logged_with_pool_tier_and_server(proxy_factory):
+    """Every backend failure line names the pool, the tier and the server;
+    at the default level a failing server writes one WARN a second at
+    most, with the count (each failure is an INFO line, -v 6)."""
+    from compat_util import DeadPort
+    with DeadPort() as hole:
+        pool = simple_pool([(HOST, hole.port)])
+        pool["auto_eject_hosts"] = False
+        proxy = proxy_factory({"alpha": pool}, extra_args=["--workers", "1"])
+        t0 = time.monotonic()
+        with proxy.client() as c:
+            for i in range(50):
+                r, _ = c.timed(b"get k%d\r\n" % i, timeout=BOUND + 2)
+                assert is_server_error(r), r
+        took = time.monotonic() - t0
+    lines = [l for l in proxy.read_log().splitlines()
+             if "server %s:%d:1" % (HOST, hole.port) in l and " WARN " in l]
+    assert lines, proxy.read_log()
+    import re
+    assert re.search(r"pool alpha tier master server %s:%d:1( \S+)?: backend connect "
+                     r"failed" % (re.escape(HOST), hole.port), lines[0]), lines[0]
+    assert "failure(s) since the last report" in lines[0]
+    assert len(lines) <= took + 2, (took, lines)
+
+
 # ------------------------------------------------------------ garbage ----
 
 GARBAGE = {

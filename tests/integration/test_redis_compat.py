@@ -300,6 +300,19 @@ def test_unsupported_or_bad_arity_closes(proxy, case):
     assert outcome(proxy, CLOSES[case]) == CLOSED
 
 
+def test_refused_command_is_logged_with_its_name_and_peer(proxy):
+    """As nutcracker's "parsed unsupported command 'keys'", at the default
+    level; Strata adds the peer and writes one line a second at most."""
+    if proxy.kind != "strata":
+        pytest.skip("nutcracker's line is its own")
+    for _ in range(30):
+        assert outcome(proxy, CLOSES["keys"], wait=5.0) == CLOSED
+    lines = [l for l in proxy.read_log().splitlines() if "unsupported command 'KEYS'" in l]
+    assert lines and " WARN " in lines[0], proxy.read_log()[-2000:]
+    assert "from 127.0.0.1:" in lines[0] and "connection closed" in lines[0]
+    assert len(lines) < 30
+
+
 # Malformed RESP: nutcracker closes, sending nothing.
 MALFORMED = {
     "inline-ping": b"PING\r\n",
