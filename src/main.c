@@ -23,6 +23,7 @@
 #include "strata/conf.h"
 #include "strata/crash.h"
 #include "strata/log.h"
+#include "strata/notify.h"
 #include "strata/privs.h"
 #include "strata/reload.h"
 #include "strata/stats.h"
@@ -378,6 +379,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         break;
     default:
         log_notice("signal %d (%s): stopping", (int)sig, name);
+        notify_stopping();
         event_base_loopbreak(app->base);
         break;
     }
@@ -720,6 +722,7 @@ static int serve(struct app *app)
                PACKAGE_VERSION, (long)getpid(), app->nworkers, app->conf->npools);
     if (zk_app_start(app) != 0)
         goto out;
+    reload_ready(app);   /* listeners bound, workers running */
     event_base_dispatch(app->base);
     rc = 0;
 out:
