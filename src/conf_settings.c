@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libconfig.h>
 
@@ -248,7 +249,7 @@ static int settings_copy(struct settings *dst, const struct settings *src)
 void settings_init(struct settings *s)
 {
     memset(s, 0, sizeof(*s));
-    s->conf_file = strdup(SETTINGS_DEFAULT_CONF_FILE);
+    s->conf_file = NULL;         /* settings_conf_file_default() picks it */
     s->workers = 0;
     s->daemonize = false;
     s->log_level = SETTINGS_DEFAULT_LOG_LEVEL;
@@ -270,6 +271,21 @@ void settings_init(struct settings *s)
     s->zk_cache_file = NULL;     /* settings_zk_cache_file() derives it */
     s->zk_session_timeout_ms = SETTINGS_DEFAULT_ZK_SESSION_TIMEOUT;
     s->zk_register = true;
+}
+
+void settings_conf_file_default(struct settings *s)
+{
+    static const char *const candidates[] = SETTINGS_DEFAULT_CONF_FILES;
+    if (s->conf_file != NULL)
+        return;
+    const char *pick = candidates[0];
+    for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
+        if (access(candidates[i], F_OK) == 0) {
+            pick = candidates[i];
+            break;
+        }
+    }
+    s->conf_file = strdup(pick);
 }
 
 void settings_zk_cache_file(const struct settings *s, char *buf, size_t len)

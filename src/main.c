@@ -79,6 +79,7 @@ static const struct option long_options[] = {
 
 static void usage(FILE *out)
 {
+    static const char *const conf_files[] = SETTINGS_DEFAULT_CONF_FILES;
     fprintf(out,
         "Usage: strata [-?hVdDt] [-v verbosity level] [-o output file]\n"
         "              [-c conf file] [-s stats port] [-a stats addr]\n"
@@ -92,7 +93,8 @@ static void usage(FILE *out)
         "  -D, --describe-stats   : print stats description and exit\n"
         "  -v, --verbose=N        : set logging level (default: %d, min: 0, max: %d)\n"
         "  -o, --output=S         : set logging file (default: stderr)\n"
-        "  -c, --conf-file=S      : set configuration file (default: %s)\n"
+        "  -c, --conf-file=S      : set configuration file (default: the first of\n"
+        "                           %s, %s, %s that exists)\n"
         "  -s, --stats-port=N     : set stats monitoring port (default: %d)\n"
         "  -a, --stats-addr=S     : set stats monitoring ip (default: %s)\n"
         "  -i, --stats-interval=N : accepted as nutcracker's (default: %d msec); stats are\n"
@@ -109,7 +111,7 @@ static void usage(FILE *out)
         "      --zk-auth-file=S   : ZooKeeper digest credentials: file S holds USER:PASSWORD\n"
         "      --zk-acl=S         : ACL of the nodes strata creates in ZooKeeper, e.g.\n"
         "                           auth::cdrwa,world:anyone:r (default: see strata(8))\n",
-        SETTINGS_DEFAULT_LOG_LEVEL, LOG_LEVEL_MAX, SETTINGS_DEFAULT_CONF_FILE,
+        SETTINGS_DEFAULT_LOG_LEVEL, LOG_LEVEL_MAX, conf_files[0], conf_files[1], conf_files[2],
         SETTINGS_DEFAULT_STATS_PORT, SETTINGS_DEFAULT_STATS_ADDR,
         SETTINGS_DEFAULT_STATS_INTERVAL, SETTINGS_DEFAULT_MBUF_SIZE);
 }
@@ -600,6 +602,7 @@ static int load_settings(const struct cli *cli, struct settings *s)
         return -1;
     }
     cli_apply(cli, s);
+    settings_conf_file_default(s);
     return 0;
 }
 
