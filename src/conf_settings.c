@@ -273,13 +273,19 @@ void settings_init(struct settings *s)
     s->zk_register = true;
 }
 
-void settings_conf_file_default(struct settings *s)
+void settings_conf_file_default(struct settings *s, bool as_nutcracker)
 {
-    static const char *const candidates[] = SETTINGS_DEFAULT_CONF_FILES;
+    const char *candidates[] = SETTINGS_DEFAULT_CONF_FILES;
+    size_t n = sizeof(candidates) / sizeof(candidates[0]);
     if (s->conf_file != NULL)
         return;
+    if (as_nutcracker) {     /* Debian's nutcracker's file first */
+        const char *own = candidates[0];
+        candidates[0] = candidates[1];
+        candidates[1] = own;
+    }
     const char *pick = candidates[0];
-    for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
+    for (size_t i = 0; i < n; i++) {
         if (access(candidates[i], F_OK) == 0) {
             pick = candidates[i];
             break;

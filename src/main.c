@@ -49,6 +49,7 @@ struct cli {
     const char *zk_auth_file;     /* --zk-auth-file FILE */
     const char *zk_acl;           /* --zk-acl ACL */
     long        publish_version;  /* --publish-version N; -1: any */
+    bool        as_nutcracker;    /* runs as "nutcracker": its default -c first */
 };
 
 
@@ -94,7 +95,8 @@ static void usage(FILE *out)
         "  -v, --verbose=N        : set logging level (default: %d, min: 0, max: %d)\n"
         "  -o, --output=S         : set logging file (default: stderr)\n"
         "  -c, --conf-file=S      : set configuration file (default: the first of\n"
-        "                           %s, %s, %s that exists)\n"
+        "                           %s, %s, %s that exists;\n"
+        "                           run as nutcracker, the second first)\n"
         "  -s, --stats-port=N     : set stats monitoring port (default: %d)\n"
         "  -a, --stats-addr=S     : set stats monitoring ip (default: %s)\n"
         "  -i, --stats-interval=N : accepted as nutcracker's (default: %d msec); stats are\n"
@@ -164,6 +166,8 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
     cli->log_level = cli->stats_port = cli->stats_interval = -1;
     cli->mbuf_size = cli->workers = -1;
     cli->publish_version = -1;
+    const char *name = strrchr(argv[0], '/');
+    cli->as_nutcracker = strcmp(name != NULL ? name + 1 : argv[0], "nutcracker") == 0;
     int opt;
     while ((opt = getopt_long(argc, argv, "hVtdDv:o:c:s:a:i:p:m:C:u:", long_options, NULL)) != -1) {
         switch (opt) {
@@ -602,7 +606,7 @@ static int load_settings(const struct cli *cli, struct settings *s)
         return -1;
     }
     cli_apply(cli, s);
-    settings_conf_file_default(s);
+    settings_conf_file_default(s, cli->as_nutcracker);
     return 0;
 }
 

@@ -67,6 +67,18 @@ done
 /usr/sbin/strata -t -C /etc/strata/strata.cfg || fail "the installed configuration does not pass -t"
 (cd / && /usr/sbin/strata -t 2>&1 | grep -q "'/etc/strata/pools.yml' syntax is ok") ||
     fail "strata -t without -c does not read /etc/strata/pools.yml"
+# in place of /usr/sbin/nutcracker (run as "nutcracker", no -c), as
+# Debian's nutcracker.service runs it: nutcracker's pool file first
+made_nc=0
+if [ ! -e /etc/nutcracker/nutcracker.yml ]; then
+    mkdir -p /etc/nutcracker && cp /etc/strata/pools.yml /etc/nutcracker/nutcracker.yml && made_nc=1
+fi
+nc_dir=$(mktemp -d) && ln -s /usr/sbin/strata "$nc_dir/nutcracker"
+nc_out=$(cd / && "$nc_dir/nutcracker" -t 2>&1) || true
+rm -rf "$nc_dir"
+[ "$made_nc" = 1 ] && rm -f /etc/nutcracker/nutcracker.yml
+printf '%s\n' "$nc_out" | grep -q "'/etc/nutcracker/nutcracker.yml' syntax is ok" ||
+    fail "run as nutcracker without -c: $nc_out"
 if command -v systemd-analyze >/dev/null; then
     systemd-analyze verify /lib/systemd/system/strata.service ||
         fail "systemd-analyze verify of the installed unit"

@@ -159,9 +159,8 @@ struct settings {
 
 /* No -c and no pool_file: the pool file is the first of these that exists
  * (settings_conf_file_default): the installed daemon's, Debian's
- * nutcracker's (so that strata can stand in for /usr/sbin/nutcracker
- * under nutcracker.service), and twemproxy's own default, relative to the
- * working directory (a source tree); else the first. */
+ * nutcracker's, and twemproxy's own default, relative to the working
+ * directory (a source tree); else the first. */
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
 #endif
@@ -194,8 +193,11 @@ struct settings {
  * pool_file or settings_conf_file_default sets it. */
 void settings_init(struct settings *s);
 /* When no pool file was given (conf_file NULL), sets conf_file to the
- * first of SETTINGS_DEFAULT_CONF_FILES that exists, else to the first. */
-void settings_conf_file_default(struct settings *s);
+ * first of SETTINGS_DEFAULT_CONF_FILES that exists, else to the first;
+ * `as_nutcracker` (the binary runs under the name nutcracker, as in place
+ * of /usr/sbin/nutcracker under Debian's nutcracker.service) tries
+ * Debian's nutcracker's file first. */
+void settings_conf_file_default(struct settings *s, bool as_nutcracker);
 void settings_deinit(struct settings *s);
 /* Overrides fields with the keys present in the libconfig file at `path`.
  * Unknown keys and bad values are errors: -1, "FILE:LINE: message". */

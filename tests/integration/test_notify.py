@@ -78,8 +78,8 @@ def write_pools(path, pools):
 def notified(workdir):
     binary = default_strata_bin()
     if not built_with_systemd(binary):
-        pytest.skip("%s built without libsystemd (configure found no "
-                    "libsystemd-dev): sd_notify does nothing" % binary)
+        pytest.skip("%s built without libsystemd (configure --without-systemd, "
+                    "or no libsystemd-dev): sd_notify does nothing" % binary)
     note = Notifications(os.path.join(workdir, "notify.sock"))
     procs = []
 

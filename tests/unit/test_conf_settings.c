@@ -275,9 +275,16 @@ static void test_conf_file_default(void **state)
     for (int i = 1; i >= 0; i--)
         if (access(candidates[i], F_OK) == 0)
             want = candidates[i];
-    settings_conf_file_default(&fx->s);
-    assert_int_equal(chdir(cwd), 0);
+    settings_conf_file_default(&fx->s, false);
     assert_string_equal(fx->s.conf_file, want);
+    /* as nutcracker: Debian's nutcracker's file before Strata's */
+    free(fx->s.conf_file);
+    fx->s.conf_file = NULL;
+    if (access(candidates[1], F_OK) == 0)
+        want = candidates[1];
+    settings_conf_file_default(&fx->s, true);
+    assert_string_equal(fx->s.conf_file, want);
+    assert_int_equal(chdir(cwd), 0);
     unlink(fx->path);
     rmdir(sub);
 }
@@ -287,7 +294,7 @@ static void test_conf_file_given(void **state)
 {
     struct fx *fx = *state;
     fx_load(fx, "pool_file = \"/nonexistent/pools.yml\";\n");
-    settings_conf_file_default(&fx->s);
+    settings_conf_file_default(&fx->s, true);
     assert_string_equal(fx->s.conf_file, "/nonexistent/pools.yml");
 }
 
