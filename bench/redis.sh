@@ -28,6 +28,8 @@
 #   LOAD_CPUS [0]  SUT_CPUS [1]
 #   STRATA [src/strata]  NUTCRACKER [nutcracker]  REDIS_SERVER [redis-server]
 #   REDIS_BENCHMARK [redis-benchmark]  KEEP_TMP [0]
+#   STRATA_SETTINGS [""]  lines of a settings file (-C) for Strata, e.g.
+#                       'redis_fence_replies = false;' (none: no -C)
 # Everything listens on 127.0.0.1 on ports the kernel hands out; every
 # process this script starts is stopped by its PID on exit.
 set -euo pipefail
@@ -164,7 +166,13 @@ for tg in $TARGETS; do
         else echo "redis.sh: nutcracker did not start; skipped" >&2; fi ;;
     strata)
         if [ ! -x "$STRATA" ]; then echo "redis.sh: $STRATA not found; strata skipped" >&2; continue; fi
-        "$STRATA" -c "$tmp/strata.yml" -s "$st_stats" -a 127.0.0.1 \
+        st_cfg=()
+        if [ -n "${STRATA_SETTINGS:-}" ]; then
+            printf '%s\n' "$STRATA_SETTINGS" >"$tmp/strata.cfg"
+            st_cfg=(-C "$tmp/strata.cfg")
+            echo "strata settings: $(tr '\n' ' ' <"$tmp/strata.cfg")"
+        fi
+        "$STRATA" "${st_cfg[@]}" -c "$tmp/strata.yml" -s "$st_stats" -a 127.0.0.1 \
             -o "$tmp/strata.log" </dev/null >"$tmp/strata.out" 2>&1 &
         p=$!; pids+=("$p")
         if wait_port "$st_port" "$p"; then tpid[strata]=$p; tport[strata]=$st_port

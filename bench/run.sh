@@ -87,7 +87,9 @@
 #   KEEP_TMP [0]        1: keep the temp dir (logs, pool file, raw output)
 #
 # Strata gets a settings file (-C) with max_value_size = 2097152 so that
-# v1m's 1 MB values pass (nutcracker has no value size limit).
+# v1m's 1 MB values pass (nutcracker has no value size limit), and then
+# the lines of STRATA_SETTINGS [""] (e.g. 'fence_replies = "batch";').
+# The table above each run's results names them.
 # Everything listens on 127.0.0.1 only, on ports the kernel hands out.
 # Every process this script starts is stopped by its PID on exit, and
 # every load is bounded in count and time (mcload's own deadlines, plus
@@ -311,6 +313,11 @@ pool "$s2_port" >"$tmp/strata-w2.yml"
 # Strata's settings: values up to 2 MB (the default max_value_size is
 # 1048576, exactly v1m's value size; leave room)
 echo "max_value_size = 2097152;" >"$tmp/strata.cfg"
+STRATA_SETTINGS=${STRATA_SETTINGS:-}
+if [ -n "$STRATA_SETTINGS" ]; then
+    printf '%s\n' "$STRATA_SETTINGS" >>"$tmp/strata.cfg"
+    echo "strata settings: $(tr '\n' ' ' <"$tmp/strata.cfg")"
+fi
 
 # only the proxies that are measured are started
 wanted() { case " $TARGETS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }

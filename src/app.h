@@ -27,6 +27,7 @@ struct app {
     struct event_base   *base;
     struct listener      stats_listener; /* the JSON stats port */
     bool                 pid_written;
+    int                  ready_fd;       /* -d: told once the daemon serves; -1 */
     /* reload (reload.c) */
     struct config_gen   *gen;            /* conf's generation */
     struct config_gen  **old_gens;       /* replaced, freed once unused */

@@ -1,21 +1,32 @@
-/* backend: pipelined connections to one memcached server (see backend.h
- * for the picture).
+/* backend: pipelined connections to one memcached or Redis server (see
+ * backend.h for the picture).
  *
- * Fences (memcached >= 1.6): a new connection to a memcached server first
- * sends the meta no-op "mn" alone and holds the requests queued behind it
- * (their bytes wait in `held`) until it is answered:
+ * Fences (backend_fence.h): a fence record goes into the pipeline after
+ * each written batch (the requests one write carries: conn.h on_flush),
+ * or after every request, and its answer must come back in its place.
+ * Replies are matched at the `cursor`, the first record whose reply is
+ * not whole; the finished replies before it are held (`replies`) until
+ * the fence's answer releases them, in order:
  *
- *   probe "mn" ──► MN     fenced: "mn" follows every request's bytes, and a
- *                         request is done when its reply is whole AND the
- *                         MN behind it has come (its last unit waits in
- *                         `done` until then)
+ *   inflight:  req ─ req ─ FENCE ─ req ─ FENCE
+ *              held  held  cursor
+ *
+ * A memcached connection first sends the meta no-op "mn" alone and holds
+ * the requests queued behind it (their bytes wait in `held`) until it is
+ * answered:
+ *
+ *   probe "mn" ──► MN     fenced (fence_replies: per batch or per request)
  *             ──► ERROR  not fenced: replies matched by position only
  *             ──► else   invalid: every request fails, the connection resets
  *
- * So on a fenced connection a unit the server should not have sent (an
- * extra END, a second reply) lands where an MN was due, or an MN lands
- * where a reply was due: both reset the connection, and no request gets
- * another request's reply or a false miss. */
+ * A Redis connection is fenced from the start when redis_fence_replies is
+ * on: the fence is "ECHO <token>:<seq>".
+ *
+ * So on a fenced connection a reply the server should not have sent (an
+ * extra END, a second reply, an unsolicited one) lands where a fence's
+ * answer is due, and a skipped reply makes a fence's answer land where a
+ * reply is due: both reset the connection before any reply of that batch
+ * is delivered, and no request gets another request's reply. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -29,6 +40,7 @@
 #include <event2/event.h>
 
 #include "strata/backend.h"
+#include "strata/backend_fence.h"
 #include "strata/conn.h"
 #include "strata/log.h"
 #include "strata/util.h"
@@ -52,11 +64,9 @@ struct backend_req {
     uint32_t                 redis_nkeys;
     bool                     probe;   /* the connection's "mn" probe: no
                                          callback, not counted */
+    bool                     fence;   /* a fence: no callback, not counted */
+    uint64_t                 seq;     /* a Redis fence: its number */
 };
-
-/* The meta no-op: the fence after each request, and the probe. */
-#define BACKEND_FENCE     "mn\r\n"
-#define BACKEND_FENCE_LEN (sizeof(BACKEND_FENCE) - 1)
 
 struct backend_conn {
     struct backend_server  *server;
@@ -76,15 +86,19 @@ struct backend_conn {
     char                    reset_reason[96];
     struct mc_rsp           rsp;       /* reply unit being framed */
     struct redis_rsp        redis_rsp; /* Redis: reply being framed */
-    /* Fences (see the top of this file); all false on a Redis server. */
+    /* Fences (see the top of this file). */
     bool                    probing;   /* the probe is out: requests wait */
-    bool                    fenced;    /* "mn" follows every request */
-    bool                    head_replied; /* the head's reply is whole, its
-                                          MN is due; its last unit in done */
+    enum mc_fence           fence;     /* this connection's fences */
+    uint32_t                batch_open; /* requests written since the last
+                                          fence (BATCH) */
+    struct backend_req     *cursor;    /* first record whose reply is not
+                                          whole; NULL: none */
+    struct backend_held     replies;   /* the whole replies of the records
+                                          before cursor, until their fence */
+    uint64_t                fence_seq; /* fences written */
+    char                    token[BACKEND_FENCE_TOKEN_LEN + 1]; /* Redis */
     struct evbuffer        *held;      /* bytes of requests queued while
                                           probing, in order */
-    struct mc_rsp           done;      /* the head's last unit (END, STORED,
-                                          ...) until its MN */
 };
 
 static void conn_reset(struct backend_conn *c, const char *reason);
@@ -154,7 +168,7 @@ int backend_server_init(struct backend_server *s, const struct conf_server *conf
         c->server = s;
         TAILQ_INIT(&c->inflight);
         mc_rsp_init(&c->rsp);
-        mc_rsp_init(&c->done);
+        backend_held_init(&c->replies);
         redis_rsp_init(&c->redis_rsp);
         c->held = evbuffer_new();
         c->timer = evtimer_new(bw->loop->base, on_timer, c);
@@ -178,9 +192,10 @@ static void conn_close(struct backend_conn *c)
     mc_rsp_reset(&c->rsp);
     redis_rsp_reset(&c->redis_rsp);
     c->probing = false;
-    c->fenced = false;
-    c->head_replied = false;
-    mc_rsp_reset(&c->done);
+    c->fence = MC_FENCE_OFF;
+    c->batch_open = 0;
+    c->cursor = NULL;
+    backend_held_reset(&c->replies);
     if (c->held != NULL)
         evbuffer_drain(c->held, evbuffer_get_length(c->held));
 }
@@ -200,7 +215,7 @@ void backend_server_deinit(struct backend_server *s)
         if (c->held != NULL)
             evbuffer_free(c->held);
         mc_rsp_deinit(&c->rsp);
-        mc_rsp_deinit(&c->done);
+        backend_held_deinit(&c->replies);
         redis_rsp_deinit(&c->redis_rsp);
     }
     free(s->conns);
@@ -370,7 +385,9 @@ static void conn_reset(struct backend_conn *c, const char *reason)
     struct backend_req *r;
     while ((r = TAILQ_FIRST(&failed)) != NULL) {
         TAILQ_REMOVE(&failed, r, link);
-        if (r->redis_cb != NULL)
+        if (r->fence)
+            ;   /* nobody waits for a fence */
+        else if (r->redis_cb != NULL)
             r->redis_cb(r->arg, NULL, reason);
         else
             r->cb(r->arg, BACKEND_FAIL, NULL, reason);
@@ -406,15 +423,35 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 #define BACKEND_ERR_INVALID "backend sent an invalid response"
 #define BACKEND_ERR_KEY     "backend returned a key it was not asked for"
+#define BACKEND_ERR_STEP    "backend sent an out-of-step reply"
+#define BACKEND_ERR_MEMORY  "backend reply not kept: out of memory"
+
+/* r leaves the pipeline: the cursor and the first unsent record move
+ * past it. */
+static void conn_unlink(struct backend_conn *c, struct backend_req *r)
+{
+    if (c->unsent == r)   /* answered before all its bytes were taken */
+        c->unsent = TAILQ_NEXT(r, link);
+    if (c->cursor == r)
+        c->cursor = TAILQ_NEXT(r, link);
+    TAILQ_REMOVE(&c->inflight, r, link);
+}
+
+/* r joins the tail of the pipeline (its reply is next to match when
+ * nothing before it waits). */
+static void conn_append(struct backend_conn *c, struct backend_req *r)
+{
+    TAILQ_INSERT_TAIL(&c->inflight, r, link);
+    if (c->cursor == NULL)
+        c->cursor = r;
+}
 
 /* The head request is answered: off the pipeline, counted, called back
  * with rsp (memcached) or redis_rsp (Redis). */
 static void conn_complete(struct backend_conn *c, struct backend_req *head,
                           struct mc_rsp *rsp, struct redis_rsp *redis_rsp)
 {
-    if (c->unsent == head)   /* answered before all its bytes were taken */
-        c->unsent = TAILQ_NEXT(head, link);
-    TAILQ_REMOVE(&c->inflight, head, link);
+    conn_unlink(c, head);
     c->ninflight--;
     c->inflight_bytes -= head->bytes;
     stats_server_add(c->server->stats, out_queue, -1);
@@ -430,7 +467,7 @@ static void conn_complete(struct backend_conn *c, struct backend_req *head,
 }
 
 static void probe_answered(struct backend_conn *c, struct backend_req *probe,
-                           bool fenced);
+                           enum mc_fence fence);
 
 /* The answer to the probe at the head: MN turns fences on, ERROR (a
  * server that does not know "mn") leaves them off; anything else is no
@@ -446,62 +483,146 @@ static const char *probe_deliver(struct backend_conn *c, struct backend_req *pro
                  "by position only", s->conf->text);
         s->mn_unsupported_logged = true;
     }
-    probe_answered(c, probe, rsp->type == MC_RSP_MN);
+    probe_answered(c, probe, rsp->type == MC_RSP_MN ? s->limits->fence_replies
+                                                    : MC_FENCE_OFF);
     return NULL;
 }
 
-/* An MN on a fenced connection: it must follow the head's whole reply,
- * which is then done. */
-static const char *fence_deliver(struct backend_conn *c, struct backend_req *head)
+/* The fence at the cursor is answered: every request before it is
+ * completed with its held reply, in order, and the fence leaves the
+ * pipeline. Stops early if a callback reset the connection. */
+static void fence_answered(struct backend_conn *c)
 {
-    if (!c->head_replied)
+    struct backend_req *f = c->cursor;
+    uint32_t generation = c->generation;
+    c->cursor = TAILQ_NEXT(f, link);   /* requests sent from callbacks */
+    struct backend_req *r;
+    for (uint32_t i = 0; (r = TAILQ_FIRST(&c->inflight)) != f; i++) {
+        if (c->replies.redis != NULL)
+            conn_complete(c, r, NULL, &c->replies.redis[i]);
+        else
+            conn_complete(c, r, &c->replies.mc[i], NULL);
+        if (c->generation != generation)
+            return;
+    }
+    backend_held_reset(&c->replies);
+    conn_unlink(c, f);
+    req_put(c->server->bw, f);
+    timer_arm(c);
+}
+
+/* One unit for the request r at the cursor of a fenced memcached
+ * connection: a VALUE goes on to the callback, the last unit is held
+ * and the cursor moves on. NULL, or why the connection must reset. */
+static const char *fenced_deliver(struct backend_conn *c, struct backend_req *r,
+                                  struct mc_rsp *rsp)
+{
+    if (r->fence) {
+        if (rsp->type != MC_RSP_MN)
+            return BACKEND_ERR_INVALID;
+        fence_answered(c);
+        return NULL;
+    }
+    if (!mc_rsp_fits(r->cmd, rsp))   /* MN fits no command */
         return BACKEND_ERR_INVALID;
-    c->head_replied = false;
-    conn_complete(c, head, &c->done, NULL);
-    mc_rsp_reset(&c->done);
+    if (rsp->type == MC_RSP_VALUE)
+        return r->cb(r->arg, BACKEND_VALUE, rsp, NULL) ? NULL : BACKEND_ERR_KEY;
+    if (backend_held_push_mc(&c->replies, rsp) != 0)
+        return BACKEND_ERR_MEMORY;
+    c->cursor = TAILQ_NEXT(r, link);
     return NULL;
 }
 
-/* Delivers one framed unit to the request at the head of the pipeline.
- * Returns NULL, or why the unit cannot be a reply to it (no request
- * waiting, a type that does not fit the command, a VALUE whose key the
- * callback refused, on a fenced connection anything but MN after a whole
- * reply or an MN before one); nothing was delivered then. On a fenced
- * connection the reply's last unit is kept (swapped into c->done) until
- * its MN completes the request. */
+/* Delivers one framed unit to the request at the cursor (the head, on a
+ * connection without fences). Returns NULL, or why the unit cannot be a
+ * reply to it (no request waiting, a type that does not fit the command,
+ * a VALUE whose key the callback refused, on a fenced connection anything
+ * but MN where a fence is due or an MN where a reply is); nothing more
+ * was delivered then. */
 static const char *conn_deliver(struct backend_conn *c, struct mc_rsp *rsp)
 {
-    struct backend_req *head = TAILQ_FIRST(&c->inflight);
+    struct backend_req *head = c->cursor;
     if (head == NULL)
         return BACKEND_ERR_INVALID;
     if (head->probe)
         return probe_deliver(c, head, rsp);
-    if (rsp->type == MC_RSP_MN)
-        return fence_deliver(c, head);
-    if (c->head_replied || !mc_rsp_fits(head->cmd, rsp))
+    if (c->fence != MC_FENCE_OFF)
+        return fenced_deliver(c, head, rsp);
+    if (!mc_rsp_fits(head->cmd, rsp))
         return BACKEND_ERR_INVALID;
     if (rsp->type == MC_RSP_VALUE)
         return head->cb(head->arg, BACKEND_VALUE, rsp, NULL) ? NULL : BACKEND_ERR_KEY;
-    if (c->fenced) {
-        struct mc_rsp last = *rsp;
-        *rsp = c->done;
-        c->done = last;
-        c->head_replied = true;
+    conn_complete(c, head, rsp, NULL);
+    return NULL;
+}
+
+/* The answer to the Redis fence f at the cursor: its own echo, or an
+ * error to the connection's first fence (a server that refuses ECHO:
+ * NOAUTH without redis_auth, an ACL), which turns fences off on this
+ * connection as memcached's ERROR to the probe does; fences written
+ * before that was known are then answered with errors too. NULL, or
+ * why the connection must reset. */
+static const char *fence_deliver_redis(struct backend_conn *c, struct backend_req *f,
+                                       const struct redis_rsp *rsp)
+{
+    struct backend_server *s = c->server;
+    if (backend_fence_match_redis(rsp, c->token, f->seq) == BACKEND_FENCE_DUE) {
+        fence_answered(c);
         return NULL;
     }
-    conn_complete(c, head, rsp, NULL);
+    if (rsp->type != REDIS_RSP_ERROR || (f->seq != 0 && c->fence != MC_FENCE_OFF))
+        return BACKEND_ERR_STEP;
+    if (c->fence != MC_FENCE_OFF && !s->mn_unsupported_logged) {
+        log_info("server %s refuses the fence ECHO: replies matched by position "
+                 "only on its connections that are refused", s->conf->text);
+        s->mn_unsupported_logged = true;
+    }
+    c->fence = MC_FENCE_OFF;
+    fence_answered(c);
+    return NULL;
+}
+
+/* A whole Redis reply at the cursor of a fenced connection: a fence
+ * wants its own answer (fence_deliver_redis); a request anything but a
+ * fence's answer that fits its command, which is then held. */
+static const char *fenced_deliver_redis(struct backend_conn *c, struct backend_req *r,
+                                        struct redis_rsp *rsp)
+{
+    if (r->fence)
+        return fence_deliver_redis(c, r, rsp);
+    if (backend_fence_match_redis(rsp, c->token, 0) != BACKEND_FENCE_NONE)
+        return BACKEND_ERR_STEP;   /* a reply was skipped */
+    if (r->redis_cmd != NULL && !redis_rsp_fits(r->redis_cmd, r->redis_nkeys, rsp))
+        return BACKEND_ERR_INVALID;
+    if (backend_held_push_redis(&c->replies, rsp) != 0)
+        return BACKEND_ERR_MEMORY;
+    c->cursor = TAILQ_NEXT(r, link);
     return NULL;
 }
 
 /* The same for a whole Redis reply. */
 static const char *conn_deliver_redis(struct backend_conn *c, struct redis_rsp *rsp)
 {
-    struct backend_req *head = TAILQ_FIRST(&c->inflight);
-    if (head == NULL || head->redis_cb == NULL ||
-        (head->redis_cmd != NULL && !redis_rsp_fits(head->redis_cmd, head->redis_nkeys, rsp)))
+    struct backend_req *head = c->cursor;
+    if (head == NULL || (head->redis_cb == NULL && !head->fence))
+        return BACKEND_ERR_INVALID;
+    if (c->fence != MC_FENCE_OFF || head->fence)
+        return fenced_deliver_redis(c, head, rsp);
+    if (head->redis_cmd != NULL && !redis_rsp_fits(head->redis_cmd, head->redis_nkeys, rsp))
         return BACKEND_ERR_INVALID;
     conn_complete(c, head, NULL, rsp);
     return NULL;
+}
+
+/* Whether the reply due on c is merged element by element (a split
+ * MGET's part): only then does the framer record its elements, so a
+ * reply of millions of elements (LRANGE) records none. */
+static bool redis_wants_elems(const struct backend_conn *c)
+{
+    /* the cursor, not the head: on a fenced connection the head's reply
+     * may be whole already, held until its fence */
+    const struct backend_req *r = c->cursor;
+    return r != NULL && r->redis_cmd != NULL && r->redis_cmd->merge == REDIS_MERGE_ARRAY;
 }
 
 /* Frames one unit (memcached) or one whole reply (Redis) from `in` and
@@ -515,13 +636,15 @@ static const char *conn_frame_one(struct backend_conn *c, struct evbuffer *in,
     const char *bad;
     *again = false;
     if (s->redis) {
+        c->redis_rsp.want_elems = redis_wants_elems(c);
         enum redis_status st = redis_rsp_read(in, &c->redis_rsp, &s->redis_limits);
         if (st == REDIS_AGAIN) {
             *again = true;
             return NULL;
         }
-        stats_server_add(s->stats, response_bytes,
-                         (int64_t)(before - evbuffer_get_length(in)));
+        if (c->cursor == NULL || !c->cursor->fence)   /* fences not counted */
+            stats_server_add(s->stats, response_bytes,
+                             (int64_t)(before - evbuffer_get_length(in)));
         bad = st == REDIS_OK ? conn_deliver_redis(c, &c->redis_rsp) : BACKEND_ERR_INVALID;
         redis_rsp_reset(&c->redis_rsp);
         return bad;
@@ -616,8 +739,21 @@ static void on_error(struct conn *conn, void *arg, const char *why)
     conn_fail(c, reason);
 }
 
+static void fence_send(struct backend_conn *c);
+
+/* The output is about to be written: a batch that is not fenced yet
+ * gets its fence now, after its last request. */
+static void on_flush(struct conn *conn, void *arg)
+{
+    (void)conn;
+    struct backend_conn *c = arg;
+    if (c->batch_open)
+        fence_send(c);
+}
+
 static const struct conn_ops backend_conn_ops = {
     .on_input = on_input,
+    .on_flush = on_flush,
     .on_drained = on_drained,
     .on_partial_write = on_partial_write,
     .on_connected = on_connected,
@@ -637,6 +773,40 @@ static void queue_request(struct backend_conn *c, struct backend_req *r,
 static int send_bytes(struct backend_conn *c, struct backend_req *r,
                       struct evbuffer *from);
 static void send_fail_later(struct backend_conn *c, const char *reason);
+
+/* Appends a fence record and its bytes ("mn", or the Redis ECHO) after
+ * everything written so far: the batch is closed. */
+static void fence_send(struct backend_conn *c)
+{
+    struct backend_req *f = req_get(c->server->bw);
+    *f = (struct backend_req){ .fence = true, .seq = c->fence_seq++,
+                               .deadline_ms = INT64_MAX };
+    conn_append(c, f);
+    c->batch_open = 0;
+    struct evbuffer *out = conn_output(c->conn);
+    if (evbuffer_get_length(out) == 0)
+        c->stall_ms = util_now_ms();
+    int rc = c->server->redis
+             ? backend_fence_compose_redis(out, c->token, f->seq)
+             : evbuffer_add(out, BACKEND_FENCE_MN, BACKEND_FENCE_MN_LEN);
+    if (rc != 0) {
+        send_fail_later(c, "backend send failed: out of memory");
+        return;
+    }
+    f->end = conn_written(c->conn) + evbuffer_get_length(out);
+    if (c->unsent == NULL)
+        c->unsent = f;
+}
+
+/* A request's bytes went to the output: fence it now (REQUEST), or
+ * count it in the batch, which gets its fence before the write or once
+ * it holds BACKEND_FENCE_BATCH_MAX requests (BATCH). */
+static void fence_after_request(struct backend_conn *c)
+{
+    if (c->fence == MC_FENCE_REQUEST ||
+        (c->fence == MC_FENCE_BATCH && ++c->batch_open >= BACKEND_FENCE_BATCH_MAX))
+        fence_send(c);
+}
 
 /* The reply to AUTH or SELECT on a new connection: anything but +OK
  * means the connection cannot serve the pool's requests. */
@@ -700,7 +870,7 @@ static void probe_send(struct backend_conn *c)
     struct backend_req *r = req_get(c->server->bw);
     *r = (struct backend_req){ .probe = true, .cb = probe_cb,
                                .deadline_ms = INT64_MAX };
-    TAILQ_INSERT_TAIL(&c->inflight, r, link);
+    conn_append(c, r);
     c->probing = true;
     if (send_bytes(c, r, NULL) != 0) {
         conn_defer_fail(c, "backend send failed: out of memory");
@@ -711,22 +881,27 @@ static void probe_send(struct backend_conn *c)
 }
 
 /* The probe is answered: it leaves the pipeline, and the requests held
- * behind it are written in order, each with its fence when `fenced`. */
+ * behind it are written in order, fenced as `fence` says. */
 static void probe_answered(struct backend_conn *c, struct backend_req *probe,
-                           bool fenced)
+                           enum mc_fence fence)
 {
-    if (c->unsent == probe)
-        c->unsent = TAILQ_NEXT(probe, link);
-    TAILQ_REMOVE(&c->inflight, probe, link);
+    conn_unlink(c, probe);
     req_put(c->server->bw, probe);
     c->probing = false;
-    c->fenced = fenced;
+    c->fence = fence;
+    struct backend_req_list queued = TAILQ_HEAD_INITIALIZER(queued);
+    TAILQ_CONCAT(&queued, &c->inflight, link);
+    c->cursor = NULL;
     struct backend_req *r;
-    TAILQ_FOREACH(r, &c->inflight, link) {
+    while ((r = TAILQ_FIRST(&queued)) != NULL) {
+        TAILQ_REMOVE(&queued, r, link);
+        conn_append(c, r);
         if (send_bytes(c, r, c->held) != 0) {
+            TAILQ_CONCAT(&c->inflight, &queued, link);
             send_fail_later(c, "backend send failed: out of memory");
             return;
         }
+        fence_after_request(c);
     }
     conn_send(c->conn);
     timer_arm(c);
@@ -755,10 +930,15 @@ static void conn_open(struct backend_conn *c)
     conn_set_flush_late(c->conn, true);
     if (s->bw->acct != NULL)
         conn_account(c->conn, s->bw->acct);
-    if (s->redis)
+    if (s->redis) {
+        c->fence = s->limits->redis_fence_replies ? MC_FENCE_BATCH : MC_FENCE_OFF;
+        c->fence_seq = 0;
+        if (c->fence != MC_FENCE_OFF)
+            backend_fence_token(c->token);
         redis_handshake(c);
-    else if (s->limits->fence_replies)
+    } else if (s->limits->fence_replies != MC_FENCE_OFF) {
         probe_send(c);
+    }
 }
 
 void backend_server_connect(struct backend_server *s)
@@ -776,10 +956,9 @@ static void send_fail_later(struct backend_conn *c, const char *reason)
 }
 
 /* Moves r's bytes (the first r->bytes of `from`; the probe has none
- * and `from` NULL) to the output, then "mn" when the connection is
- * fenced (the probe is one "mn"), and notes where they end (conn.h:
- * conn_written); output that was empty starts the write-stall clock.
- * The reply clock starts in conn_progress. */
+ * and `from` NULL; it is one "mn") to the output, and notes where they
+ * end (conn.h: conn_written); output that was empty starts the
+ * write-stall clock. The reply clock starts in conn_progress. */
 static int send_bytes(struct backend_conn *c, struct backend_req *r,
                       struct evbuffer *from)
 {
@@ -793,8 +972,7 @@ static int send_bytes(struct backend_conn *c, struct backend_req *r,
                evbuffer_remove_buffer(from, out, r->bytes) != (int)r->bytes) {
         return -1;
     }
-    if ((c->fenced || r->probe) &&
-        evbuffer_add(out, BACKEND_FENCE, BACKEND_FENCE_LEN) != 0)
+    if (r->probe && evbuffer_add(out, BACKEND_FENCE_MN, BACKEND_FENCE_MN_LEN) != 0)
         return -1;
     r->end = conn_written(c->conn) + evbuffer_get_length(out);
     if (c->unsent == NULL)
@@ -821,7 +999,7 @@ static void queue_request(struct backend_conn *c, struct backend_req *r,
     r->bytes = len;
     r->deadline_ms = INT64_MAX;   /* until its bytes are written */
     bool was_idle = TAILQ_EMPTY(&c->inflight);
-    TAILQ_INSERT_TAIL(&c->inflight, r, link);
+    conn_append(c, r);
     c->ninflight++;
     c->inflight_bytes += len;
     stats_server_add(s->stats, requests, 1);
@@ -835,6 +1013,7 @@ static void queue_request(struct backend_conn *c, struct backend_req *r,
             send_fail_later(c, "backend send failed: out of memory");
         }
     } else if (c->conn != NULL && send_bytes(c, r, bytes) == 0) {
+        fence_after_request(c);
         conn_send(c->conn);
     } else {
         evbuffer_drain(bytes, len);

@@ -125,6 +125,28 @@ static int settings_set_bool(struct settings_ctx *ctx, const struct settings_key
     return 0;
 }
 
+/* fence_replies: false or "off", "request", true or "batch". */
+static int settings_set_fence(struct settings_ctx *ctx, const struct settings_key *key,
+                              const config_setting_t *setting, struct settings *s)
+{
+    static const char *const names[] = { "off", "request", "batch" };
+    int *field = SETTINGS_FIELD(s, key->offset, int);
+    if (config_setting_type(setting) == CONFIG_TYPE_BOOL) {
+        *field = config_setting_get_bool(setting) ? SETTINGS_FENCE_BATCH : SETTINGS_FENCE_OFF;
+        return 0;
+    }
+    const char *v = config_setting_get_string(setting);
+    for (int i = 0; v != NULL && i < 3; i++) {
+        if (strcmp(v, names[i]) == 0) {
+            *field = i;
+            return 0;
+        }
+    }
+    return settings_error(ctx, settings_line(setting),
+                          "setting '%s' must be true, false, \"off\", \"request\" "
+                          "or \"batch\"", key->name);
+}
+
 /* A non-empty string, replacing the previous value. */
 static int settings_set_string(struct settings_ctx *ctx, const struct settings_key *key,
                                const config_setting_t *setting, struct settings *s)
@@ -177,6 +199,7 @@ static const struct settings_key settings_keys[] = {
     { "client_request_timeout", settings_set_int, FIELD(client_request_timeout_ms), 0, INT_MAX },
     { "max_clients",        settings_set_u32,    FIELD(max_clients),        1,    100000000 },
     { "reload_max_server_loss", settings_set_u32, FIELD(reload_max_server_loss), 0, 100 },
+    { "share_listen_ports", settings_set_bool,   FIELD(share_listen_ports), 0,    0 },
     /* -c zk://...: the last good pool file, the session, the registration */
     { "zk_cache_file",      settings_set_string, FIELD(zk_cache_file),      0,    0 },
     { "zk_session_timeout", settings_set_int,    FIELD(zk_session_timeout_ms), 1000, 600000 },
@@ -184,7 +207,8 @@ static const struct settings_key settings_keys[] = {
     { "zk_auth_file",       settings_set_string, FIELD(zk_auth_file),       0,    0 },
     { "zk_acl",             settings_set_string, FIELD(zk_acl),             0,    0 },
     { "unix_socket_dir",    settings_set_string, FIELD(unix_socket_dir),    0,    0 },
-    { "fence_replies",      settings_set_bool,   FIELD(fence_replies),      0,    0 },
+    { "fence_replies",      settings_set_fence,  FIELD(fence_replies),      0,    0 },
+    { "redis_fence_replies", settings_set_bool,  FIELD(redis_fence_replies), 0,   0 },
 };
 
 #undef FIELD
@@ -271,6 +295,8 @@ void settings_init(struct settings *s)
     s->zk_cache_file = NULL;     /* settings_zk_cache_file() derives it */
     s->zk_session_timeout_ms = SETTINGS_DEFAULT_ZK_SESSION_TIMEOUT;
     s->zk_register = true;
+    s->fence_replies = SETTINGS_DEFAULT_FENCE;
+    s->redis_fence_replies = SETTINGS_DEFAULT_REDIS_FENCE;
 }
 
 void settings_conf_file_default(struct settings *s, bool as_nutcracker)

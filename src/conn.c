@@ -52,7 +52,10 @@ static void conn_flush_list(struct conn_list *list);
 /* One turn: wait for ready events and run their callbacks, write what
  * the ordinary conns hold; if late conns (backends) have output, poll once
  * more without blocking, so that requests which arrived meanwhile share
- * their write, then write everything. */
+ * their write, then write everything. That poll is one pass
+ * (EVLOOP_ONCE): EVLOOP_NONBLOCK alone loops for as long as some socket
+ * is ready every time, and a backend streaming a large reply held every
+ * other backend's output back until its reply ended. */
 int conn_loop_run(struct conn_loop *l)
 {
     while (!l->stopping) {
@@ -60,7 +63,7 @@ int conn_loop_run(struct conn_loop *l)
             return -1;
         conn_flush_list(&l->pending);
         if (!TAILQ_EMPTY(&l->pending_late) &&
-            event_base_loop(l->base, EVLOOP_NONBLOCK) < 0)
+            event_base_loop(l->base, EVLOOP_ONCE | EVLOOP_NONBLOCK) < 0)
             return -1;
         conn_loop_flush(l);
     }
@@ -177,13 +180,31 @@ static void conn_on_readable(evutil_socket_t fd, short what, void *arg)
 
 /* ---- writing ----------------------------------------------------------- */
 
-/* Writes what the kernel takes. Returns false after on_error (the conn
- * may be gone). */
+/* The rest of the output waits for write interest (the kernel refused
+ * bytes, or this turn's share is written); the owner hears of the bytes
+ * taken so far. */
+static void conn_write_later(struct conn *c, uint64_t before)
+{
+    conn_arm_write(c, true);
+    if (c->written != before && c->ops->on_partial_write != NULL)
+        c->ops->on_partial_write(c, c->arg);
+}
+
+/* Writes what the kernel takes, CONN_WRITE_MAX_TURN bytes at most, after
+ * the owner's on_flush. Returns false after on_error (the conn may be
+ * gone). */
 static bool conn_write_now(struct conn *c)
 {
+    if (c->ops->on_flush != NULL)
+        c->ops->on_flush(c, c->arg);
     uint64_t before = c->written;
     while (evbuffer_get_length(c->out) > 0) {
-        int n = evbuffer_write(c->out, c->fd);
+        size_t left = CONN_WRITE_MAX_TURN - (size_t)(c->written - before);
+        if (left == 0) {
+            conn_write_later(c, before);
+            return true;
+        }
+        int n = evbuffer_write_atmost(c->out, c->fd, (ev_ssize_t)left);
         if (n > 0) {
             c->written += (uint64_t)n;
             continue;
@@ -191,9 +212,7 @@ static bool conn_write_now(struct conn *c)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            conn_arm_write(c, true);
-            if (c->written != before && c->ops->on_partial_write != NULL)
-                c->ops->on_partial_write(c, c->arg);
+            conn_write_later(c, before);
             return true;
         }
         c->ops->on_error(c, c->arg, n == 0 ? "write returned 0" : strerror(errno));

@@ -4,6 +4,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -99,4 +101,17 @@ void listener_close(struct listener *l)
     if (l->resume != NULL)
         event_free(l->resume);
     memset(l, 0, sizeof(*l));
+}
+
+int listener_probe(const struct sockaddr *sa, socklen_t salen, bool shared)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0)
+        return errno;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (shared)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    int rc = bind(fd, sa, salen) == 0 ? 0 : errno;
+    close(fd);
+    return rc;
 }

@@ -22,6 +22,7 @@
 #include "strata/client.h"
 #include "strata/conf.h"
 #include "strata/crash.h"
+#include "strata/listener.h"
 #include "strata/log.h"
 #include "strata/notify.h"
 #include "strata/privs.h"
@@ -244,13 +245,41 @@ static void cli_apply(const struct cli *cli, struct settings *s)
     }
 }
 
-static int daemonize(void)
+/* The launcher of -d: waits until the daemon says it serves (a byte on
+ * the pipe) or is gone (end of file). Returns the launcher's exit status:
+ * 0, or 1 with a line on stderr. */
+static int daemon_wait(int fd, const char *log_file)
 {
+    char c;
+    ssize_t n;
+    do {
+        n = read(fd, &c, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n == 1)
+        return 0;
+    fprintf(stderr, "strata: the daemon did not start%s%s\n",
+            log_file != NULL ? "; see " : "", log_file != NULL ? log_file : "");
+    return 1;
+}
+
+/* -d: detaches, but the process that ran `strata -d` waits until the
+ * daemon serves or fails (daemon_wait), so a start failure (a port in
+ * use, a bad user) is its non-zero exit, not a silent 0. The daemon's
+ * stdio stays on the launcher's terminal until daemon_ready, so start-up
+ * errors reach it. Returns 0 in the daemon with *ready_fd set, or -1. */
+static int daemonize(const char *log_file, int *ready_fd)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0)
+        return -1;
     pid_t pid = fork();
     if (pid < 0)
         return -1;
-    if (pid > 0)
-        _exit(0);
+    if (pid > 0) {
+        close(p[1]);
+        _exit(daemon_wait(p[0], log_file));
+    }
+    close(p[0]);
     if (setsid() < 0)
         return -1;
     signal(SIGHUP, SIG_IGN);
@@ -260,15 +289,28 @@ static int daemonize(void)
     if (pid > 0)
         _exit(0);
     umask(0);
-    int fd = open("/dev/null", O_RDWR);
-    if (fd < 0)
-        return -1;
-    dup2(fd, STDIN_FILENO);
-    dup2(fd, STDOUT_FILENO);
-    dup2(fd, STDERR_FILENO);
-    if (fd > STDERR_FILENO)
-        close(fd);
+    *ready_fd = p[1];
     return 0;
+}
+
+/* The daemon serves: its launcher may exit 0, and stdio leaves the
+ * launcher's terminal for /dev/null. Nothing without -d. */
+static void daemon_ready(struct app *app)
+{
+    if (app->ready_fd < 0)
+        return;
+    int fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+        dup2(fd, STDIN_FILENO);
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        if (fd > STDERR_FILENO)
+            close(fd);
+    }
+    ssize_t unused = write(app->ready_fd, "", 1);
+    (void)unused;
+    close(app->ready_fd);
+    app->ready_fd = -1;
 }
 
 static int pid_file_write(const char *path)
@@ -458,7 +500,8 @@ static int runtime_setup(struct app *app)
     rt->limits.max_value = app->settings.max_value_size;
     rt->limits.read_chunk = app->settings.mbuf_size;
     rt->limits.max_reply = app->settings.max_reply_size;
-    rt->limits.fence_replies = app->settings.fence_replies;
+    rt->limits.fence_replies = (enum mc_fence)app->settings.fence_replies;
+    rt->limits.redis_fence_replies = app->settings.redis_fence_replies;
     /* Redis pools: Redis's limits for bulks, requests and replies; the
      * argument count is bounded by the line limit (each argument takes at
      * least 4 bytes of framing). */
@@ -493,6 +536,37 @@ static int runtime_setup(struct app *app)
 }
 
 /* Sets up every worker, binding its listeners; no thread runs yet. */
+/* Every pool's TCP listen address is free of other listeners, probed
+ * without SO_REUSEPORT before the workers bind with it: a second strata
+ * started on the same pool file is refused ("Address already in use", as
+ * nutcracker) instead of sharing its ports with the first, unless
+ * share_listen_ports asks for that. 0, or -1 (logged and on stderr). */
+static int listens_probe(const struct app *app)
+{
+    if (app->settings.share_listen_ports)
+        return 0;   /* asked for: a fleet on one host, a binary hand-over */
+    for (uint32_t p = 0; p < app->conf->npools; p++) {
+        const struct conf_pool *pool = &app->conf->pools[p];
+        struct sockaddr_storage ss;
+        socklen_t len;
+        char err[256];
+        int rc = 0;
+        if (pool->listen.addr.path != NULL)
+            continue;
+        if (util_resolve(&pool->listen.addr, &ss, &len, err, sizeof(err)) != 0)
+            rc = -1;
+        else if ((rc = listener_probe((struct sockaddr *)&ss, len, false)) != 0)
+            snprintf(err, sizeof(err), "%s", strerror(rc));
+        if (rc == 0)
+            continue;
+        log_error("pool %s: cannot listen on %s: %s", pool->name, pool->listen.text, err);
+        fprintf(stderr, "strata: pool %s: cannot listen on %s: %s\n", pool->name,
+                pool->listen.text, err);
+        return -1;
+    }
+    return 0;
+}
+
 static int workers_init(struct app *app)
 {
     app->workers = util_xcalloc(app->nworkers, sizeof(*app->workers));
@@ -723,13 +797,15 @@ static int serve(struct app *app)
     fd_limit_raise(app);
     app->rt.max_clients = app->settings.max_clients != 0 ? app->settings.max_clients
                           : client_max_default(app->conf, app->nworkers);
-    if (workers_init(app) != 0 || privileges_drop(app) != 0 || workers_start(app) != 0)
+    if (listens_probe(app) != 0 || workers_init(app) != 0 || privileges_drop(app) != 0 ||
+        workers_start(app) != 0)
         goto out;
     log_notice("strata-%s started on pid %ld with %u workers, %u pools",
                PACKAGE_VERSION, (long)getpid(), app->nworkers, app->conf->npools);
     if (zk_app_start(app) != 0)
         goto out;
-    reload_ready(app);   /* listeners bound, workers running */
+    daemon_ready(app);
+    reload_ready(app);   /* READY=1: listeners bound, workers running */
     event_base_dispatch(app->base);
     rc = 0;
 out:
@@ -748,6 +824,7 @@ int main(int argc, char **argv)
     struct cli cli;
     struct app app;
     memset(&app, 0, sizeof(app));
+    app.ready_fd = -1;
     if (cli_parse(argc, argv, &cli) != 0)
         return 1;
     if (cli.help) {
@@ -785,7 +862,7 @@ int main(int argc, char **argv)
                 app.settings.log_file, strerror(errno));
         goto out;
     }
-    if (app.settings.daemonize && daemonize() != 0) {
+    if (app.settings.daemonize && daemonize(app.settings.log_file, &app.ready_fd) != 0) {
         log_error("cannot daemonize: %s", strerror(errno));
         goto out;
     }

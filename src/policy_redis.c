@@ -188,8 +188,9 @@ static void send_read_or_write(struct policy_pool *pp, struct policy_frag *f, ui
 /* ---- merging ---- */
 
 /* Part f's reply merged into r: an error reply fails r (the first one is
- * what the client gets, as nutcracker); else its elements go to the
- * slots of their keys, its integer is added, or its +OK is noted. */
+ * what the client gets, as nutcracker); else its elements move (in
+ * order, chains, no lookup per element) to the slots of their keys, its
+ * integer is added, or its +OK is noted. */
 static void merge_part(struct policy_frag *f, struct redis_rsp *rsp)
 {
     struct policy_req *r = f->req;
@@ -206,7 +207,7 @@ static void merge_part(struct policy_frag *f, struct redis_rsp *rsp)
             return;
         for (uint32_t i = 0; i < f->count; i++) {
             struct evbuffer *slot = policy_slot(r, r->key_idx[f->first + i]);
-            if (slot == NULL || redis_compose_element(slot, rsp, i) != 0) {
+            if (slot == NULL || redis_compose_take_element(slot, rsp, i) != 0) {
                 policy_req_fail(r, "%s", "ERR out of memory");
                 return;
             }

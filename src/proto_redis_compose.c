@@ -130,7 +130,7 @@ redis_compose_element(struct evbuffer *out, const struct redis_rsp *rsp,
     size_t off, len;
 
     if (rsp->type != REDIS_RSP_ARRAY || rsp->nil || rsp->data == NULL ||
-        (int64_t)i >= rsp->count)
+        i >= rsp->nelems)
         return -1;
     off = rsp->elems[i].off;
     len = rsp->elems[i].len;
@@ -153,4 +153,26 @@ redis_compose_element(struct evbuffer *out, const struct redis_rsp *rsp,
         }
     }
     return 0;
+}
+
+int
+redis_compose_take_element(struct evbuffer *out, struct redis_rsp *rsp,
+                           uint32_t i)
+{
+    size_t len, front, end;
+
+    if (rsp->type != REDIS_RSP_ARRAY || rsp->nil || rsp->data == NULL ||
+        i >= rsp->nelems)
+        return -1;
+    /* the elements tile the reply up to its end: what is left of data
+     * starts at `front` */
+    end = rsp->elems[rsp->nelems - 1].off + rsp->elems[rsp->nelems - 1].len;
+    len = evbuffer_get_length(rsp->data);
+    front = end - len;
+    if (len > end || rsp->elems[i].off < front)
+        return -1;
+    if (evbuffer_drain(rsp->data, rsp->elems[i].off - front) != 0)
+        return -1;
+    len = rsp->elems[i].len;
+    return evbuffer_remove_buffer(rsp->data, out, len) == (int)len ? 0 : -1;
 }

@@ -1,6 +1,9 @@
-/* proto_redis_int: what the RESP request and reply framers share: reading
- * the "<type><number>\r\n" head of a unit at an offset of an evbuffer
- * without draining it. Internal to src/proto_redis_*.c. */
+/* proto_redis_int: what the RESP framers share: reasons, least sizes of
+ * units, and reading the "<type><number>\r\n" head of a unit at an
+ * offset of an evbuffer without draining it (the request framer; the
+ * reply framer runs a byte machine over the chains instead, since a reply
+ * can hold millions of units and a lookup by offset walks the chains).
+ * Internal to src/proto_redis_*.c. */
 #ifndef STRATA_PROTO_REDIS_INT_H
 #define STRATA_PROTO_REDIS_INT_H
 

@@ -20,6 +20,7 @@
 #include "app.h"
 #include "strata/client.h"
 #include "strata/conf_guard.h"
+#include "strata/listener.h"
 #include "strata/log.h"
 #include "strata/notify.h"
 #include "strata/reload.h"
@@ -195,10 +196,19 @@ static const struct conf_pool *running_pool(const struct conf *running, const ch
     return NULL;
 }
 
+/* Whether a pool of the running configuration listens at pool's address. */
+static bool running_listens(const struct conf *running, const struct conf_pool *pool)
+{
+    for (uint32_t p = 0; p < running->npools; p++)
+        if (strcmp(running->pools[p].listen.text, pool->listen.text) == 0)
+            return true;
+    return false;
+}
+
 /* Every TCP address a worker will have to bind anew (a new pool, a moved
- * listen) can be bound now, as the workers will (SO_REUSEPORT): a port
- * another program holds rejects the file here rather than leave a pool
- * without a listener after the switch. */
+ * listen) can be bound now: a port another program holds (another strata
+ * too) rejects the file here rather than leave a pool without a listener
+ * after the switch, or share a port with another process. */
 static int conf_listen_check(const struct conf *running, const struct conf *conf,
                              const char *source, char *err, size_t errlen)
 {
@@ -216,19 +226,12 @@ static int conf_listen_check(const struct conf *running, const struct conf *conf
                      pool->name, pool->listen.text, why);
             return -1;
         }
-        int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-        int rc = fd < 0 ? -1 : 0;
-        if (rc == 0) {
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-            rc = bind(fd, (struct sockaddr *)&ss, len);
-        }
-        int saved = errno;
-        if (fd >= 0)
-            close(fd);
+        /* shared only where this process listens already (a pool moving
+         * to another pool's address in the same reload) */
+        int rc = listener_probe((struct sockaddr *)&ss, len, running_listens(running, pool));
         if (rc != 0) {
             snprintf(err, errlen, "%s:%d: pool %s: cannot listen on %s: %s", source,
-                     pool->line, pool->name, pool->listen.text, strerror(saved));
+                     pool->line, pool->name, pool->listen.text, strerror(rc));
             return -1;
         }
     }

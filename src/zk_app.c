@@ -28,6 +28,11 @@
 /* What whoever may write the pool node can do. */
 #define ZK_APP_NODE_HARM "change what every proxy runs (its servers, its listeners)"
 
+/* How long start-up waits for the node when a usable cache file exists
+ * (without one it waits zk_session_timeout): the cache is served at once
+ * and the node applied when ZooKeeper answers. */
+#define ZK_APP_CACHED_WAIT_MS 500
+
 /* The cache file's first line, a YAML comment: which node it copies. */
 #define ZK_CACHE_HEADER "# strata: cache of "
 
@@ -195,6 +200,29 @@ static void zk_app_sync_dir(const char *path)
     }
 }
 
+/* Creates the directories above `path` that are missing (0750), as a
+ * state directory would be (/var/lib/strata). 0, or -1 with errno. */
+static int zk_app_mkdirs(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL || slash == dir)
+        return 0;
+    *slash = '\0';
+    for (char *p = dir + 1; *p != '\0'; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
 /* Writes the header and `text` to the cache file atomically: a temporary
  * file beside it, fsync, rename. Returns 0 or -1 with err. */
 static int zk_app_cache_write(const struct zk_app *zk, const char *source, const char *text,
@@ -204,6 +232,8 @@ static int zk_app_cache_write(const struct zk_app *zk, const char *source, const
     snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", zk->cache, (long)getpid());
     int hlen = snprintf(head, sizeof(head), ZK_CACHE_HEADER "%s\n", source);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0 && errno == ENOENT && zk_app_mkdirs(zk->cache) == 0)
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0) {
         zk_app_error(err, errlen, "cannot write the cache file '%s': %s", tmp, strerror(errno));
         return -1;
@@ -297,14 +327,14 @@ static int zk_app_cache_load(struct zk_app *zk, const struct settings *s, const 
 
 /* ---- start --------------------------------------------------------------- */
 
-/* The node's text, validated. Returns 0 with *conf, or -1 with err. */
-static int zk_app_node_load(struct app *app, struct zk_node *node, struct conf **conf,
-                            char *err, size_t errlen)
+/* The node's text, read within wait_ms and validated. Returns 0 with
+ * *conf, or -1 with err. */
+static int zk_app_node_load(struct app *app, struct zk_node *node, int wait_ms,
+                            struct conf **conf, char *err, size_t errlen)
 {
     const char *source = app->settings.conf_file;
     struct zk_app *zk = app->zk;
-    if (zk_read(&zk->url, &zk->za.access, app->settings.zk_session_timeout_ms, node,
-                err, errlen) != 0)
+    if (zk_read(&zk->url, &zk->za.access, wait_ms, node, err, errlen) != 0)
         return -1;
     zk_app_world_note(zk->acl_note, sizeof(zk->acl_note), "the node", ZK_APP_NODE_HARM,
                       node->world_perms);
@@ -369,19 +399,32 @@ int zk_app_load(struct app *app, bool test_only, char *err, size_t errlen)
         zk_app_access_init(&zk->za, &app->settings, why, sizeof(why)) != 0)
         return zk_app_fail(app, err, errlen, "%s", why);
     settings_zk_cache_file(&app->settings, zk->cache, sizeof(zk->cache));
-    if (zk_app_node_load(app, &node, &app->conf, why, sizeof(why)) == 0) {
+    /* With a usable cache file the node gets a short wait, not the
+     * session timeout: a restart while ZooKeeper is away serves at once
+     * and takes the node when it answers (zk_app_on_node). */
+    struct conf *cached = NULL;
+    bool have_cache = !test_only && zk_app_cache_load(zk, &app->settings, source, &cached,
+                                                      cwhy, sizeof(cwhy)) == 0;
+    int wait_ms = app->settings.zk_session_timeout_ms;
+    if (have_cache && wait_ms > ZK_APP_CACHED_WAIT_MS)
+        wait_ms = ZK_APP_CACHED_WAIT_MS;
+    if (zk_app_node_load(app, &node, wait_ms, &app->conf, why, sizeof(why)) == 0) {
+        conf_destroy(&cached);
+        free(zk->text);
+        zk->text = NULL;
         zk_app_started_from_node(app, &node, test_only);
         return 0;
     }
     if (test_only)
         return zk_app_fail(app, err, errlen, "configuration %s is invalid: %s", source, why);
-    fprintf(stderr, "strata: %s; trying the cache file '%s'\n", why, zk->cache);
-    if (zk_app_cache_load(zk, &app->settings, source, &app->conf, cwhy, sizeof(cwhy)) != 0) {
+    if (!have_cache) {
         char both[2600];
         zk_app_error(both, sizeof(both), "%s, and there is no usable cache file (%s)", why, cwhy);
         return zk_app_fail(app, err, errlen, "cannot start: no configuration from %s: %s",
                            source, both);
     }
+    fprintf(stderr, "strata: %s; started from the cache file '%s'\n", why, zk->cache);
+    app->conf = cached;
     zk->note_warn = true;
     zk_app_error(zk->note, sizeof(zk->note), "zookeeper: %s; started from the cache file '%s' "
              "(the last good configuration); the node is applied once it can be read", why,

@@ -33,8 +33,12 @@ status=0
 make -j"$jobs" check || { cat tests/unit/*.log 2>/dev/null | tail -50; status=1; }
 grep -h -E '^\[  (PASSED|FAILED)' tests/unit/test_*.log 2>/dev/null || true
 
+# The tests take their ports from the kernel, so they run in parallel
+# (python3-pytest-xdist), one process per core.
+parallel=""
+/usr/bin/python3 -c "import xdist" 2>/dev/null && parallel="-n $jobs"
 STRATA_BIN="$PWD/src/strata" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-    tests/integration || status=1
+    $parallel tests/integration || status=1
 
 if [ "$STRATA_SANITIZERS" = 1 ]; then
     bash tests/fuzz/run.sh "${STRATA_FUZZ_SECONDS:-15}" || status=1

@@ -1,13 +1,18 @@
-/* backend: connections to one memcached server, owned by one worker.
+/* backend: connections to one memcached or Redis server, owned by one
+ * worker.
  *
- *   backend_send ──► conn->output (batched) ──► memcached
- *                     inflight FIFO: req ─ req ─ req
- *   memcached ──► conn->input ──► mc_rsp_read ──► head req's callback
+ *   backend_send ──► conn->output (batched) ──► server
+ *                     inflight FIFO: req ─ req ─ FENCE ─ req ─ FENCE
+ *   server ──► conn->input ──► mc_rsp_read / redis_rsp_read ──► held
+ *          until the batch's fence is answered ──► each req's callback
  *
- * Requests are pipelined: replies are matched to requests by position,
- * and on a memcached server that knows the meta no-op (>= 1.6) each
- * request is followed by a fence, "mn", whose MN must come right after
- * its reply (backend.c explains the probe that finds out).
+ * Requests are pipelined: replies are matched to requests by position.
+ * With fences (settings fence_replies for memcached >= 1.6, which knows
+ * the meta no-op "mn"; redis_fence_replies for Redis, "ECHO <token>:<n>")
+ * each written batch, or each request, is followed by a fence whose
+ * answer must come right after the batch's replies, and the replies are
+ * held until it has (backend.c and backend_fence.h explain the probe and
+ * the fences).
  * `timeout` runs from when the kernel took a request's last byte (not
  * from queueing), and while output waits, the kernel must take a byte
  * every `timeout` (the write-stall rule; docs/reliability.md).
@@ -93,7 +98,8 @@ struct backend_server {
     uint32_t                  refs;              /* backend_server_new */
     bool                      claimed;           /* taken by a tier being built */
     bool                      redis;
-    bool                      mn_unsupported_logged; /* said once: no fences */
+    bool                      mn_unsupported_logged; /* said once: no fences
+                                                    (no "mn", or ECHO refused) */
     const char               *redis_auth;        /* NULL: no AUTH */
     int                       redis_db;          /* 0: no SELECT */
     struct redis_limits       redis_limits;

@@ -121,6 +121,12 @@ void conf_destroy(struct conf **conf);
 
 /* Process-level settings: defaults, then the -C file, then the command
  * line. */
+/* fence_replies: where the meta no-op goes (the values of proto_mc.h's
+ * enum mc_fence). */
+#define SETTINGS_FENCE_OFF     0
+#define SETTINGS_FENCE_REQUEST 1
+#define SETTINGS_FENCE_BATCH   2
+
 struct settings {
     char    *conf_file;          /* -c, pool file */
     uint32_t workers;            /* 0: number of online cores */
@@ -147,6 +153,8 @@ struct settings {
     uint32_t max_clients;        /* client connections of the process; 0: default */
     uint32_t reload_max_server_loss; /* percent of a tier's servers one reload
                                     may remove (conf_guard); 100: any */
+    bool     share_listen_ports; /* skip the start-up probe that refuses a
+                                    port another process listens on */
     /* -c zk://HOST:PORT/PATH (the configuration center) */
     char    *zk_cache_file;      /* last good pool file; NULL: per stats port */
     int      zk_session_timeout_ms; /* ZooKeeper session; also the start-up wait */
@@ -154,7 +162,8 @@ struct settings {
     char    *zk_auth_file;       /* digest USER:PASSWORD for ZooKeeper; NULL: none */
     char    *zk_acl;             /* ACL of the nodes Strata creates; NULL: default */
     char    *unix_socket_dir;    /* where a unix listen from ZooKeeper may be; NULL: nowhere */
-    bool     fence_replies;      /* memcached servers: "mn" after each request */
+    int      fence_replies;      /* memcached servers: SETTINGS_FENCE_* */
+    bool     redis_fence_replies; /* Redis servers: an ECHO fence per batch */
 };
 
 /* No -c and no pool_file: the pool file is the first of these that exists
@@ -184,6 +193,8 @@ struct settings {
 #define SETTINGS_DEFAULT_REQUEST_TIMEOUT 30000   /* ms */
 #define SETTINGS_DEFAULT_RELOAD_MAX_SERVER_LOSS 49   /* percent: half refused */
 #define SETTINGS_DEFAULT_ZK_SESSION_TIMEOUT 10000 /* ms */
+#define SETTINGS_DEFAULT_FENCE       SETTINGS_FENCE_OFF   /* docs/benchmarks.md, issue 14 */
+#define SETTINGS_DEFAULT_REDIS_FENCE true                 /* docs/benchmarks.md, issue 14 */
 /* Without zk_cache_file the cache is DIR/zk-<stats port>.yml: one file
  * per proxy on a host (two proxies cannot share a stats port), found at
  * the same place after every restart. */

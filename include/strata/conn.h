@@ -11,6 +11,9 @@
  *                                        │ kernel refused bytes
  *                                        ▼
  *                               write interest armed until the backlog is gone
+ *                                        (also after CONN_WRITE_MAX_TURN
+ *                                        bytes in one turn: the rest follows
+ *                                        in the next turns)
  *
  * In the steady state a request costs one read and a share of one write
  * per side, and no epoll_ctl: read interest stays armed (persistent) and
@@ -33,6 +36,10 @@ struct conn;
  * room for libevent's chain header (48 bytes on 64-bit). */
 #define CONN_READ_EXTENT_MIN 65536
 #define CONN_CHAIN_HEADER    64
+/* Bytes one conn writes per turn of the loop at most: a reply of
+ * hundreds of MB to a client that reads as fast as it comes leaves over
+ * several turns, and the worker serves its other conns in between. */
+#define CONN_WRITE_MAX_TURN  (4u << 20)
 
 TAILQ_HEAD(conn_list, conn);
 
@@ -54,9 +61,14 @@ struct conn_ops {
     /* The output is empty again after a write. */
     void (*on_drained)(struct conn *c, void *arg);
     /* A write took some bytes of the output and the kernel refused the
-     * rest (write interest is armed now); conn_written counts them. May
+     * rest, or CONN_WRITE_MAX_TURN were written in this turn (write
+     * interest is armed now); conn_written counts them. May
      * be NULL. */
     void (*on_partial_write)(struct conn *c, void *arg);
+    /* The output is about to be written (the end of a batch, or the
+     * socket took bytes again): the owner's last chance to append to
+     * what this write carries, e.g. a marker after a batch. May be NULL. */
+    void (*on_flush)(struct conn *c, void *arg);
     /* An outgoing connect completed. */
     void (*on_connected)(struct conn *c, void *arg);
     /* The socket failed (reason is a static or errno string); the owner

@@ -11,6 +11,7 @@
 #ifndef STRATA_LISTENER_H
 #define STRATA_LISTENER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -47,6 +48,14 @@ int listener_open(struct listener *l, struct event_base *base, evutil_socket_t f
                   const struct sockaddr *sa, socklen_t salen, unsigned flags, int backlog,
                   listener_accept_cb on_accept, void *arg, const char *what, char *err,
                   size_t errlen);
+
+/* Whether a TCP listener could be bound at `sa` now: 0, or an errno
+ * (EADDRINUSE, ...). `shared` probes with SO_REUSEPORT, as the workers
+ * bind: it succeeds where this process (or another with the option, of
+ * the same user) already listens. Without it the probe fails wherever
+ * anyone listens, which is how a second proxy started on the same pool
+ * file is refused instead of silently sharing the port with the first. */
+int listener_probe(const struct sockaddr *sa, socklen_t salen, bool shared);
 
 /* Stops listening and frees the timer; the state is zeroed (idempotent). */
 void listener_close(struct listener *l);

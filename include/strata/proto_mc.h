@@ -87,6 +87,14 @@ enum mc_status {
     MC_UNKNOWN,     /* unknown command; its line was consumed; reply ERROR */
 };
 
+/* Reply fences on backend connections (backend_fence.h): none, one
+ * after every request, or one after each batch written at once. */
+enum mc_fence {
+    MC_FENCE_OFF = 0,
+    MC_FENCE_REQUEST = 1,
+    MC_FENCE_BATCH = 2,
+};
+
 struct mc_limits {
     size_t   max_line;           /* longest request line, without "\r\n" */
     uint32_t max_value;          /* largest data block */
@@ -94,8 +102,11 @@ struct mc_limits {
     size_t   max_reply;          /* reply one retrieval may gather; 0: no limit */
     const struct redis_limits *redis;   /* Redis pools' limits (derived
                                            from these); NULL: none */
-    bool     fence_replies;      /* memcached servers: a meta no-op after
-                                    each request (settings fence_replies) */
+    enum mc_fence fence_replies; /* memcached servers: where a meta no-op
+                                    goes (settings fence_replies) */
+    bool     redis_fence_replies; /* Redis servers: an ECHO of a random
+                                    token after each written batch
+                                    (settings redis_fence_replies) */
 };
 
 /* Lifecycle of a request reused across many parses: init allocates

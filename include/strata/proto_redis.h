@@ -128,6 +128,20 @@ enum redis_rsp_type {
     REDIS_RSP_ARRAY   = '*',
 };
 
+/* Framing progress of the unit in progress (private to
+ * proto_redis_rsp.c; the caller only zeroes it, through init/reset). */
+struct redis_rsp_scan {
+    uint8_t             state;     /* what the next byte must be */
+    char                unit;      /* type byte of the unit in progress */
+    bool                neg;       /* its head's number has a '-' */
+    bool                zero;      /* ... and its first digit is '0' */
+    uint8_t             ndigits;
+    bool                elems_on;  /* want_elems, taken as the reply began */
+    uint64_t            num;       /* digits so far */
+    size_t              unit_off;  /* where the unit began */
+    size_t              skip;      /* bulk payload bytes still to pass */
+};
+
 struct redis_rsp {
     enum redis_rsp_type type;      /* of the top-level reply */
     bool                nil;       /* $-1 or *-1 */
@@ -135,25 +149,42 @@ struct redis_rsp {
     int64_t             count;     /* ARRAY: elements; BULK: bytes */
     struct evbuffer    *data;      /* the whole reply's bytes, created on
                                       demand, owned */
-    /* ARRAY: each top-level element's bytes within data (offset, length),
-     * in order, count of them (not nested ones) */
+    /* Set by the caller before a reply starts: record where each
+     * top-level element lies (only a reply whose elements are merged
+     * needs them: MGET split over shards). Left false, nothing is
+     * recorded, whatever the number of elements. */
+    bool                want_elems;
+    /* ARRAY with want_elems: each top-level element's bytes within data
+     * (offset, length), in order, nelems of them (not nested ones); the
+     * array shrinks back after a reply of many elements */
     struct { size_t off; size_t len; } *elems;
+    uint32_t            nelems;
     uint32_t            elems_cap;
-    /* framing progress across REDIS_AGAIN calls */
-    size_t              scan_off;
-    uint32_t            depth;
+    /* framing progress across REDIS_AGAIN calls: every byte of the input
+     * is examined once, however the reply is split */
+    size_t              scan_off;  /* bytes of the reply examined */
+    uint32_t            depth;     /* open arrays */
     int64_t            *pending;   /* per open array level: elements left */
     uint32_t            pending_cap;
+    struct redis_rsp_scan scan;
 };
 
 void redis_rsp_init(struct redis_rsp *rsp);
+/* Forgets the reply and the framing progress; keeps want_elems and the
+ * arrays' capacity, but gives back an element array grown past
+ * REDIS_RSP_ELEMS_KEEP entries and the bytes of rsp->data. */
 void redis_rsp_reset(struct redis_rsp *rsp);
 void redis_rsp_deinit(struct redis_rsp *rsp);
 
+/* Element records kept across replies; more are freed by reset. */
+#define REDIS_RSP_ELEMS_KEEP 1024
+
 /* Frames one whole top-level reply from a backend into rsp (its bytes
  * moved into rsp->data). REDIS_AGAIN consumes nothing (progress kept in
- * rsp); REDIS_FATAL: garbage, a bad length, deeper than max_depth or
- * longer than max_reply — the caller resets the backend connection. */
+ * rsp: only the bytes that arrived since the last call are examined, so
+ * a reply costs time linear in its size however it is split);
+ * REDIS_FATAL: garbage, a bad length, deeper than max_depth or longer
+ * than max_reply — the caller resets the backend connection. */
 enum redis_status redis_rsp_read(struct evbuffer *in, struct redis_rsp *rsp,
                                  const struct redis_limits *lim);
 
@@ -187,8 +218,17 @@ int redis_compose_status(struct evbuffer *out, const char *text);
 int redis_compose_integer(struct evbuffer *out, int64_t n);
 /* "*<n>\r\n" */
 int redis_compose_array_header(struct evbuffer *out, uint32_t n);
-/* Appends element i of the array reply rsp (its bytes, copied). */
+/* Appends element i of the array reply rsp (its bytes, copied); -1 when
+ * elements were not recorded (want_elems). A lookup from the start of
+ * rsp->data: for taking every element, redis_compose_take_element. */
 int redis_compose_element(struct evbuffer *out, const struct redis_rsp *rsp,
                           uint32_t i);
+/* Moves element i of the array reply rsp from the front of rsp->data to
+ * out (chains moved, not copied), dropping the bytes before it (the
+ * head, elements passed over). Elements are taken in increasing order,
+ * and rsp->data loses them: the cost of taking them all is linear in
+ * the reply. -1 when not recorded or already passed. */
+int redis_compose_take_element(struct evbuffer *out, struct redis_rsp *rsp,
+                               uint32_t i);
 
 #endif

@@ -6,8 +6,9 @@
  * and leave the same bytes unread. Each reply is checked against the
  * contract in proto_redis.h; the elements of an array, copied out with
  * redis_compose_element after a new header, frame back into an array of
- * the same elements. Stops at REDIS_FATAL, as the backend connection
- * does. */
+ * the same elements, and taken in order with redis_compose_take_element
+ * they are the reply's bytes after its head. Stops at REDIS_FATAL, as
+ * the backend connection does. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,8 +32,11 @@ static void check_rsp(const struct redis_rsp *rsp)
     FUZZ_CHECK(rsp->nil == (rsp->count == -1));
     if (rsp->type == REDIS_RSP_BULK && !rsp->nil)
         FUZZ_CHECK((size_t)rsp->count + 5 <= len);
-    if (rsp->type != REDIS_RSP_ARRAY || rsp->count <= 0)
+    if (rsp->type != REDIS_RSP_ARRAY || rsp->count <= 0) {
+        FUZZ_CHECK(rsp->nelems == 0);
         return;
+    }
+    FUZZ_CHECK(rsp->nelems == rsp->count);
     /* the elements tile the reply after its head, in order */
     next = rsp->elems[0].off;
     for (int64_t i = 0; i < rsp->count; i++) {
@@ -49,7 +53,7 @@ static void log_rsp(struct evbuffer *log, const struct redis_rsp *rsp)
     fuzz_log_u64(log, (uint64_t)rsp->integer);
     fuzz_log_u64(log, (uint64_t)rsp->count);
     fuzz_log_buffer(log, rsp->data);
-    for (int64_t i = 0; rsp->type == REDIS_RSP_ARRAY && i < rsp->count; i++) {
+    for (uint32_t i = 0; i < rsp->nelems; i++) {
         fuzz_log_u64(log, rsp->elems[i].off);
         fuzz_log_u64(log, rsp->elems[i].len);
     }
@@ -70,6 +74,7 @@ static void check_elements_roundtrip(const struct redis_rsp *rsp)
         FUZZ_CHECK(redis_compose_element(out, rsp, i) == 0);
     FUZZ_CHECK(redis_compose_element(out, rsp, n) == -1);
     redis_rsp_init(&back);
+    back.want_elems = true;
     FUZZ_CHECK(redis_rsp_read(out, &back, &fuzz_limits) == REDIS_OK);
     FUZZ_CHECK(evbuffer_get_length(out) == 0);
     FUZZ_CHECK(back.type == REDIS_RSP_ARRAY && back.count == rsp->count);
@@ -82,6 +87,26 @@ static void check_elements_roundtrip(const struct redis_rsp *rsp)
     }
     redis_rsp_deinit(&back);
     evbuffer_free(out);
+}
+
+/* Taking every element in order (redis_compose_take_element) gives the
+ * reply's bytes after its head, and leaves rsp->data empty. */
+static void check_elements_taken(struct redis_rsp *rsp)
+{
+    struct evbuffer *out = evbuffer_new(), *copy = evbuffer_new();
+    size_t head = rsp->elems[0].off, len = evbuffer_get_length(rsp->data);
+
+    FUZZ_CHECK(out != NULL && copy != NULL);
+    FUZZ_CHECK(evbuffer_add(copy, evbuffer_pullup(rsp->data, -1), len) == 0);
+    for (uint32_t i = 0; i < rsp->nelems; i++)
+        FUZZ_CHECK(redis_compose_take_element(out, rsp, i) == 0);
+    FUZZ_CHECK(redis_compose_take_element(out, rsp, 0) == -1);
+    FUZZ_CHECK(evbuffer_get_length(rsp->data) == 0);
+    FUZZ_CHECK(evbuffer_get_length(out) == len - head);
+    FUZZ_CHECK(memcmp(evbuffer_pullup(out, -1),
+                      (const char *)evbuffer_pullup(copy, -1) + head, len - head) == 0);
+    evbuffer_free(out);
+    evbuffer_free(copy);
 }
 
 /* Frames every whole reply in `in`. Returns true after REDIS_FATAL. */
@@ -102,8 +127,10 @@ static bool drain_replies(struct evbuffer *in, struct redis_rsp *rsp, struct evb
         FUZZ_CHECK(evbuffer_get_length(in) == before - evbuffer_get_length(rsp->data));
         check_rsp(rsp);
         log_rsp(log, rsp);
-        if (rsp->type == REDIS_RSP_ARRAY && rsp->count > 0)
+        if (rsp->type == REDIS_RSP_ARRAY && rsp->count > 0) {
             check_elements_roundtrip(rsp);
+            check_elements_taken(rsp);
+        }
     }
 }
 
@@ -116,6 +143,7 @@ static void run(const uint8_t *d, size_t n, enum fuzz_split how, struct evbuffer
 
     FUZZ_CHECK(in != NULL);
     redis_rsp_init(&rsp);
+    rsp.want_elems = true;
     fuzz_cutter_init(&cut, how, d, n);
     for (size_t pos = 0; pos < n && !fatal;) {
         size_t k = fuzz_cutter_next(&cut, d, pos, n);

@@ -49,6 +49,11 @@ def zk_capable():
 def zk(zk_capable, tmp_path_factory):
     server = ZooKeeperServer(str(tmp_path_factory.mktemp("zookeeper")))
     server.start()
+    # the parent of every test's node, open to all: a test that publishes
+    # with an ACL must not be the one to create it (the tests after it,
+    # in whatever order they run, could not create their nodes)
+    with server.client() as c:
+        c.create("/strata-it")
     yield server
     server.stop()
 
@@ -71,7 +76,8 @@ def node(request, zk):
 class ZkProxy(harness.Proxy):
     """Strata started with -c zk://... and a -C settings file."""
 
-    def __init__(self, workdir, pools, url, name, cache=None, settings=""):
+    def __init__(self, workdir, pools, url, name, cache=None, settings="",
+                 session_ms=SESSION_MS):
         harness.Proxy.__init__(self, "strata", proxy_binary("strata"), workdir,
                                pools, name=name)
         self.url = url
@@ -79,7 +85,7 @@ class ZkProxy(harness.Proxy):
         self.settings_path = os.path.join(workdir, "%s.cfg" % name)
         with open(self.settings_path, "w") as f:
             f.write('zk_cache_file = "%s";\nzk_session_timeout = %d;\n%s'
-                    % (self.cache, SESSION_MS, settings))
+                    % (self.cache, session_ms, settings))
 
     def argv(self):
         argv = harness.Proxy.argv(self)
@@ -206,6 +212,20 @@ def test_no_cache_no_zookeeper_refuses_to_start(zk_capable, workdir):
     assert "no usable cache file" in r.stderr
 
 
+def test_cache_directory_is_created(zk, zkc, node, memcached_factory, zk_proxy,
+                                    workdir):
+    """The cache file's directory (/var/lib/strata by default) is created
+    when missing, so the first start can write it."""
+    a, = memcached_factory(1)
+    pools = pools_for([a])
+    zkc.put(node, harness.pool_yaml(pools))
+    cache = os.path.join(workdir, "state", "strata", "zk.yml")
+    p = zk_proxy(pools, zk.url(node), name="mkdirs", cache=cache)
+    assert wait_until(lambda: os.path.exists(cache), 5 * TIME_SCALE)
+    assert os.stat(os.path.dirname(cache)).st_mode & 0o777 == 0o750
+    assert "cannot write the cache file" not in p.read_log()
+
+
 def test_start_from_cache_when_zookeeper_is_down(zk, zkc, node,
                                                  memcached_factory, zk_proxy):
     a, = memcached_factory(1)
@@ -215,13 +235,24 @@ def test_start_from_cache_when_zookeeper_is_down(zk, zkc, node,
     first.stop()
     zk.stop()
     try:
-        again = zk_proxy(pools, zk.url(node), name="again", cache=first.cache)
+        # a session timeout of 10 s is what start-up used to wait for
+        again = zk_proxy(pools, zk.url(node), name="again", cache=first.cache,
+                         start=False, session_ms=10000)
+        t0 = time.monotonic()
+        again.start(timeout=15.0 * TIME_SCALE)
+        took = time.monotonic() - t0
+        assert took < 1.0 * TIME_SCALE + 0.5, "served after %.1f s" % took
         assert lands_on(again, a, "k2")
         assert wait_log(again, "started from the cache file '%s'"
                         % first.cache, 2)
         assert "cannot reach ZooKeeper" in again.read_log()
     finally:
         zk.start()
+    # ZooKeeper back with a changed node: applied without a restart
+    b, = memcached_factory(1)
+    with zk.client() as c:              # zkc's session went with the server
+        c.set(node, harness.pool_yaml(pools_for([b], again.port)))
+    assert wait_until(lambda: lands_on(again, b, "k3"), 15 * TIME_SCALE, 0.2)
 
 
 # ------------------------------------------------------------- publish ----
@@ -399,8 +430,10 @@ def test_two_proxies_follow_one_change(zk, zkc, node, memcached_factory,
     port = free_port()
     pools = pools_for([a], port)
     zkc.put(node, harness.pool_yaml(pools))
-    p1 = zk_proxy(pools, zk.url(node), name="one")
-    p2 = zk_proxy(pools, zk.url(node), name="two")
+    # two processes on one port must ask for it (share_listen_ports)
+    share = "share_listen_ports = true;\n"
+    p1 = zk_proxy(pools, zk.url(node), name="one", settings=share)
+    p2 = zk_proxy(pools, zk.url(node), name="two", settings=share)
     regs = [p.reg_node(node) for p in (p1, p2)]
     assert wait_until(lambda: all(zkc.exists(r) for r in regs),
                       5 * TIME_SCALE)

@@ -31,7 +31,17 @@
  *     after its reply has come: an extra END before or after a reply, an
  *     MN where a reply is due or with nothing waiting, fail every request
  *     in flight (never a false miss) and reset the connection; a probe
- *     answered with anything else, or not at all, fails them too. */
+ *     answered with anything else, or not at all, fails them too;
+ *   - fences per batch: one "mn" after the requests one write carries,
+ *     and their replies are held until its MN (two batches in flight
+ *     complete apart); a skipped or an extra reply fails the whole batch
+ *     before any of it is delivered;
+ *   - Redis fences: "ECHO <token>:<seq>" after each batch, replies held
+ *     until its exact echo; a skipped or extra reply, or an echo with
+ *     another token, fails the batch "out of step"; an error to the
+ *     first fence (NOAUTH) turns fences off on that connection;
+ *   - the bookkeeping of backend_fence.c: tokens, the ECHO bytes, the
+ *     match of a reply against the fence due, the held replies. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -53,6 +63,7 @@
 #include <event2/event.h>
 
 #include "strata/backend.h"
+#include "strata/backend_fence.h"
 #include "strata/conn.h"
 #include "strata/util.h"
 #include "test_sbuf.h"
@@ -79,7 +90,13 @@ struct fx {
 /* fence_replies on: every test's fake server first sees the probe "mn"
  * (net_accept_probed); off, nothing is probed (the integration suite). */
 static struct mc_limits limits = { .max_line = 4096, .max_value = BIG_VALUE,
-                                   .read_chunk = 16384, .fence_replies = true };
+                                   .read_chunk = 16384,
+                                   .fence_replies = MC_FENCE_REQUEST };
+
+/* Redis servers' limits (the Redis fence tests). */
+static struct redis_limits rlimits = { .max_bulk = 1 << 20, .max_args = 1024,
+                                       .max_request = 1 << 21, .max_reply = 1 << 21,
+                                       .max_depth = 8 };
 
 /* What the callbacks were told, in order; big values' data apart. */
 static struct sbuf events;
@@ -192,6 +209,15 @@ static int accept_fenced(struct fx *f)
     return accept_probe(f, "MN\r\n");
 }
 
+/* Preconnect to a memcached >= 1.6: the probe answered, fences on,
+ * nothing queued. */
+static void connect_fenced(struct fx *f)
+{
+    backend_server_connect(&f->s);
+    f->sfd = accept_fenced(f);
+    net_run_for(&f->loop, 5);
+}
+
 /* ---- fixtures ---- */
 
 /* A TCP listener on 127.0.0.1, port chosen by the kernel. */
@@ -256,6 +282,24 @@ static struct fx *fx_tcp(int timeout_ms)
 static int setup_tcp(void **state)
 {
     *state = fx_tcp(-1);
+    return 0;
+}
+
+/* fence_replies per batch ("mn" after each write). */
+static int setup_batch(void **state)
+{
+    limits.fence_replies = MC_FENCE_BATCH;
+    *state = fx_tcp(-1);
+    return 0;
+}
+
+/* A Redis server with redis_fence_replies on (no AUTH, no SELECT). */
+static int setup_redis(void **state)
+{
+    limits.redis_fence_replies = true;
+    struct fx *f = fx_tcp(-1);
+    backend_server_set_redis(&f->s, NULL, 0, &rlimits);
+    *state = f;
     return 0;
 }
 
@@ -327,6 +371,8 @@ static int teardown(void **state)
 {
     struct fx *f = *state;
     backend_server_deinit(&f->s);
+    limits.fence_replies = MC_FENCE_REQUEST;
+    limits.redis_fence_replies = false;
     if (f->sfd >= 0)
         close(f->sfd);
     if (f->lfd >= 0)
@@ -871,6 +917,17 @@ static void test_one_megabyte_value_intact(void **state)
 
 /* ---- fences ---- */
 
+/* Queues get a (1), set b (2) and get c d (3) while the probe is out,
+ * answers it MN, and expects them written as `sent`. */
+static void send_three_accept_fenced(struct fx *f, const char *sent)
+{
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    send_req(f, MC_CMD_SET, "set b 0 0 1\r\nx\r\n", 2);
+    send_req(f, MC_CMD_GET, "get c d\r\n", 3);
+    f->sfd = accept_fenced(f);
+    net_expect(&f->loop, f->sfd, sent);
+}
+
 /* Requests queued while the probe is out go after its MN, in order, each
  * followed by "mn"; each is done only when its MN has come (the VALUEs
  * of a reply are delivered as they come). Fences and the probe are not
@@ -878,12 +935,8 @@ static void test_one_megabyte_value_intact(void **state)
 static void test_fenced_replies_complete_after_mn(void **state)
 {
     struct fx *f = *state;
-    send_req(f, MC_CMD_GET, "get a\r\n", 1);
-    send_req(f, MC_CMD_SET, "set b 0 0 1\r\nx\r\n", 2);
-    send_req(f, MC_CMD_GET, "get c d\r\n", 3);
-    f->sfd = accept_fenced(f);
-    net_expect(&f->loop, f->sfd, "get a\r\nmn\r\nset b 0 0 1\r\nx\r\nmn\r\n"
-                                 "get c d\r\nmn\r\n");
+    send_three_accept_fenced(f, "get a\r\nmn\r\nset b 0 0 1\r\nx\r\nmn\r\n"
+                                "get c d\r\nmn\r\n");
     net_send_str(&f->loop, f->sfd, "VALUE a 0 1\r\nA\r\nEND\r\n");
     expect_events(f, "1 VALUE a 0 1 A\n");
     net_run_for(&f->loop, 20);
@@ -912,22 +965,37 @@ static void test_fenced_replies_complete_after_mn(void **state)
     net_quiet(&f->loop, f->sfd, 5);
 }
 
-/* "get a" (1) and "get b" (2) on a fenced connection; the server answers
- * `reply`: the log must become `log`, the connection is reset, and the
- * next request reconnects (probe first) and is answered. */
-static void expect_fenced_reset_by(struct fx *f, const char *reply, const char *log)
+/* The log becomes exactly `log`, one server error is counted, the
+ * connection is closed and nothing is left in flight. */
+static void expect_reset_logged(struct fx *f, const char *log)
 {
-    send_req(f, MC_CMD_GET, "get a\r\n", 1);
-    send_req(f, MC_CMD_GET, "get b\r\n", 2);
-    f->sfd = accept_fenced(f);
-    net_expect(&f->loop, f->sfd, "get a\r\nmn\r\nget b\r\nmn\r\n");
-    net_send_str(&f->loop, f->sfd, reply);
     expect_events(f, log);
     NET_WAIT(&f->loop, stat_of(f, STATS_server_err) == 1);
     net_expect_closed(&f->loop, f->sfd);
     assert_string_equal(events_str(), log);
     assert_int_equal(backend_server_pending(&f->s), 0);
+}
+
+/* "get a" (1) and "get b" (2) on a fenced connection, written as `sent`
+ * (with their fences); the server answers `reply`: the log must become
+ * `log`, the connection is reset, and the next request reconnects
+ * (probe first) and is answered. */
+static void expect_fenced_reset(struct fx *f, const char *sent, const char *reply,
+                                const char *log)
+{
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    send_req(f, MC_CMD_GET, "get b\r\n", 2);
+    f->sfd = accept_fenced(f);
+    net_expect(&f->loop, f->sfd, sent);
+    net_send_str(&f->loop, f->sfd, reply);
+    expect_reset_logged(f, log);
     expect_reconnect_to(f, log, true);
+}
+
+/* The same with a fence after each request. */
+static void expect_fenced_reset_by(struct fx *f, const char *reply, const char *log)
+{
+    expect_fenced_reset(f, "get a\r\nmn\r\nget b\r\nmn\r\n", reply, log);
 }
 
 #define BOTH_INVALID "1 FAIL backend sent an invalid response\n" \
@@ -1006,9 +1074,7 @@ static void test_probe_unanswered_times_out(void **state)
 static void test_preconnect_probes_first(void **state)
 {
     struct fx *f = *state;
-    backend_server_connect(&f->s);
-    f->sfd = accept_fenced(f);
-    net_run_for(&f->loop, 5);
+    connect_fenced(f);
     send_req(f, MC_CMD_INCR, "incr n 1\r\n", 1);
     net_expect(&f->loop, f->sfd, "incr n 1\r\nmn\r\n");
     net_send_str(&f->loop, f->sfd, "5\r\nMN\r\n");
@@ -1016,9 +1082,326 @@ static void test_preconnect_probes_first(void **state)
     assert_int_equal(stat_of(f, STATS_requests), 1);
 }
 
+/* ---- fences per batch ---- */
+
+/* Per batch: one "mn" after the requests one write carries; every
+ * request of the batch is done only when that MN has come, in order
+ * (VALUEs still go on as they come), and a request sent later goes in
+ * the next batch with its own "mn". */
+static void test_batch_fence_one_mn_per_write(void **state)
+{
+    struct fx *f = *state;
+    send_three_accept_fenced(f, "get a\r\nset b 0 0 1\r\nx\r\nget c d\r\nmn\r\n");
+    net_send_str(&f->loop, f->sfd, "VALUE a 0 1\r\nA\r\nEND\r\nSTORED\r\n"
+                                   "VALUE c 1 1\r\nC\r\nEND\r\n");
+    expect_events(f, "1 VALUE a 0 1 A\n3 VALUE c 1 1 C\n");
+    net_run_for(&f->loop, 20);   /* held until the batch's MN */
+    assert_string_equal(events_str(), "1 VALUE a 0 1 A\n3 VALUE c 1 1 C\n");
+    net_send_str(&f->loop, f->sfd, "MN\r\n");
+    expect_events(f, "1 VALUE a 0 1 A\n3 VALUE c 1 1 C\n1 END\n2 STORED\n3 END\n");
+    assert_int_equal(stat_of(f, STATS_responses), 3);
+    assert_int_equal(stat_of(f, STATS_response_bytes), 21 + 8 + 21);
+    assert_int_equal(backend_server_pending(&f->s), 0);
+    send_req(f, MC_CMD_DELETE, "delete e\r\n", 4);
+    send_req(f, MC_CMD_INCR, "incr n 1\r\n", 5);
+    net_expect(&f->loop, f->sfd, "delete e\r\nincr n 1\r\nmn\r\n");
+    net_send_str(&f->loop, f->sfd, "DELETED\r\n7\r\nMN\r\n");
+    expect_events(f, "1 VALUE a 0 1 A\n3 VALUE c 1 1 C\n1 END\n2 STORED\n3 END\n"
+                     "4 DELETED\n5 7\n");
+    net_quiet(&f->loop, f->sfd, 5);
+}
+
+/* A long batch gets a fence after every BACKEND_FENCE_BATCH_MAX
+ * requests, and the rest its own before the write. */
+static void test_batch_fence_at_most_max_requests(void **state)
+{
+    struct fx *f = *state;
+    connect_fenced(f);
+    struct sbuf want = { 0 };
+    char req[32];
+    for (int i = 0; i < BACKEND_FENCE_BATCH_MAX + 6; i++) {
+        snprintf(req, sizeof(req), "get k%d\r\n", i);
+        send_req(f, MC_CMD_GET, req, i);
+        sbuf_add(&want, req, strlen(req));
+        if (i + 1 == BACKEND_FENCE_BATCH_MAX)
+            sbuf_add(&want, "mn\r\n", 4);
+    }
+    sbuf_add(&want, "mn\r\n", 4);
+    sbuf_add(&want, "", 1);
+    net_expect(&f->loop, f->sfd, want.p);
+    free(want.p);
+}
+
+/* Two batches in flight: the first completes at its MN, the second's
+ * replies wait for the second MN. */
+static void test_batch_fence_two_batches_in_flight(void **state)
+{
+    struct fx *f = *state;
+    connect_fenced(f);
+    send_req(f, MC_CMD_GET, "get a\r\n", 1);
+    net_expect(&f->loop, f->sfd, "get a\r\nmn\r\n");
+    send_req(f, MC_CMD_GET, "get b\r\n", 2);
+    net_expect(&f->loop, f->sfd, "get b\r\nmn\r\n");
+    net_send_str(&f->loop, f->sfd, "END\r\nMN\r\nEND\r\n");
+    expect_events(f, "1 END\n");
+    net_run_for(&f->loop, 20);
+    assert_string_equal(events_str(), "1 END\n");
+    net_send_str(&f->loop, f->sfd, "MN\r\n");
+    expect_events(f, "1 END\n2 END\n");
+}
+
+/* A batch of "get a", "get b" (one "mn" after both), answered with
+ * `reply`: nothing of the batch is delivered before the lie is caught. */
+static void expect_batch_reset_by(struct fx *f, const char *reply, const char *log)
+{
+    expect_fenced_reset(f, "get a\r\nget b\r\nmn\r\n", reply, log);
+}
+
+/* b's reply skipped: the MN lands where b's reply is due; a's END,
+ * already whole, is not delivered either. */
+static void test_batch_fence_skipped_reply_fails_the_batch(void **state)
+{
+    expect_batch_reset_by(*state, "END\r\nMN\r\n", BOTH_INVALID);
+}
+
+/* An extra END in the batch: b's real reply lands where the MN is due;
+ * a would have been answered, b a false miss: both fail instead. */
+static void test_batch_fence_extra_reply_fails_the_batch(void **state)
+{
+    expect_batch_reset_by(*state, "END\r\nEND\r\nVALUE b 0 1\r\nB\r\nEND\r\nMN\r\n",
+                          BOTH_INVALID);
+}
+
+/* ---- Redis fences ---- */
+
+/* A Redis reply: "ID <its bytes>" or "ID FAIL reason" in the log. */
+static void on_redis_reply(void *arg, struct redis_rsp *rsp, const char *reason)
+{
+    int id = (int)(intptr_t)arg;
+    if (rsp == NULL) {
+        sbuf_printf(&events, "%d FAIL %s\n", id, reason);
+        return;
+    }
+    char tmp[256];
+    size_t n = evbuffer_copyout(rsp->data, tmp, sizeof(tmp) - 1);
+    tmp[n] = '\0';
+    sbuf_printf(&events, "%d %s", id, tmp);
+}
+
+/* "GET key" to the Redis server, tagged id. */
+static void send_redis_get(struct fx *f, const char *key, int id)
+{
+    struct evbuffer *b = evbuffer_new();
+    assert_non_null(b);
+    const char *argv[2] = { "GET", key };
+    size_t argvlen[2] = { 3, strlen(key) };
+    assert_int_equal(redis_compose_command(b, 2, argv, argvlen), 0);
+    backend_send_redis(&f->s, redis_cmd_lookup("get", 3), 1, b, on_redis_reply,
+                       (void *)(intptr_t)id);
+    evbuffer_free(b);
+}
+
+/* Reads the fence "ECHO <token>:<seq>" that must come next; its echo
+ * (the bulk reply) into reply. */
+static void expect_redis_fence(struct fx *f, unsigned seq, char *reply, size_t len)
+{
+    char arg[64];
+    int alen = snprintf(arg, sizeof(arg), "%u", seq) + BACKEND_FENCE_TOKEN_LEN + 1;
+    char head[64];
+    snprintf(head, sizeof(head), "*2\r\n$4\r\nECHO\r\n$%d\r\n", alen);
+    net_expect(&f->loop, f->sfd, head);
+    net_read_exact(&f->loop, f->sfd, arg, (size_t)alen + 2);
+    arg[alen] = '\0';
+    char want[16];
+    snprintf(want, sizeof(want), ":%u", seq);
+    assert_string_equal(arg + BACKEND_FENCE_TOKEN_LEN, want);
+    snprintf(reply, len, "$%d\r\n%s\r\n", alen, arg);
+}
+
+#define GET_A "*2\r\n$3\r\nGET\r\n$1\r\na\r\n"
+#define GET_B "*2\r\n$3\r\nGET\r\n$1\r\nb\r\n"
+
+/* A batch of GET a, GET b gets one ECHO; the replies wait for its echo,
+ * then go out in order; the next batch's ECHO counts on. */
+static void test_redis_fence_holds_replies_until_echo(void **state)
+{
+    struct fx *f = *state;
+    char echo[128];
+    send_redis_get(f, "a", 1);
+    send_redis_get(f, "b", 2);
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, GET_A GET_B);
+    expect_redis_fence(f, 0, echo, sizeof(echo));
+    net_send_str(&f->loop, f->sfd, "$2\r\nva\r\n$-1\r\n");
+    net_run_for(&f->loop, 20);
+    assert_string_equal(events_str(), "");
+    net_send_str(&f->loop, f->sfd, echo);
+    expect_events(f, "1 $2\r\nva\r\n2 $-1\r\n");
+    assert_int_equal(stat_of(f, STATS_responses), 2);
+    assert_int_equal(stat_of(f, STATS_response_bytes), 8 + 5);
+    send_redis_get(f, "a", 3);
+    net_expect(&f->loop, f->sfd, GET_A);
+    expect_redis_fence(f, 1, echo, sizeof(echo));
+    net_send_str(&f->loop, f->sfd, "$2\r\nvb\r\n");
+    net_send_str(&f->loop, f->sfd, echo);
+    expect_events(f, "1 $2\r\nva\r\n2 $-1\r\n3 $2\r\nvb\r\n");
+    assert_int_equal(stat_of(f, STATS_server_err), 0);
+}
+
+#define BOTH_STEP "1 FAIL backend sent an out-of-step reply\n" \
+                  "2 FAIL backend sent an out-of-step reply\n"
+
+/* GET a, GET b, then `lie(echo)` from the server: both fail out of
+ * step, nothing delivered, the connection is reset. */
+static void expect_redis_step_reset(struct fx *f, const char *before, bool echo_it,
+                                    const char *after)
+{
+    char echo[128];
+    send_redis_get(f, "a", 1);
+    send_redis_get(f, "b", 2);
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, GET_A GET_B);
+    expect_redis_fence(f, 0, echo, sizeof(echo));
+    net_send_str(&f->loop, f->sfd, before);
+    if (echo_it)
+        net_send_str(&f->loop, f->sfd, echo);
+    net_send_str(&f->loop, f->sfd, after);
+    expect_reset_logged(f, BOTH_STEP);
+}
+
+/* b's reply skipped: the echo lands where b's reply is due. */
+static void test_redis_fence_skipped_reply(void **state)
+{
+    expect_redis_step_reset(*state, "$2\r\nva\r\n", true, "");
+}
+
+/* An extra reply: b's lands where the echo is due. */
+static void test_redis_fence_extra_reply(void **state)
+{
+    expect_redis_step_reset(*state, "$2\r\nva\r\n$2\r\nva\r\n$2\r\nvb\r\n", true, "");
+}
+
+/* A value that looks like a fence but carries another token, or the
+ * right token with another number, is not the echo due. */
+static void test_redis_fence_wrong_echo(void **state)
+{
+    expect_redis_step_reset(*state, "$2\r\nva\r\n$2\r\nvb\r\n", false,
+                            "$34\r\n0123456789abcdef0123456789abcdef:0\r\n");
+}
+
+/* A server that refuses ECHO (NOAUTH without redis_auth): the first
+ * fence's error turns fences off on that connection; the replies held
+ * behind it go out, and later requests are sent without fences. */
+static void test_redis_fence_refused_turns_fences_off(void **state)
+{
+    struct fx *f = *state;
+    char echo[128];
+    send_redis_get(f, "a", 1);
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, GET_A);
+    expect_redis_fence(f, 0, echo, sizeof(echo));
+    net_send_str(&f->loop, f->sfd, "-NOAUTH Authentication required.\r\n"
+                                   "-NOAUTH Authentication required.\r\n");
+    expect_events(f, "1 -NOAUTH Authentication required.\r\n");
+    send_redis_get(f, "b", 2);
+    net_expect(&f->loop, f->sfd, GET_B);
+    net_quiet(&f->loop, f->sfd, 20);
+    net_send_str(&f->loop, f->sfd, "-NOAUTH Authentication required.\r\n");
+    expect_events(f, "1 -NOAUTH Authentication required.\r\n"
+                     "2 -NOAUTH Authentication required.\r\n");
+    assert_int_equal(stat_of(f, STATS_server_err), 0);
+}
+
+/* ---- fence bookkeeping (backend_fence.c) ---- */
+
+/* A reply framed from text. */
+static void frame_redis(struct redis_rsp *rsp, const char *text)
+{
+    struct evbuffer *in = evbuffer_new();
+    assert_non_null(in);
+    evbuffer_add(in, text, strlen(text));
+    redis_rsp_reset(rsp);
+    assert_int_equal(redis_rsp_read(in, rsp, &rlimits), REDIS_OK);
+    evbuffer_free(in);
+}
+
+/* Tokens are 32 hex digits and differ; the ECHO is exact; only the
+ * exact echo of the fence due is DUE, an echo of another fence of the
+ * connection OTHER, anything else NONE. */
+static void test_fence_token_compose_and_match(void **state)
+{
+    (void)state;
+    char t1[BACKEND_FENCE_TOKEN_LEN + 1], t2[BACKEND_FENCE_TOKEN_LEN + 1];
+    backend_fence_token(t1);
+    backend_fence_token(t2);
+    assert_int_equal(strlen(t1), BACKEND_FENCE_TOKEN_LEN);
+    assert_int_equal(strspn(t1, "0123456789abcdef"), BACKEND_FENCE_TOKEN_LEN);
+    assert_string_not_equal(t1, t2);
+    struct evbuffer *out = evbuffer_new();
+    assert_non_null(out);
+    assert_int_equal(backend_fence_compose_redis(out, t1, 12), 0);
+    char want[128], got[128];
+    snprintf(want, sizeof(want), "*2\r\n$4\r\nECHO\r\n$35\r\n%s:12\r\n", t1);
+    size_t n = evbuffer_copyout(out, got, sizeof(got) - 1);
+    got[n] = '\0';
+    assert_string_equal(got, want);
+    evbuffer_free(out);
+
+    struct redis_rsp rsp;
+    redis_rsp_init(&rsp);
+    snprintf(want, sizeof(want), "$35\r\n%s:12\r\n", t1);
+    frame_redis(&rsp, want);
+    assert_int_equal(backend_fence_match_redis(&rsp, t1, 12), BACKEND_FENCE_DUE);
+    assert_int_equal(backend_fence_match_redis(&rsp, t1, 11), BACKEND_FENCE_OTHER);
+    assert_int_equal(backend_fence_match_redis(&rsp, t1, 120), BACKEND_FENCE_OTHER);
+    assert_int_equal(backend_fence_match_redis(&rsp, t2, 12), BACKEND_FENCE_NONE);
+    snprintf(want, sizeof(want), "+%s:12\r\n", t1);
+    frame_redis(&rsp, want);
+    assert_int_equal(backend_fence_match_redis(&rsp, t1, 12), BACKEND_FENCE_NONE);
+    frame_redis(&rsp, "$-1\r\n");
+    assert_int_equal(backend_fence_match_redis(&rsp, t1, 12), BACKEND_FENCE_NONE);
+    frame_redis(&rsp, "*1\r\n$2\r\nab\r\n");
+    assert_int_equal(backend_fence_match_redis(&rsp, t1, 12), BACKEND_FENCE_NONE);
+    redis_rsp_deinit(&rsp);
+}
+
+/* Held replies are swapped in (the caller gets an empty struct back),
+ * kept in order past the first growth, and reset together. */
+static void test_fence_held_replies_in_order(void **state)
+{
+    (void)state;
+    struct backend_held h;
+    backend_held_init(&h);
+    struct redis_rsp rsp;
+    redis_rsp_init(&rsp);
+    char text[32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(text, sizeof(text), ":%d\r\n", i);
+        frame_redis(&rsp, text);
+        assert_int_equal(backend_held_push_redis(&h, &rsp), 0);
+        assert_true(rsp.data == NULL || evbuffer_get_length(rsp.data) == 0);
+    }
+    assert_int_equal(h.n, 20);
+    assert_true(h.cap >= 20);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(h.redis[i].integer, i);
+    struct mc_rsp mc;
+    mc_rsp_init(&mc);
+    assert_int_equal(backend_held_push_mc(&h, &mc), -1);   /* one protocol */
+    mc_rsp_deinit(&mc);
+    backend_held_reset(&h);
+    assert_int_equal(h.n, 0);
+    assert_int_equal(evbuffer_get_length(h.redis[0].data), 0);
+    redis_rsp_deinit(&rsp);
+    backend_held_deinit(&h);
+    assert_null(h.redis);
+}
+
 int main(void)
 {
 #define TCP(t) cmocka_unit_test_setup_teardown(t, setup_tcp, teardown)
+#define BATCH(t) cmocka_unit_test_setup_teardown(t, setup_batch, teardown)
+#define REDIS(t) cmocka_unit_test_setup_teardown(t, setup_redis, teardown)
     const struct CMUnitTest tests[] = {
         TCP(test_get_reply_split_at_every_byte),
         TCP(test_batch_is_one_write_replies_in_order),
@@ -1061,6 +1444,18 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_probe_unanswered_times_out,
                                         setup_timeout, teardown),
         TCP(test_preconnect_probes_first),
+        BATCH(test_batch_fence_one_mn_per_write),
+        BATCH(test_batch_fence_two_batches_in_flight),
+        BATCH(test_batch_fence_at_most_max_requests),
+        BATCH(test_batch_fence_skipped_reply_fails_the_batch),
+        BATCH(test_batch_fence_extra_reply_fails_the_batch),
+        REDIS(test_redis_fence_holds_replies_until_echo),
+        REDIS(test_redis_fence_skipped_reply),
+        REDIS(test_redis_fence_extra_reply),
+        REDIS(test_redis_fence_wrong_echo),
+        REDIS(test_redis_fence_refused_turns_fences_off),
+        cmocka_unit_test(test_fence_token_compose_and_match),
+        cmocka_unit_test(test_fence_held_replies_in_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

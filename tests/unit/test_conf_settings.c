@@ -97,7 +97,8 @@ static void assert_defaults(const struct settings *s)
     assert_null(s->zk_auth_file);
     assert_null(s->zk_acl);
     assert_null(s->unix_socket_dir);
-    assert_false(s->fence_replies);
+    assert_int_equal(s->fence_replies, SETTINGS_FENCE_OFF);
+    assert_true(s->redis_fence_replies);
 }
 
 static void test_defaults(void **state)
@@ -142,7 +143,8 @@ static void test_every_key(void **state)
         "zk_auth_file = \"/etc/strata/zk.auth\";\n"
         "zk_acl = \"auth::cdrwa,world:anyone:r\";\n"
         "unix_socket_dir = \"/run/strata\";\n"
-        "fence_replies = true;\n");
+        "fence_replies = true;\n"
+        "redis_fence_replies = false;\n");
     const struct settings *s = &fx->s;
     assert_int_equal(s->workers, 8);
     assert_string_equal(s->conf_file, "/etc/strata/pools.yml");
@@ -169,7 +171,25 @@ static void test_every_key(void **state)
     assert_string_equal(s->zk_auth_file, "/etc/strata/zk.auth");
     assert_string_equal(s->zk_acl, "auth::cdrwa,world:anyone:r");
     assert_string_equal(s->unix_socket_dir, "/run/strata");
-    assert_true(s->fence_replies);
+    assert_int_equal(s->fence_replies, SETTINGS_FENCE_BATCH);   /* true: per batch */
+    assert_false(s->redis_fence_replies);
+}
+
+/* fence_replies: false, true (per batch) or the name of a form. */
+static void test_fence_replies_forms(void **state)
+{
+    struct fx *fx = *state;
+    static const struct { const char *text; int want; } forms[] = {
+        { "fence_replies = false;\n", SETTINGS_FENCE_OFF },
+        { "fence_replies = true;\n", SETTINGS_FENCE_BATCH },
+        { "fence_replies = \"off\";\n", SETTINGS_FENCE_OFF },
+        { "fence_replies = \"batch\";\n", SETTINGS_FENCE_BATCH },
+        { "fence_replies = \"request\";\n", SETTINGS_FENCE_REQUEST },
+    };
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        fx_load(fx, forms[i].text);
+        assert_int_equal(fx->s.fence_replies, forms[i].want);
+    }
 }
 
 /* The cache file: the setting, else one file per stats port. */
@@ -353,6 +373,12 @@ static const struct err_case err_cases[] = {
       "setting 'zk_register' must be true or false" },
     { "zk_cache_file_empty", "zk_cache_file = \"\";\n", 1,
       "setting 'zk_cache_file' must not be empty" },
+    { "fence_replies_word", "fence_replies = \"always\";\n", 1,
+      "setting 'fence_replies' must be true, false, \"off\", \"request\" or \"batch\"" },
+    { "fence_replies_int", "fence_replies = 1;\n", 1,
+      "setting 'fence_replies' must be true, false, \"off\", \"request\" or \"batch\"" },
+    { "redis_fence_replies_string", "redis_fence_replies = \"on\";\n", 1,
+      "setting 'redis_fence_replies' must be true or false" },
     { "daemonize_int", "daemonize = 1;\n", 1, "setting 'daemonize' must be true or false" },
     { "daemonize_string", "daemonize = \"yes\";\n", 1,
       "setting 'daemonize' must be true or false" },
@@ -401,6 +427,7 @@ int main(void)
         FX_TEST(test_no_err_buffer),
         FX_TEST(test_deinit_twice),
         FX_TEST(test_zk_cache_file),
+        FX_TEST(test_fence_replies_forms),
         FX_TEST(test_conf_file_default),
         FX_TEST(test_conf_file_given),
     };

@@ -1,7 +1,8 @@
 /* Unit tests for the connection layer (src/conn.c) over socketpairs and a
  * loopback listener: reads in large extents whatever the arrival pattern,
  * gathered writes with write interest armed only while the kernel refuses
- * bytes, EOF mid-value, backpressure, connects.
+ * bytes or a turn's share is written, the owner's on_flush just before
+ * each write, EOF mid-value, backpressure, connects.
  *
  * readv is wrapped (-Wl,--wrap=readv) to count the reads conn.c makes and
  * the space each offers the kernel. */
@@ -50,6 +51,7 @@ struct owner {
     struct conn *conn;
     int          inputs;      /* on_input calls */
     int          drained;
+    int          flushes;     /* on_flush calls (flush_ops) */
     int          connected;
     int          errors;
     char         reason[128];
@@ -273,6 +275,57 @@ static void test_gathered_write(void **state)
     assert_memory_equal(buf, "VALUE a 0 1\r\nx\r\nEND\r\n", 21);
 }
 
+/* Replaces the fixture's conn with one on a new socketpair, with
+ * `read_max` and `o`; returns it. */
+static struct conn *recreate(struct fixture *f, size_t read_max, const struct conn_ops *o)
+{
+    conn_destroy(&f->owner.conn);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    close(f->peer);
+    f->peer = sv[1];
+    f->owner.conn = conn_create(&f->loop, sv[0], read_max, o, &f->owner);
+    assert_non_null(f->owner.conn);
+    return f->owner.conn;
+}
+
+/* An owner with on_flush: appends a marker to each write. */
+static void on_flush_mark(struct conn *c, void *arg)
+{
+    ((struct owner *)arg)->flushes++;
+    evbuffer_add(conn_output(c), "|", 1);
+}
+
+static const struct conn_ops flush_ops = {
+    .on_input = on_input,
+    .on_drained = on_drained,
+    .on_flush = on_flush_mark,
+    .on_connected = on_connected,
+    .on_error = on_error,
+};
+
+/* on_flush runs once per write, just before it: what it appends goes
+ * out after everything the batch added, in the same write. */
+static void test_on_flush_appends_to_the_batch(void **state)
+{
+    struct fixture *f = *state;
+    struct conn *c = recreate(f, 4 << 20, &flush_ops);
+    evbuffer_add(conn_output(c), "a", 1);
+    conn_send(c);
+    evbuffer_add(conn_output(c), "b", 1);
+    conn_send(c);
+    assert_int_equal(f->owner.flushes, 0);
+    conn_loop_flush(&f->loop);
+    assert_int_equal(f->owner.flushes, 1);
+    evbuffer_add(conn_output(c), "c", 1);
+    conn_send(c);
+    conn_loop_flush(&f->loop);
+    assert_int_equal(f->owner.flushes, 2);
+    char buf[8];
+    read_exact(f->peer, buf, 5);
+    assert_memory_equal(buf, "ab|c|", 5);
+}
+
 static bool output_empty(struct fixture *f)
 {
     return evbuffer_get_length(conn_output(f->owner.conn)) == 0;
@@ -313,6 +366,60 @@ static void test_short_write_arms_and_disarms(void **state)
     assert_false(conn_write_blocked(c));
     assert_int_equal(f->owner.drained, 1);
     free(got);
+    free(v);
+}
+
+/* A peer that reads whatever comes, as fast as it comes, into a buffer. */
+struct sink {
+    int     fd;
+    char   *buf;
+    size_t  want;
+    size_t  have;
+};
+
+static void *sink_reader(void *arg)
+{
+    struct sink *k = arg;
+    int64_t deadline = util_now_ms() + 10000;
+    while (k->have < k->want && util_now_ms() < deadline) {
+        ssize_t r = recv(k->fd, k->buf + k->have, k->want - k->have, 0);
+        if (r <= 0)
+            break;
+        k->have += (size_t)r;
+    }
+    return NULL;
+}
+
+/* An output of 16 MB to a peer that reads as fast as it comes leaves over
+ * several turns, CONN_WRITE_MAX_TURN bytes at most in one, with write
+ * interest armed in between; all of it arrives, in order. The socket's
+ * send buffer is made big enough for all of it where the test may
+ * (SO_SNDBUFFORCE), so the kernel alone would take it in one turn. */
+static void test_big_output_over_turns(void **state)
+{
+    struct fixture *f = *state;
+    struct conn *c = f->owner.conn;
+    size_t len = 16u << 20;
+    char *v = pattern(len);
+    struct sink k = { .fd = f->peer, .buf = malloc(len), .want = len };
+    int big = 32 << 20;
+    pthread_t th;
+    assert_non_null(k.buf);
+    (void)setsockopt(conn_fd(c), SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big));
+    evbuffer_add(conn_output(c), v, len);
+    assert_int_equal(pthread_create(&th, NULL, sink_reader, &k), 0);
+    conn_send(c);
+    conn_loop_flush(&f->loop);
+    assert_true(conn_written(c) <= CONN_WRITE_MAX_TURN);
+    assert_true(evbuffer_get_length(conn_output(c)) > 0);
+    assert_true(conn_write_blocked(c));
+    assert_true(turn_until(f, output_empty));
+    pthread_join(th, NULL);
+    assert_int_equal(k.have, len);
+    assert_memory_equal(k.buf, v, len);
+    assert_int_equal(f->owner.drained, 1);
+    assert_false(conn_write_blocked(c));
+    free(k.buf);
     free(v);
 }
 
@@ -367,12 +474,7 @@ static bool input_has_all_3000(struct fixture *f)
 static void test_read_max_stops_reading(void **state)
 {
     struct fixture *f = *state;
-    conn_destroy(&f->owner.conn);
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    close(f->peer);
-    f->peer = sv[1];
-    f->owner.conn = conn_create(&f->loop, sv[0], 1000, &ops, &f->owner);
+    recreate(f, 1000, &ops);
     char *v = pattern(3000);
     write_all(f->peer, v, 3000);
     assert_true(turn_until(f, got_input));
@@ -462,7 +564,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_one_byte_at_a_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_mb_burst, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gathered_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_on_flush_appends_to_the_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_write_arms_and_disarms, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_big_output_over_turns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_peer_closes_mid_value, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_stops_and_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_max_stops_reading, setup, teardown),

@@ -40,6 +40,7 @@ setup(void **state)
     redis_req_init(&f->req);
     redis_req_init(&f->back);
     redis_rsp_init(&f->rsp);
+    f->rsp.want_elems = true;
     *state = f;
     return 0;
 }
@@ -228,6 +229,7 @@ test_elements_merge(void **state)
 
     redis_rsp_init(&ra);
     redis_rsp_init(&rb);
+    ra.want_elems = rb.want_elems = true;
     evbuffer_add(f->in, S(a));
     evbuffer_add(f->in, S(b));
     assert_int_equal(redis_rsp_read(f->in, &ra, &lim), REDIS_OK);
@@ -281,6 +283,37 @@ test_element_chains(void **state)
     assert_int_equal(f->rsp.count, 1000);
 }
 
+/* Elements taken in order move to their slots; the bytes before one
+ * (the head, an element passed over) are dropped; an element passed is
+ * refused; so are elements that were not recorded. */
+static void
+test_take_elements(void **state)
+{
+    static const char r[] = "*4\r\n$2\r\nv1\r\n*2\r\n$-1\r\n:3\r\n+x\r\n$0\r\n\r\n";
+    struct fixture *f = *state;
+
+    evbuffer_add(f->in, S(r));
+    assert_int_equal(redis_rsp_read(f->in, &f->rsp, &lim), REDIS_OK);
+    assert_int_equal(redis_compose_take_element(f->out, &f->rsp, 1), 0);
+    assert_out(f, S("*2\r\n$-1\r\n:3\r\n"));
+    evbuffer_drain(f->out, evbuffer_get_length(f->out));
+    assert_int_equal(redis_compose_take_element(f->out, &f->rsp, 0), -1);
+    assert_int_equal(redis_compose_take_element(f->out, &f->rsp, 3), 0);
+    assert_out(f, S("$0\r\n\r\n"));
+    assert_int_equal(evbuffer_get_length(f->rsp.data), 0);
+    assert_int_equal(redis_compose_take_element(f->out, &f->rsp, 4), -1);
+    /* not recorded */
+    evbuffer_drain(f->out, evbuffer_get_length(f->out));
+    f->rsp.want_elems = false;
+    redis_rsp_reset(&f->rsp);
+    evbuffer_add(f->in, S(r));
+    assert_int_equal(redis_rsp_read(f->in, &f->rsp, &lim), REDIS_OK);
+    assert_int_equal(f->rsp.nelems, 0);
+    assert_int_equal(redis_compose_take_element(f->out, &f->rsp, 0), -1);
+    assert_int_equal(redis_compose_element(f->out, &f->rsp, 0), -1);
+    assert_int_equal(evbuffer_get_length(f->out), 0);
+}
+
 int
 main(void)
 {
@@ -294,6 +327,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_elements_merge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_element_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_element_chains, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_take_elements, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

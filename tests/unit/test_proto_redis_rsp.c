@@ -1,6 +1,8 @@
 /* Unit tests of proto_redis replies: framing of every reply type, nested
  * arrays and their top-level elements, garbage and limits, results that
- * do not depend on how the stream is split, and replies against their
+ * do not depend on how the stream is split, work linear in the reply
+ * (position lookups counted through -Wl,--wrap=evbuffer_ptr_set), the
+ * element array given back after a big reply, and replies against their
  * command (redis_rsp_fits). */
 
 #include <stdarg.h>
@@ -24,6 +26,24 @@ static const struct redis_limits lim = {
     .max_reply = 4096, .max_depth = 4,
 };
 
+/* Lookups of a position from the input's first chain (EVBUFFER_PTR_SET
+ * walks the chains up to it): the framer may make one per call. */
+static unsigned long ptr_lookups;
+
+int __real_evbuffer_ptr_set(struct evbuffer *buf, struct evbuffer_ptr *pos,
+                            size_t position, enum evbuffer_ptr_how how);
+int __wrap_evbuffer_ptr_set(struct evbuffer *buf, struct evbuffer_ptr *pos,
+                            size_t position, enum evbuffer_ptr_how how);
+
+int
+__wrap_evbuffer_ptr_set(struct evbuffer *buf, struct evbuffer_ptr *pos,
+                        size_t position, enum evbuffer_ptr_how how)
+{
+    if (how == EVBUFFER_PTR_SET)
+        ptr_lookups++;
+    return __real_evbuffer_ptr_set(buf, pos, position, how);
+}
+
 struct fixture {
     struct redis_rsp  rsp;
     struct evbuffer  *in;
@@ -37,6 +57,7 @@ setup(void **state)
     if (f == NULL || (f->in = evbuffer_new()) == NULL)
         return -1;
     redis_rsp_init(&f->rsp);
+    f->rsp.want_elems = true;
     *state = f;
     return 0;
 }
@@ -77,6 +98,7 @@ assert_elem(const struct redis_rsp *rsp, uint32_t i, const char *s)
     const char *p = (const char *)evbuffer_pullup(rsp->data, -1);
 
     assert_true((int64_t)i < rsp->count);
+    assert_true(i < rsp->nelems);
     assert_int_equal(rsp->elems[i].len, n);
     assert_memory_equal(p + rsp->elems[i].off, s, n);
 }
@@ -173,7 +195,8 @@ test_pipelined(void **state)
     assert_int_equal(evbuffer_get_length(f->in), 1);
 }
 
-/* AGAIN consumes nothing; the elements already framed are not rescanned. */
+/* AGAIN consumes nothing; the bytes already examined are not looked at
+ * again (scan_off is past all of them, mid-unit too). */
 static void
 test_progress_kept(void **state)
 {
@@ -183,11 +206,11 @@ test_progress_kept(void **state)
     assert_int_equal(read_rsp(f, r, 14, &lim), REDIS_AGAIN);
     assert_int_equal(evbuffer_get_length(f->in), 14);
     assert_int_equal(f->rsp.depth, 2);
-    assert_int_equal(f->rsp.scan_off, 12);
+    assert_int_equal(f->rsp.scan_off, 14);
     evbuffer_add(f->in, r + 14, 6);
     assert_int_equal(redis_rsp_read(f->in, &f->rsp, &lim), REDIS_AGAIN);
     assert_int_equal(f->rsp.depth, 1);
-    assert_int_equal(f->rsp.scan_off, 16);
+    assert_int_equal(f->rsp.scan_off, 20);
     evbuffer_add(f->in, r + 20, sizeof(r) - 1 - 20);
     assert_int_equal(redis_rsp_read(f->in, &f->rsp, &lim), REDIS_OK);
     assert_elem(&f->rsp, 0, "*2\r\n:1\r\n:2\r\n");
@@ -279,7 +302,9 @@ drain_log(struct evbuffer *in, void *obj, struct sbuf *log)
                     (long long)rsp->integer, (long long)rsp->count);
         sbuf_add_escaped(log, (const char *)evbuffer_pullup(rsp->data, -1),
                          evbuffer_get_length(rsp->data));
-        for (int64_t i = 0; rsp->type == REDIS_RSP_ARRAY && i < rsp->count; i++)
+        if (rsp->type == REDIS_RSP_ARRAY && rsp->count > 0)
+            assert_int_equal(rsp->nelems, rsp->count);
+        for (uint32_t i = 0; i < rsp->nelems; i++)
             sbuf_printf(log, " [%zu+%zu]", rsp->elems[i].off, rsp->elems[i].len);
         sbuf_add(log, "\n", 1);
     }
@@ -292,6 +317,7 @@ rsp_create(void)
 
     assert_non_null(rsp);
     redis_rsp_init(rsp);
+    rsp->want_elems = true;
     return rsp;
 }
 
@@ -321,6 +347,111 @@ test_split_everywhere(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof(streams) / sizeof(streams[0]); i++)
         test_cuts_everywhere(&framer, streams[i].s, streams[i].n);
+}
+
+/* ---- big replies --------------------------------------------------------- */
+
+#define BIG_ELEMS  1000000
+#define BIG_PIECE  65536
+
+/* "*<n>\r\n" then n one-byte bulks: the reply of LRANGE over a list of
+ * one-byte elements. Returns its length; *out is malloc'd. */
+static size_t
+big_reply(uint32_t n, char **out)
+{
+    size_t len = 0, cap = 32 + (size_t)n * 7;
+    char *p = malloc(cap);
+
+    assert_non_null(p);
+    len = (size_t)snprintf(p, cap, "*%u\r\n", n);
+    for (uint32_t i = 0; i < n; i++) {
+        memcpy(p + len, "$1\r\nx\r\n", 7);
+        p[len + 4] = (char)('a' + i % 26);
+        len += 7;
+    }
+    *out = p;
+    return len;
+}
+
+/* Feeds r[0..n) in BIG_PIECE pieces, each its own chain as a read makes
+ * it, calling redis_rsp_read after each. Returns the calls made; the
+ * last one is REDIS_OK. */
+static unsigned long
+feed_pieces(struct fixture *f, const char *r, size_t n,
+            const struct redis_limits *l)
+{
+    unsigned long calls = 0;
+
+    for (size_t off = 0; off < n; off += BIG_PIECE) {
+        size_t k = n - off < BIG_PIECE ? n - off : BIG_PIECE;
+        struct evbuffer *piece = evbuffer_new();
+        enum redis_status st;
+
+        assert_non_null(piece);
+        assert_int_equal(evbuffer_add(piece, r + off, k), 0);
+        assert_int_equal(evbuffer_add_buffer(f->in, piece), 0);
+        evbuffer_free(piece);
+        st = redis_rsp_read(f->in, &f->rsp, l);
+        calls++;
+        assert_int_equal(st, off + k == n ? REDIS_OK : REDIS_AGAIN);
+    }
+    return calls;
+}
+
+/* A reply of a million elements arriving in 64 KB reads: one position
+ * lookup per call (not one per element, which made a 28 MB reply
+ * quadratic), every byte there, no element recorded unless wanted. */
+static void
+test_big_reply_linear(void **state)
+{
+    struct redis_limits l = lim;
+    struct fixture *f = *state;
+    unsigned long calls;
+    char *r;
+    size_t n = big_reply(BIG_ELEMS, &r);
+
+    l.max_reply = n;
+    f->rsp.want_elems = false;
+    redis_rsp_reset(&f->rsp);
+    ptr_lookups = 0;
+    calls = feed_pieces(f, r, n, &l);
+    assert_true(calls > 100);
+    if (ptr_lookups > calls)
+        fail_msg("%lu position lookups for %lu calls", ptr_lookups, calls);
+    assert_int_equal(f->rsp.type, REDIS_RSP_ARRAY);
+    assert_int_equal(f->rsp.count, BIG_ELEMS);
+    assert_int_equal(f->rsp.nelems, 0);
+    assert_null(f->rsp.elems);
+    assert_int_equal(evbuffer_get_length(f->in), 0);
+    assert_data(&f->rsp, r, n);
+    free(r);
+}
+
+/* The same reply with its elements wanted: all recorded, and the array
+ * given back by reset (a small one is kept). */
+static void
+test_big_reply_elems_shrink(void **state)
+{
+    struct redis_limits l = lim;
+    struct fixture *f = *state;
+    char *r;
+    size_t n = big_reply(BIG_ELEMS, &r);
+
+    l.max_reply = n;
+    redis_rsp_reset(&f->rsp);
+    feed_pieces(f, r, n, &l);
+    assert_int_equal(f->rsp.nelems, BIG_ELEMS);
+    assert_true(f->rsp.elems_cap >= BIG_ELEMS);
+    assert_elem(&f->rsp, BIG_ELEMS - 1, "$1\r\nn\r\n");
+    redis_rsp_reset(&f->rsp);
+    assert_null(f->rsp.elems);
+    assert_int_equal(f->rsp.elems_cap, 0);
+    assert_true(f->rsp.want_elems);
+    free(r);
+    assert_int_equal(read_rsp(f, S("*2\r\n:1\r\n:2\r\n"), &lim), REDIS_OK);
+    redis_rsp_reset(&f->rsp);
+    assert_non_null(f->rsp.elems);
+    assert_true(f->rsp.elems_cap <= REDIS_RSP_ELEMS_KEEP);
 }
 
 /* ---- replies against their command --------------------------------------- */
@@ -372,6 +503,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_depth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_reply, setup, teardown),
         cmocka_unit_test(test_split_everywhere),
+        cmocka_unit_test_setup_teardown(test_big_reply_linear, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_big_reply_elems_shrink, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fits, setup, teardown),
     };
 
