@@ -87,12 +87,18 @@ say "installed: user, directories, configuration and unit check out"
 
 # ---- run, reload, rotate, stop ----
 if [ -d /run/systemd/system ]; then
-    say "systemd runs this machine: systemctl start, reload, stop"
-    port=22121
+    say "systemd runs this machine: systemctl start, reload, stop (the example"
+    say "pool file: 127.0.0.1:22121, stats on 127.0.0.1:22222)"
     systemctl start strata || { journalctl -u strata -n 30 --no-pager; fail "start"; }
     systemctl show -p StatusText --value strata | grep -q "configuration 1 " ||
         fail "no READY status: $(systemctl show -p StatusText --value strata)"
     systemctl reload strata || fail "reload"
+    # systemd 252 returns once the signal is sent: wait for the READY=1
+    # that ends the reload (its status names generation 2), 10 s at most
+    for _ in $(seq 100); do
+        systemctl show -p StatusText --value strata | grep -q "configuration 2 " && break
+        sleep 0.1
+    done
     systemctl show -p StatusText --value strata | grep -q "configuration 2 " ||
         fail "reload not in force: $(systemctl show -p StatusText --value strata)"
     systemctl stop strata || fail "stop"
