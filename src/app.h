@@ -42,6 +42,8 @@ struct app {
     char                *queued_source;
     struct event        *reload_timer;   /* follows a switch, frees old gens */
     uint64_t             announced;      /* last generation logged in force */
+    bool                 notify_reload;  /* a SIGUSR1 waits for READY=1 */
+    uint64_t             notify_failures;/* reload_failures when it came */
     struct zk_app       *zk;             /* -c zk://...: the configuration center */
 };
 
@@ -58,7 +60,11 @@ int app_settings_reload(struct app *app, char *err, size_t errlen);
  * everything reload kept, freed after the workers (teardown). */
 void reload_setup(struct app *app);
 void reload_teardown(struct app *app);
-/* SIGUSR1: re-reads -C's live settings and the pool file. */
+/* SIGUSR1: re-reads -C's live settings and the pool file; RELOADING=1
+ * now, READY=1 once it was rejected or is in force in every worker. */
 void reload_from_file(struct app *app);
+/* READY=1 to the service manager, with the running configuration (and a
+ * rejected reload) in STATUS=. */
+void reload_ready(struct app *app);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libconfig.h>
 
@@ -272,7 +273,7 @@ static int settings_copy(struct settings *dst, const struct settings *src)
 void settings_init(struct settings *s)
 {
     memset(s, 0, sizeof(*s));
-    s->conf_file = strdup(SETTINGS_DEFAULT_CONF_FILE);
+    s->conf_file = NULL;         /* settings_conf_file_default() picks it */
     s->workers = 0;
     s->daemonize = false;
     s->log_level = SETTINGS_DEFAULT_LOG_LEVEL;
@@ -296,6 +297,27 @@ void settings_init(struct settings *s)
     s->zk_register = true;
     s->fence_replies = SETTINGS_DEFAULT_FENCE;
     s->redis_fence_replies = SETTINGS_DEFAULT_REDIS_FENCE;
+}
+
+void settings_conf_file_default(struct settings *s, bool as_nutcracker)
+{
+    const char *candidates[] = SETTINGS_DEFAULT_CONF_FILES;
+    size_t n = sizeof(candidates) / sizeof(candidates[0]);
+    if (s->conf_file != NULL)
+        return;
+    if (as_nutcracker) {     /* Debian's nutcracker's file first */
+        const char *own = candidates[0];
+        candidates[0] = candidates[1];
+        candidates[1] = own;
+    }
+    const char *pick = candidates[0];
+    for (size_t i = 0; i < n; i++) {
+        if (access(candidates[i], F_OK) == 0) {
+            pick = candidates[i];
+            break;
+        }
+    }
+    s->conf_file = strdup(pick);
 }
 
 void settings_zk_cache_file(const struct settings *s, char *buf, size_t len)

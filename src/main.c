@@ -24,6 +24,7 @@
 #include "strata/crash.h"
 #include "strata/listener.h"
 #include "strata/log.h"
+#include "strata/notify.h"
 #include "strata/privs.h"
 #include "strata/reload.h"
 #include "strata/stats.h"
@@ -49,6 +50,7 @@ struct cli {
     const char *zk_auth_file;     /* --zk-auth-file FILE */
     const char *zk_acl;           /* --zk-acl ACL */
     long        publish_version;  /* --publish-version N; -1: any */
+    bool        as_nutcracker;    /* runs as "nutcracker": its default -c first */
 };
 
 
@@ -79,6 +81,7 @@ static const struct option long_options[] = {
 
 static void usage(FILE *out)
 {
+    static const char *const conf_files[] = SETTINGS_DEFAULT_CONF_FILES;
     fprintf(out,
         "Usage: strata [-?hVdDt] [-v verbosity level] [-o output file]\n"
         "              [-c conf file] [-s stats port] [-a stats addr]\n"
@@ -92,7 +95,9 @@ static void usage(FILE *out)
         "  -D, --describe-stats   : print stats description and exit\n"
         "  -v, --verbose=N        : set logging level (default: %d, min: 0, max: %d)\n"
         "  -o, --output=S         : set logging file (default: stderr)\n"
-        "  -c, --conf-file=S      : set configuration file (default: %s)\n"
+        "  -c, --conf-file=S      : set configuration file (default: the first of\n"
+        "                           %s, %s, %s that exists;\n"
+        "                           run as nutcracker, the second first)\n"
         "  -s, --stats-port=N     : set stats monitoring port (default: %d)\n"
         "  -a, --stats-addr=S     : set stats monitoring ip (default: %s)\n"
         "  -i, --stats-interval=N : accepted as nutcracker's (default: %d msec); stats are\n"
@@ -109,7 +114,7 @@ static void usage(FILE *out)
         "      --zk-auth-file=S   : ZooKeeper digest credentials: file S holds USER:PASSWORD\n"
         "      --zk-acl=S         : ACL of the nodes strata creates in ZooKeeper, e.g.\n"
         "                           auth::cdrwa,world:anyone:r (default: see strata(8))\n",
-        SETTINGS_DEFAULT_LOG_LEVEL, LOG_LEVEL_MAX, SETTINGS_DEFAULT_CONF_FILE,
+        SETTINGS_DEFAULT_LOG_LEVEL, LOG_LEVEL_MAX, conf_files[0], conf_files[1], conf_files[2],
         SETTINGS_DEFAULT_STATS_PORT, SETTINGS_DEFAULT_STATS_ADDR,
         SETTINGS_DEFAULT_STATS_INTERVAL, SETTINGS_DEFAULT_MBUF_SIZE);
 }
@@ -162,6 +167,8 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
     cli->log_level = cli->stats_port = cli->stats_interval = -1;
     cli->mbuf_size = cli->workers = -1;
     cli->publish_version = -1;
+    const char *name = strrchr(argv[0], '/');
+    cli->as_nutcracker = strcmp(name != NULL ? name + 1 : argv[0], "nutcracker") == 0;
     int opt;
     while ((opt = getopt_long(argc, argv, "hVtdDv:o:c:s:a:i:p:m:C:u:", long_options, NULL)) != -1) {
         switch (opt) {
@@ -420,6 +427,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         break;
     default:
         log_notice("signal %d (%s): stopping", (int)sig, name);
+        notify_stopping();
         event_base_loopbreak(app->base);
         break;
     }
@@ -672,6 +680,7 @@ static int load_settings(const struct cli *cli, struct settings *s)
         return -1;
     }
     cli_apply(cli, s);
+    settings_conf_file_default(s, cli->as_nutcracker);
     return 0;
 }
 
@@ -796,6 +805,7 @@ static int serve(struct app *app)
     if (zk_app_start(app) != 0)
         goto out;
     daemon_ready(app);
+    reload_ready(app);   /* READY=1: listeners bound, workers running */
     event_base_dispatch(app->base);
     rc = 0;
 out:

@@ -22,6 +22,7 @@
 #include "strata/conf_guard.h"
 #include "strata/listener.h"
 #include "strata/log.h"
+#include "strata/notify.h"
 #include "strata/reload.h"
 #include "strata/unixsock.h"
 #include "strata/util.h"
@@ -268,6 +269,30 @@ static void old_gens_free(struct app *app)
     app->nold_gens = kept;
 }
 
+/* ---- the service manager (notify.h) ---- */
+
+void reload_ready(struct app *app)
+{
+    char status[400];
+    bool rejected = __atomic_load_n(&app->rt.reload_failures, __ATOMIC_RELAXED) !=
+                    app->notify_failures;
+    snprintf(status, sizeof(status), "%sserving %u pools with %u workers: configuration %llu "
+             "from %s", rejected ? "reload rejected; " : "", app->conf->npools,
+             app->nworkers, (unsigned long long)reload_generation(app), app->gen->source);
+    notify_ready(status);
+}
+
+/* After a SIGUSR1 (app->notify_reload), READY=1 once nothing is left to
+ * do: the file was rejected, or applied and in force in every worker with
+ * no configuration queued behind it. */
+static void reload_settle(struct app *app)
+{
+    if (!app->notify_reload || !all_switched(app) || app->queued != NULL)
+        return;
+    app->notify_reload = false;
+    reload_ready(app);
+}
+
 static void on_reload_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
@@ -291,6 +316,7 @@ static void on_reload_timer(evutil_socket_t fd, short what, void *arg)
         free(source);
     }
     old_gens_free(app);
+    reload_settle(app);
     if (!all_switched(app) || app->nold_gens > 0 || app->queued != NULL)
         timer_arm(app);
 }
@@ -390,7 +416,9 @@ void reload_teardown(struct app *app)
 
 /* ---- SIGUSR1 ---- */
 
-void reload_from_file(struct app *app)
+/* The -C settings, then the pool file: rejected (logged, counted), or
+ * handed to the workers. */
+static void reload_file(struct app *app)
 {
     char err[1024];
     const char *path = app->settings.conf_file;
@@ -407,4 +435,13 @@ void reload_from_file(struct app *app)
     }
     if (reload_apply(app, conf, path, err, sizeof(err)) != 0)
         log_error("%s", err);
+}
+
+void reload_from_file(struct app *app)
+{
+    notify_reloading();
+    app->notify_reload = true;
+    app->notify_failures = __atomic_load_n(&app->rt.reload_failures, __ATOMIC_RELAXED);
+    reload_file(app);
+    reload_settle(app);
 }

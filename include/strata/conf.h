@@ -166,7 +166,15 @@ struct settings {
     bool     redis_fence_replies; /* Redis servers: an ECHO fence per batch */
 };
 
-#define SETTINGS_DEFAULT_CONF_FILE      "conf/nutcracker.yml"
+/* No -c and no pool_file: the pool file is the first of these that exists
+ * (settings_conf_file_default): the installed daemon's, Debian's
+ * nutcracker's, and twemproxy's own default, relative to the working
+ * directory (a source tree); else the first. */
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+#define SETTINGS_DEFAULT_CONF_FILES \
+    { SYSCONFDIR "/strata/pools.yml", "/etc/nutcracker/nutcracker.yml", "conf/nutcracker.yml" }
 #define SETTINGS_DEFAULT_LOG_LEVEL      5
 #define SETTINGS_DEFAULT_STATS_ADDR     "0.0.0.0"
 #define SETTINGS_DEFAULT_STATS_PORT     22222
@@ -192,8 +200,15 @@ struct settings {
  * the same place after every restart. */
 #define SETTINGS_DEFAULT_ZK_CACHE_DIR   "/var/lib/strata"
 
-/* Fills defaults (strings are heap copies). */
+/* Fills defaults (strings are heap copies); conf_file is NULL until -c,
+ * pool_file or settings_conf_file_default sets it. */
 void settings_init(struct settings *s);
+/* When no pool file was given (conf_file NULL), sets conf_file to the
+ * first of SETTINGS_DEFAULT_CONF_FILES that exists, else to the first;
+ * `as_nutcracker` (the binary runs under the name nutcracker, as in place
+ * of /usr/sbin/nutcracker under Debian's nutcracker.service) tries
+ * Debian's nutcracker's file first. */
+void settings_conf_file_default(struct settings *s, bool as_nutcracker);
 void settings_deinit(struct settings *s);
 /* Overrides fields with the keys present in the libconfig file at `path`.
  * Unknown keys and bad values are errors: -1, "FILE:LINE: message". */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "strata/conf.h"
@@ -71,7 +72,7 @@ static void fx_load(struct fx *fx, const char *text)
 
 static void assert_defaults(const struct settings *s)
 {
-    assert_string_equal(s->conf_file, "conf/nutcracker.yml");
+    assert_null(s->conf_file);      /* settings_conf_file_default picks it */
     assert_int_equal(s->workers, 0);
     assert_false(s->daemonize);
     assert_int_equal(s->log_level, 5);
@@ -215,7 +216,7 @@ static void test_partial_override(void **state)
     assert_int_equal(fx->s.workers, 2);
     assert_int_equal(fx->s.log_level, 9);
     assert_string_equal(fx->s.log_file, "/tmp/b.log");
-    assert_string_equal(fx->s.conf_file, "conf/nutcracker.yml");
+    assert_null(fx->s.conf_file);
     assert_int_equal(fx->s.stats_port, 22222);
 }
 
@@ -274,6 +275,47 @@ static void test_deinit_twice(void **state)
     settings_deinit(&fx->s);
     assert_null(fx->s.conf_file);
     assert_null(fx->s.stats_addr);
+}
+
+/* No pool file given: the first default candidate that exists; run from
+ * a directory holding conf/nutcracker.yml, so that at least the last
+ * (twemproxy's relative default) does. */
+static void test_conf_file_default(void **state)
+{
+    struct fx *fx = *state;
+    static const char *const candidates[] = SETTINGS_DEFAULT_CONF_FILES;
+    char cwd[PATH_MAX], sub[sizeof(fx->dir) + 8];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    snprintf(sub, sizeof(sub), "%s/conf", fx->dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(fx->path, sizeof(fx->path), "%s/nutcracker.yml", sub);
+    fx_write(fx, "alpha:\n");
+    assert_int_equal(chdir(fx->dir), 0);
+    const char *want = candidates[2];
+    for (int i = 1; i >= 0; i--)
+        if (access(candidates[i], F_OK) == 0)
+            want = candidates[i];
+    settings_conf_file_default(&fx->s, false);
+    assert_string_equal(fx->s.conf_file, want);
+    /* as nutcracker: Debian's nutcracker's file before Strata's */
+    free(fx->s.conf_file);
+    fx->s.conf_file = NULL;
+    if (access(candidates[1], F_OK) == 0)
+        want = candidates[1];
+    settings_conf_file_default(&fx->s, true);
+    assert_string_equal(fx->s.conf_file, want);
+    assert_int_equal(chdir(cwd), 0);
+    unlink(fx->path);
+    rmdir(sub);
+}
+
+/* A pool file named by -c or pool_file is kept, existing or not. */
+static void test_conf_file_given(void **state)
+{
+    struct fx *fx = *state;
+    fx_load(fx, "pool_file = \"/nonexistent/pools.yml\";\n");
+    settings_conf_file_default(&fx->s, true);
+    assert_string_equal(fx->s.conf_file, "/nonexistent/pools.yml");
 }
 
 /* ---- errors: one row per message --------------------------------------- */
@@ -386,6 +428,8 @@ int main(void)
         FX_TEST(test_deinit_twice),
         FX_TEST(test_zk_cache_file),
         FX_TEST(test_fence_replies_forms),
+        FX_TEST(test_conf_file_default),
+        FX_TEST(test_conf_file_given),
     };
     int failed = cmocka_run_group_tests_name("conf_settings", tests, NULL, NULL);
 
