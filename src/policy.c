@@ -289,18 +289,44 @@ bool policy_reply_admit(struct policy_req *r, const struct mc_rsp *rsp)
     return policy_reply_admit_bytes(r, (size_t)rsp->vlen + rsp->line_len + 4);
 }
 
+/* Fails r for a reply that may not be held (the text per protocol and
+ * cause), counts it and frees what it gathered; later units are dropped
+ * as they arrive (r->failed). */
+static void reply_refuse(struct policy_req *r, enum msg_admit why)
+{
+    bool redis = r->pool->conf->redis;
+    if (why == MSG_ADMIT_MEMORY) {
+        stats_limit_add(r->pool->stats, out_of_memory, 1);
+        policy_req_fail(r, "%s", redis ? "ERR out of memory" : POLICY_ERR_NOMEM);
+    } else if (why == MSG_ADMIT_CLIENT) {
+        stats_limit_add(r->pool->stats, reply_over_budget, 1);
+        policy_req_fail(r, "%s", redis ? POLICY_ERR_BUDGET_REDIS : POLICY_ERR_BUDGET);
+    } else {
+        stats_limit_add(r->pool->stats, reply_too_large, 1);
+        policy_req_fail(r, "%s", redis ? "ERR reply too large" : POLICY_ERR_TOO_LARGE);
+    }
+    req_drop_gathered(r);
+}
+
 bool policy_reply_admit_bytes(struct policy_req *r, size_t unit)
 {
     size_t limit = r->pool->max_reply;
-    if (limit == 0 || r->gathered + unit <= limit) {
+    enum msg_admit why = MSG_ADMIT_TOO_LARGE;
+    if (limit == 0 || r->gathered + unit <= limit)
+        why = msg_admit(r->msg, unit);
+    if (why == MSG_ADMIT_OK) {
         r->gathered += unit;
         msg_account(r->msg, (ssize_t)unit);
         return true;
     }
-    stats_limit_add(r->pool->stats, reply_too_large, 1);
-    policy_req_fail(r, "%s", r->pool->conf->redis ? "ERR reply too large" : POLICY_ERR_TOO_LARGE);
-    req_drop_gathered(r);
+    reply_refuse(r, why);
     return false;
+}
+
+void policy_reply_hold(struct policy_req *r, size_t unit)
+{
+    r->gathered += unit;
+    msg_account(r->msg, (ssize_t)unit);
 }
 
 void policy_reply_line(struct policy_req *r, const char *line)

@@ -53,6 +53,9 @@ struct policy_frag {
 #define POLICY_ERR_NOMEM    "SERVER_ERROR out of memory"
 #define POLICY_ERR_COMPOSE  "SERVER_ERROR cannot compose the backend request"
 #define POLICY_ERR_TOO_LARGE "SERVER_ERROR reply too large"
+/* A reply that would take its client past client_max_pending. */
+#define POLICY_ERR_BUDGET       "SERVER_ERROR out of memory: client not reading its replies"
+#define POLICY_ERR_BUDGET_REDIS "ERR out of memory: client not reading its replies"
 
 /* The keys of r's request (memcached or Redis): how many, and key k. */
 static inline uint32_t policy_req_nkeys(const struct policy_req *r)
@@ -85,12 +88,20 @@ void policy_req_fail(struct policy_req *r, const char *fmt, const char *reason);
 void policy_reply_line(struct policy_req *r, const char *line);
 
 /* Accounts a VALUE unit about to be held for r's reply (its data block
- * and line). True when it fits max_reply; false when it does not: r then
- * fails with "SERVER_ERROR reply too large" (counted), the bytes already
- * gathered are freed at once, and later VALUEs are to be dropped. */
+ * and line), as it arrives. True when it may be held: within
+ * max_reply_size for r, and within max_memory and the client's
+ * client_max_pending (msg_admit). Else false: r fails with "SERVER_ERROR
+ * reply too large" (reply_too_large), "SERVER_ERROR out of memory"
+ * (out_of_memory) or POLICY_ERR_BUDGET (reply_over_budget), Redis's
+ * "-ERR ..." alike; the bytes already gathered are freed at once, and
+ * later units are to be dropped (r->failed). Only replies to reads go
+ * through it: a write's reply is held whatever it costs (the write has
+ * happened), with policy_reply_hold. */
 bool policy_reply_admit(struct policy_req *r, const struct mc_rsp *rsp);
 /* The same for `unit` bytes of any reply. */
 bool policy_reply_admit_bytes(struct policy_req *r, size_t unit);
+/* Counts `unit` bytes held for r's reply without any check. */
+void policy_reply_hold(struct policy_req *r, size_t unit);
 
 /* realloc for the record's arrays: grows p (of *cap elements of `size`
  * bytes) to hold `need`, zeroing the new part. Returns the array, or NULL

@@ -485,6 +485,9 @@ int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
     }
     stats_worker_init(&w->stats, rt->conf);
     w->msgs.acct = &w->stats.buffered;
+    w->msgs.max_memory = &rt->max_memory;
+    w->msgs.workers = rt->stats;
+    w->msgs.nworkers = rt->nworkers;
     w->backends.acct = &w->stats.buffered;
     w->gen = rt->gen;
     config_gen_use(w->gen);

@@ -20,9 +20,10 @@
 
 /* Requests one client may have in flight before we stop reading it. */
 #define CLIENT_MAX_INFLIGHT 128
-/* A new client's first window: its reply size is guessed as
- * client_max_pending / CLIENT_START_WINDOW until replies tell better. */
-#define CLIENT_START_WINDOW 16
+/* A new client's first window: its reply size per unit (a key of a
+ * retrieval, or a request) is guessed as client_max_pending /
+ * CLIENT_START_WINDOW until its first reply tells better. */
+#define CLIENT_START_WINDOW 4
 
 struct conf;
 struct worker_pool;
