@@ -97,14 +97,22 @@ void backend_worker_init(struct backend_worker *bw, struct conn_loop *loop)
     bw->nfree = 0;
 }
 
+uint32_t backend_worker_shrink(struct backend_worker *bw, uint32_t keep)
+{
+    uint32_t freed = 0;
+    struct backend_req *r;
+    while (bw->nfree > keep && (r = TAILQ_FIRST(&bw->free)) != NULL) {
+        TAILQ_REMOVE(&bw->free, r, link);
+        bw->nfree--;
+        free(r);
+        freed++;
+    }
+    return freed;
+}
+
 void backend_worker_deinit(struct backend_worker *bw)
 {
-    struct backend_req *r;
-    while ((r = TAILQ_FIRST(&bw->free)) != NULL) {
-        TAILQ_REMOVE(&bw->free, r, link);
-        free(r);
-    }
-    bw->nfree = 0;
+    backend_worker_shrink(bw, 0);
 }
 
 /* A record from the free list, or a new one (a record is small and

@@ -84,6 +84,7 @@ struct msg *msg_get(struct msg_cache *mc)
             return NULL;
         }
     }
+    mc->taken++;
     if (++mc->busy > mc->busy_peak)
         mc->busy_peak = mc->busy;
     return msg;

@@ -37,6 +37,7 @@ struct policy_req {
     int64_t              sum;       /* Redis: integers of split parts added */
     bool                 failed;    /* the reply is `error` */
     char                 error[160]; /* the error line, without "\r\n" */
+    size_t               kept;      /* while free: bytes it keeps (counted) */
 };
 
 /* The part of a request that went to one server in one step. */
@@ -180,5 +181,7 @@ void policy_async_fanout_key(struct policy_pool *pp, enum mc_cmd cmd,
                              const char *key, size_t klen, int64_t exptime);
 /* Frees the async records a cache keeps. */
 void policy_async_cache_deinit(struct policy_cache *pc);
+/* Frees the async records beyond `keep`; returns how many. */
+uint32_t policy_async_cache_shrink(struct policy_cache *pc, uint32_t keep);
 
 #endif

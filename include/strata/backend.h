@@ -72,6 +72,9 @@ struct backend_worker {
 
 void backend_worker_init(struct backend_worker *bw, struct conn_loop *loop);
 void backend_worker_deinit(struct backend_worker *bw);
+/* Frees the free request records beyond `keep` (a quiet worker gives
+ * back what a burst left); returns how many. */
+uint32_t backend_worker_shrink(struct backend_worker *bw, uint32_t keep);
 
 struct backend_server {
     const struct conf_server *conf;

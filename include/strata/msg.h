@@ -57,6 +57,8 @@ struct msg_cache {
     uint32_t        nfree;
     uint32_t        busy;      /* taken and not yet released */
     uint32_t        busy_peak; /* most busy at once since the last shrink */
+    uint64_t        taken;     /* msg_get calls, ever (the worker's sweep
+                                  tells a quiet spell by it) */
     int64_t        *acct;      /* the worker's buffered bytes, or NULL */
     /* max_memory, for msg_memory_ok: the process's limit (0: none; set
      * on reload, so read atomically) and every worker's counters */
