@@ -151,13 +151,18 @@ def _send_nonblocking(c, data):
     c.sock.settimeout(30)
 
 
-def get_fat(c):
-    """get fat: its first line, the value (if any) read past."""
-    line = c.call("get fat")
+def get_one(c, key, size):
+    """get key: its first line, the value (if any, of size bytes) read
+    past."""
+    line = c.call("get " + key)
     if line.startswith(b"VALUE"):
-        c.read_exact(len(VAL) + 2)
+        c.read_exact(size + 2)
         assert c.readline() == b"END\r\n"
     return line
+
+
+def get_fat(c):
+    return get_one(c, "fat", len(VAL))
 
 
 def test_max_memory_sheds_new_requests(memcached_factory, proxy_factory,
@@ -484,15 +489,7 @@ def test_memcached_non_reading_multiget_clients_are_bounded(
         for h in hogs:
             h.close()
     with proxy.client(timeout=30) as c:
-        assert get_big(c).startswith(b"VALUE")
-
-
-def get_big(c):
-    line = c.call("get big")
-    if line.startswith(b"VALUE"):
-        c.read_exact(len(BIG) + 2)
-        assert c.readline() == b"END\r\n"
-    return line
+        assert get_one(c, "big", len(BIG)).startswith(b"VALUE")
 
 
 @pytest.mark.parametrize("proto", ["memcached", "redis"])
