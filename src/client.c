@@ -28,6 +28,8 @@ struct client {
                                         flight (msg_admit reads it) */
     size_t              units;       /* units (client_units) of msgs not
                                         yet done */
+    size_t              sending;     /* request bytes of msgs not yet done
+                                        (a set's value on its way) */
     size_t              expect;      /* reply bytes expected per unit:
                                         running average */
     bool                learned;     /* a reply has set `expect` */
@@ -246,6 +248,7 @@ static void client_msg_done(struct msg *msg)
     msg->budget = NULL;
     c->budget.held += len;
     c->units -= msg->units;
+    c->sending -= msg->req_bytes;
     client_learn(c, len, msg->units);
     client_write_done(c);
     if (!c->in_process)
@@ -441,8 +444,11 @@ static bool client_frame(struct client *c)
                                    &c->framed_err);
         c->framed = c->framed_st != MC_AGAIN;
     }
-    if (c->framed)
+    if (c->framed) {
         msg->units = client_units(c, msg);
+        msg->req_bytes = c->wp->conf->redis ? msg->redis.len
+                                            : msg->req.line_len + msg->req.vlen;
+    }
     return c->framed;
 }
 
@@ -457,6 +463,7 @@ static void client_run(struct client *c)
     TAILQ_INSERT_TAIL(&c->msgs, msg, link);
     c->nmsgs++;
     c->units += msg->units;
+    c->sending += msg->req_bytes;
     const char *err = c->framed_err;
     if (!c->wp->conf->redis && c->framed_st == MC_OK)
         client_execute(c, msg);
@@ -470,16 +477,18 @@ static void client_run(struct client *c)
 
 static size_t client_bytes(const struct client *c);
 
-/* Frames one request and runs it, unless its expected reply does not fit
- * the budget while others are in flight: it then waits, framed, until
- * replies make room (c->paused). Returns false when nothing more can be
- * run now. */
+/* Frames one request and runs it, unless its bytes and expected reply
+ * do not fit the budget while others are in flight: it then waits,
+ * framed, until replies make room (c->paused). Returns false when
+ * nothing more can be run now. */
 static bool client_read_one(struct client *c)
 {
     if (!c->framed && !client_frame(c))
         return false;
     size_t limit = __atomic_load_n(c->budget.limit, __ATOMIC_RELAXED);
-    if (c->units > 0 && client_bytes(c) + c->parsing->units * c->expect > limit) {
+    const struct msg *msg = c->parsing;
+    if (c->nmsgs > 0 &&
+        client_bytes(c) + msg->req_bytes + msg->units * c->expect > limit) {
         c->paused = true;
         return false;
     }
@@ -489,22 +498,23 @@ static bool client_read_one(struct client *c)
 
 /* Backpressure: the client's reply bytes — written and waiting, finished
  * behind a slower head, gathered for requests in flight, and the
- * expected reply (running average per unit, client_units) of each
- * request not yet answered — reach client_max_pending, or too many
- * requests are in flight. Its requests already taken still complete;
- * reading resumes as they do or as its output drains. A reply larger
- * than expected is bounded as it arrives (msg_admit). */
+ * expected reply (running average per unit, client_units) and the bytes
+ * (a set's value) of each request not yet answered — reach
+ * client_max_pending, or too many requests are in flight. Its requests
+ * already taken still complete; reading resumes as they do or as its
+ * output drains. A reply larger than expected is bounded as it arrives
+ * (msg_admit). */
 static bool client_must_pause(struct client *c)
 {
     return c->nmsgs >= CLIENT_MAX_INFLIGHT ||
            client_bytes(c) >= __atomic_load_n(c->budget.limit, __ATOMIC_RELAXED);
 }
 
-/* The client's reply bytes held and expected (client_must_pause). */
+/* The client's bytes held, sent and expected (client_must_pause). */
 static size_t client_bytes(const struct client *c)
 {
     return evbuffer_get_length(conn_output(c->conn)) + c->budget.held +
-           c->budget.gathered + c->units * c->expect;
+           c->budget.gathered + c->sending + c->units * c->expect;
 }
 
 /* Closes the client once nothing is left to answer, after its output has
@@ -688,7 +698,8 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd)
     c->counted = counted;
     wp->nclients++;
     c->input_ms = util_now_ms();
-    c->expect = rt->settings->client_max_pending / CLIENT_START_WINDOW;
+    /* a fifth: four keys fit, with their requests' own bytes */
+    c->expect = rt->settings->client_max_pending / (CLIENT_START_WINDOW + 1);
     TAILQ_INIT(&c->msgs);
     c->budget = (struct msg_budget){ .out = conn_output(c->conn), .queue = &c->msgs,
                                      .limit = &rt->settings->client_max_pending };

@@ -23,9 +23,10 @@
 
 /* Requests one client may have in flight before we stop reading it. */
 #define CLIENT_MAX_INFLIGHT 128
-/* A new client's first window: its reply size per unit (a key of a
- * retrieval, or a request) is guessed as client_max_pending /
- * CLIENT_START_WINDOW until its first reply tells better. */
+/* A new client's first window, in units (keys of a retrieval): its
+ * reply size per unit is guessed as client_max_pending /
+ * (CLIENT_START_WINDOW + 1) until its first reply tells better, so that
+ * this many single-key gets fit with their own bytes. */
 #define CLIENT_START_WINDOW 4
 
 struct conf;

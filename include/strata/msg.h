@@ -32,6 +32,8 @@ struct msg {
     struct msg_budget   *budget;   /* its client's, or NULL (gone, done) */
     uint32_t             units;    /* replies' worth its client expects
                                       (one per key of a retrieval) */
+    size_t               req_bytes; /* the request's own bytes (line and
+                                      data block, or RESP) */
     size_t               kept;     /* while cached: bytes its buffers keep
                                       (counted in the cache's acct) */
 };
