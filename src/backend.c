@@ -52,6 +52,8 @@ struct backend_req {
     uint32_t                 redis_nkeys;
     bool                     probe;   /* the connection's "mn" probe: no
                                          callback, not counted */
+    size_t                   pending; /* Redis: bytes of its reply told to
+                                         bw->redis_pending */
 };
 
 /* The meta no-op: the fence after each request, and the probe. */
@@ -135,6 +137,18 @@ static void req_put(struct backend_worker *bw, struct backend_req *r)
     }
     TAILQ_INSERT_HEAD(&bw->free, r, link);
     bw->nfree++;
+}
+
+/* Redis: `len` bytes wait unframed in c's input, all of the head
+ * request's reply: its owner is told of the change (bw->redis_pending),
+ * so they count against its client while they wait. */
+static void pending_set(struct backend_conn *c, struct backend_req *r, size_t len)
+{
+    backend_pending_cb cb = c->server->bw->redis_pending;
+    if (r == NULL || cb == NULL || r->redis_cmd == NULL || len == r->pending)
+        return;
+    cb(r->arg, (ssize_t)len - (ssize_t)r->pending);
+    r->pending = len;
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg);
@@ -378,6 +392,7 @@ static void conn_reset(struct backend_conn *c, const char *reason)
     struct backend_req *r;
     while ((r = TAILQ_FIRST(&failed)) != NULL) {
         TAILQ_REMOVE(&failed, r, link);
+        pending_set(c, r, 0);
         if (r->redis_cb != NULL)
             r->redis_cb(r->arg, NULL, reason);
         else
@@ -429,6 +444,7 @@ static void conn_complete(struct backend_conn *c, struct backend_req *head,
     stats_server_add(c->server->stats, out_queue_bytes, -(int64_t)head->bytes);
     stats_server_add(c->server->stats, responses, 1);
     server_succeeded(c->server);
+    pending_set(c, head, 0);
     if (head->redis_cb != NULL)
         head->redis_cb(head->arg, redis_rsp, NULL);
     else
@@ -567,6 +583,8 @@ static void on_input(struct conn *conn, void *arg)
         if (c->generation != generation)   /* a callback reset us */
             return;
     }
+    if (c->server->redis)
+        pending_set(c, TAILQ_FIRST(&c->inflight), evbuffer_get_length(in));
     if (conn_eof(conn)) {
         stats_server_add(c->server->stats, server_eof, 1);
         conn_fail(c, "backend closed the connection");

@@ -98,6 +98,12 @@ void msg_account(struct msg *msg, ssize_t n)
         msg->budget->gathered += (size_t)n;
 }
 
+void msg_charge(struct msg *msg, ssize_t n)
+{
+    if (msg->budget != NULL)
+        msg->budget->gathered += (size_t)n;
+}
+
 bool msg_memory_ok(const struct msg_cache *mc, size_t more)
 {
     if (mc->max_memory == NULL || mc->acct == NULL)

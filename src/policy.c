@@ -135,6 +135,8 @@ int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
     for (uint32_t i = 0; i < pp->ntiers; i++)
         for (uint32_t j = 0; j < pp->tiers[i].nservers; j++)
             pp->tiers[i].servers[j]->claimed = false;
+    if (conf->redis)
+        bw->redis_pending = policy_redis_pending;
     return conf->redis ? policy_redis_init(pp, err, errlen) : 0;
 }
 

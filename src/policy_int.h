@@ -153,6 +153,9 @@ void policy_read_tier(struct policy_pool *pp, struct policy_tier *t, struct poli
 /* Redis pools (policy_redis.c): the slave tiers' shard map, and the plan
  * of one request. */
 int policy_redis_init(struct policy_pool *pp, char *err, size_t errlen);
+/* The backend's redis_pending hook: a part's reply bytes still being
+ * framed count against its client (msg_charge). */
+void policy_redis_pending(void *arg, ssize_t n);
 void policy_redis_dispatch(struct policy_pool *pp, struct policy_req *r);
 
 /* Tiered pools (policy_read.c, policy_write.c). */

@@ -122,6 +122,12 @@ static bool replica_unavailable(const struct redis_rsp *rsp)
 
 /* ---- sending ---- */
 
+void policy_redis_pending(void *arg, ssize_t n)
+{
+    struct policy_frag *f = arg;
+    msg_charge(f->req->msg, n);
+}
+
 static void part_cb(void *arg, struct redis_rsp *rsp, const char *reason);
 
 /* Commands whose keys are split per shard (the others go whole to the

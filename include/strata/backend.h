@@ -58,6 +58,13 @@ typedef bool (*backend_cb)(void *arg, enum backend_event ev,
  * reply fits the command (redis_rsp_fits). */
 typedef void (*backend_redis_cb)(void *arg, struct redis_rsp *rsp, const char *reason);
 
+/* Redis: the bytes of a request's reply that wait, unframed, in its
+ * connection's input changed by n (the framer keeps a whole reply there
+ * until it is complete; they count in the worker's buffered bytes
+ * already). Every byte told is given back (n negative) before the
+ * request's callback runs, whether it is answered or fails. */
+typedef void (*backend_pending_cb)(void *arg, ssize_t n);
+
 TAILQ_HEAD(backend_req_list, backend_req);
 
 /* What the backend servers of one worker share: the worker's loop and a
@@ -66,6 +73,9 @@ struct backend_worker {
     struct conn_loop        *loop;
     int64_t                 *acct;   /* the worker's buffered bytes, or NULL:
                                         backend buffers count in max_memory */
+    backend_pending_cb       redis_pending; /* or NULL: the owner of the
+                                        head request of a Redis connection
+                                        is told of its unframed reply */
     struct backend_req_list  free;
     uint32_t                 nfree;
 };

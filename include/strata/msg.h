@@ -84,6 +84,12 @@ struct msg *msg_get(struct msg_cache *mc);
  * in the cache's acct (the worker's buffered bytes). */
 void msg_account(struct msg *msg, ssize_t n);
 
+/* n more (or fewer) bytes of msg's reply wait elsewhere (a Redis reply
+ * being framed in its backend connection's input, already in the
+ * worker's buffered bytes): counted in its client's budget only, while
+ * it has one. */
+void msg_charge(struct msg *msg, ssize_t n);
+
 /* Whether the process may hold `more` bytes: the worker's buffered
  * bytes plus `more` stay under max_memory. A worker under its share
  * (max_memory / nworkers) answers from its own counter; one over it sums
