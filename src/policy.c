@@ -167,7 +167,6 @@ void policy_cache_init(struct policy_cache *pc)
 /* Counts n more (or fewer) bytes kept by free records. */
 static void cache_kept_add(struct policy_cache *pc, int64_t n)
 {
-    pc->kept += n;
     if (pc->acct != NULL && n != 0)
         __atomic_store_n(pc->acct, __atomic_load_n(pc->acct, __ATOMIC_RELAXED) + n,
                          __ATOMIC_RELAXED);

@@ -44,7 +44,6 @@ struct policy_cache {
     uint32_t                 nops;
     int64_t                 *acct;    /* the worker's buffered bytes, or NULL:
                                          what the free records keep counts */
-    int64_t                  kept;    /* bytes the free records keep */
 };
 
 #define POLICY_CACHE_MAX 1024
