@@ -43,7 +43,9 @@ TAILQ_HEAD(msg_list, msg);
 /* What one client may hold in reply bytes (client_max_pending), kept by
  * the client and read by msg_admit as reply bytes arrive. */
 struct msg_budget {
-    size_t                 gathered; /* sum of `gathered` of its msgs in flight */
+    size_t                 gathered; /* sum of `gathered` of its msgs in
+                                        flight, and Redis reply bytes still
+                                        being framed (msg_charge) */
     size_t                 held;     /* replies of done msgs behind the head */
     const struct evbuffer *out;      /* its output: replies not yet written */
     const struct msg_list *queue;    /* its msgs in request order */
