@@ -559,11 +559,11 @@ def test_rss_returns_after_a_burst(proto, memcached_factory, redis_server,
         req = lambda i, j: encode("SET", "burst%d" % i, BIG)
         ok = b"+OK\r\n"
     elif proto == "multiget":
-        pool = simple_pool(memcached_factory(2))
+        pool = simple_pool(memcached_factory(2), timeout=20000)
         req = lambda i, j: LONG_GET
         ok = b"END\r\n"
     else:
-        pool = simple_pool(memcached_factory(1))
+        pool = simple_pool(memcached_factory(1), timeout=20000)
         req = lambda i, j: b"set burst%d 0 0 %d\r\n" % (i, len(BIG)) + \
             BIG + b"\r\n"
         ok = b"STORED\r\n"
