@@ -66,6 +66,8 @@ struct backend_req {
                                          callback, not counted */
     bool                     fence;   /* a fence: no callback, not counted */
     uint64_t                 seq;     /* a Redis fence: its number */
+    size_t                   pending; /* Redis: bytes of its reply told to
+                                         bw->redis_pending */
 };
 
 struct backend_conn {
@@ -95,6 +97,8 @@ struct backend_conn {
                                           whole; NULL: none */
     struct backend_held     replies;   /* the whole replies of the records
                                           before cursor, until their fence */
+    size_t                  replies_bytes; /* Redis: their bytes, counted in
+                                          the worker's buffered (max_memory) */
     uint64_t                fence_seq; /* fences written */
     char                    token[BACKEND_FENCE_TOKEN_LEN + 1]; /* Redis */
     struct evbuffer        *held;      /* bytes of requests queued while
@@ -111,14 +115,22 @@ void backend_worker_init(struct backend_worker *bw, struct conn_loop *loop)
     bw->nfree = 0;
 }
 
+uint32_t backend_worker_shrink(struct backend_worker *bw, uint32_t keep)
+{
+    uint32_t freed = 0;
+    struct backend_req *r;
+    while (bw->nfree > keep && (r = TAILQ_FIRST(&bw->free)) != NULL) {
+        TAILQ_REMOVE(&bw->free, r, link);
+        bw->nfree--;
+        free(r);
+        freed++;
+    }
+    return freed;
+}
+
 void backend_worker_deinit(struct backend_worker *bw)
 {
-    struct backend_req *r;
-    while ((r = TAILQ_FIRST(&bw->free)) != NULL) {
-        TAILQ_REMOVE(&bw->free, r, link);
-        free(r);
-    }
-    bw->nfree = 0;
+    backend_worker_shrink(bw, 0);
 }
 
 /* A record from the free list, or a new one (a record is small and
@@ -141,6 +153,18 @@ static void req_put(struct backend_worker *bw, struct backend_req *r)
     }
     TAILQ_INSERT_HEAD(&bw->free, r, link);
     bw->nfree++;
+}
+
+/* Redis: `len` bytes wait unframed in c's input, the reply due at the
+ * cursor: its request's owner is told of the change (bw->redis_pending),
+ * so they count against its client while they wait. */
+static void pending_set(struct backend_conn *c, struct backend_req *r, size_t len)
+{
+    backend_pending_cb cb = c->server->bw->redis_pending;
+    if (r == NULL || cb == NULL || r->redis_cmd == NULL || len == r->pending)
+        return;
+    cb(r->arg, (ssize_t)len - (ssize_t)r->pending);
+    r->pending = len;
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg);
@@ -181,6 +205,30 @@ int backend_server_init(struct backend_server *s, const struct conf_server *conf
     return 0;
 }
 
+/* The held replies are gone (delivered, or the connection reset): their
+ * bytes leave the worker's buffered count. */
+static void held_forget(struct backend_conn *c)
+{
+    struct backend_worker *bw = c->server->bw;
+    if (bw->acct != NULL && c->replies_bytes > 0)
+        stats_add(bw->acct, -(int64_t)c->replies_bytes);
+    c->replies_bytes = 0;
+    backend_held_reset(&c->replies);
+}
+
+/* A whole Redis reply of r is held until its fence: its bytes count in
+ * the worker's buffered bytes (max_memory) and against r's client (the
+ * owner's pending hook) until it is delivered, so a batch of large
+ * replies held behind a fence stops admission as they would unheld. */
+static void held_account(struct backend_conn *c, struct backend_req *r, size_t len)
+{
+    struct backend_worker *bw = c->server->bw;
+    if (bw->acct != NULL)
+        stats_add(bw->acct, (int64_t)len);
+    c->replies_bytes += len;
+    pending_set(c, r, len);
+}
+
 static void conn_close(struct backend_conn *c)
 {
     if (c->conn != NULL) {
@@ -196,7 +244,7 @@ static void conn_close(struct backend_conn *c)
     c->fence = MC_FENCE_OFF;
     c->batch_open = 0;
     c->cursor = NULL;
-    backend_held_reset(&c->replies);
+    held_forget(c);
     if (c->held != NULL)
         evbuffer_drain(c->held, evbuffer_get_length(c->held));
 }
@@ -393,6 +441,7 @@ static void conn_reset(struct backend_conn *c, const char *reason)
     struct backend_req *r;
     while ((r = TAILQ_FIRST(&failed)) != NULL) {
         TAILQ_REMOVE(&failed, r, link);
+        pending_set(c, r, 0);
         if (r->fence)
             ;   /* nobody waits for a fence */
         else if (r->redis_cb != NULL)
@@ -483,6 +532,7 @@ static void conn_complete(struct backend_conn *c, struct backend_req *head,
     stats_server_add(c->server->stats, out_queue_bytes, -(int64_t)head->bytes);
     stats_server_add(c->server->stats, responses, 1);
     server_succeeded(c->server);
+    pending_set(c, head, 0);
     if (head->redis_cb != NULL)
         head->redis_cb(head->arg, redis_rsp, NULL);
     else
@@ -530,7 +580,7 @@ static void fence_answered(struct backend_conn *c)
         if (c->generation != generation)
             return;
     }
-    backend_held_reset(&c->replies);
+    held_forget(c);
     conn_unlink(c, f);
     req_put(c->server->bw, f);
     timer_arm(c);
@@ -607,6 +657,21 @@ static const char *fence_deliver_redis(struct backend_conn *c, struct backend_re
     return NULL;
 }
 
+/* The owner refused to hold this reply (over max_memory or the client's
+ * budget): its bytes go at once and an error reply stands in its place
+ * until the fence. Returns the bytes held now. */
+static size_t held_refused(struct redis_rsp *rsp)
+{
+    static const char line[] = "-ERR out of memory\r\n";
+    evbuffer_drain(rsp->data, evbuffer_get_length(rsp->data));
+    evbuffer_add(rsp->data, line, sizeof(line) - 1);
+    rsp->type = REDIS_RSP_ERROR;
+    rsp->nil = false;
+    rsp->count = 0;
+    rsp->nelems = 0;
+    return sizeof(line) - 1;
+}
+
 /* A whole Redis reply at the cursor of a fenced connection: a fence
  * wants its own answer (fence_deliver_redis); a request anything but a
  * fence's answer that fits its command, which is then held. */
@@ -619,8 +684,13 @@ static const char *fenced_deliver_redis(struct backend_conn *c, struct backend_r
         return BACKEND_ERR_STEP;   /* a reply was skipped */
     if (r->redis_cmd != NULL && !redis_rsp_fits(r->redis_cmd, r->redis_nkeys, rsp))
         return BACKEND_ERR_INVALID;
+    size_t len = rsp->data != NULL ? evbuffer_get_length(rsp->data) : 0;
+    backend_admit_cb admit = c->server->bw->redis_admit;
+    if (admit != NULL && r->redis_cmd != NULL && !admit(r->arg, len))   /* not the handshake */
+        len = held_refused(rsp);
     if (backend_held_push_redis(&c->replies, rsp) != 0)
         return BACKEND_ERR_MEMORY;
+    held_account(c, r, len);
     c->cursor = TAILQ_NEXT(r, link);
     return NULL;
 }
@@ -707,6 +777,8 @@ static void on_input(struct conn *conn, void *arg)
         if (c->generation != generation)   /* a callback reset us */
             return;
     }
+    if (c->server->redis)
+        pending_set(c, c->cursor, evbuffer_get_length(in));   /* whose reply it is */
     if (conn_eof(conn)) {
         stats_server_add(c->server->stats, server_eof, 1);
         conn_fail(c, "backend closed the connection");

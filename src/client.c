@@ -24,11 +24,21 @@ struct client {
     struct conn        *conn;
     struct msg_list     msgs;        /* request order; head replies first */
     uint32_t            nmsgs;
-    size_t              held;        /* reply bytes of done msgs behind the head */
-    size_t              gathered;    /* reply bytes the policy holds for msgs
-                                        in flight (their msg->budget) */
-    size_t              expect;      /* reply bytes expected per request in
-                                        flight: running average */
+    struct msg_budget   budget;      /* reply bytes held: done msgs behind
+                                        the head, gathered for msgs in
+                                        flight (msg_admit reads it) */
+    size_t              units;       /* units (client_units) of msgs not
+                                        yet done */
+    size_t              sending;     /* request bytes of msgs not yet done
+                                        (a set's value on its way) */
+    size_t              expect;      /* reply bytes expected per unit:
+                                        running average */
+    bool                learned;     /* a reply has set `expect` */
+    bool                framed;      /* `parsing` holds a whole request
+                                        waiting for room in the budget */
+    enum mc_status      framed_st;   /* ... its framing outcome */
+    enum redis_status   framed_rst;
+    const char         *framed_err;
     struct msg         *parsing;     /* request being framed */
     int64_t             input_ms;    /* when bytes last came in (util_now_ms) */
     bool                in_process;  /* client_process is on the stack */
@@ -207,7 +217,7 @@ static void client_write_done(struct client *c)
     while ((msg = TAILQ_FIRST(&c->msgs)) != NULL && msg->done) {
         TAILQ_REMOVE(&c->msgs, msg, link);
         c->nmsgs--;
-        c->held -= evbuffer_get_length(msg->reply);
+        c->budget.held -= evbuffer_get_length(msg->reply);
         if (!msg->req.noreply && evbuffer_get_length(msg->reply) > 0) {
             evbuffer_add_buffer(out, msg->reply);
             wrote = true;
@@ -216,6 +226,18 @@ static void client_write_done(struct client *c)
     }
     if (wrote)
         conn_send(c->conn);
+}
+
+/* Learns the reply size per unit from a whole reply of `units` units:
+ * the first reply sets it, later ones move a running average; a reply
+ * of no units (a memcached line) teaches nothing. */
+static void client_learn(struct client *c, size_t len, uint32_t units)
+{
+    if (units == 0)
+        return;
+    size_t per = len / units;
+    c->expect = c->learned ? (3 * c->expect + per) / 4 : per;
+    c->learned = true;
 }
 
 /* The done callback of every msg: its reply is whole. Writes what can be
@@ -230,10 +252,12 @@ static void client_msg_done(struct msg *msg)
         return;
     }
     size_t len = evbuffer_get_length(msg->reply);
-    c->gathered -= msg->gathered;
+    c->budget.gathered -= msg->gathered;
     msg->budget = NULL;
-    c->held += len;
-    c->expect = (3 * c->expect + len) / 4;
+    c->budget.held += len;
+    c->units -= msg->units;
+    c->sending -= msg->req_bytes;
+    client_learn(c, len, msg->units);
     client_write_done(c);
     if (!c->in_process)
         client_process(c);
@@ -274,35 +298,11 @@ static void reply_stats(struct client *c, struct msg *msg)
     client_msg_done(msg);
 }
 
-/* Whether the process may take more work: its buffered bytes (every
- * worker's stats.buffered) are under max_memory. A worker under its share
- * (max_memory / nworkers) answers from its own counter without touching
- * the others' cache lines; only a worker over its share sums them all
- * (relaxed loads), so one busy worker may use what idle ones leave. */
+/* Whether the process may take more work: its buffered bytes are under
+ * max_memory (msg_memory_ok). */
 static bool client_memory_ok(const struct worker *w)
 {
-    const struct runtime *rt = w->rt;
-    int64_t limit = (int64_t)rt->max_memory;
-    int64_t sum = __atomic_load_n(&w->stats.buffered, __ATOMIC_RELAXED);
-    if (limit == 0 || sum < limit / (int64_t)rt->nworkers)
-        return true;
-    sum = 0;
-    for (uint32_t i = 0; i < rt->nworkers; i++)
-        sum += __atomic_load_n(&rt->stats[i]->buffered, __ATOMIC_RELAXED);
-    return sum < limit;
-}
-
-/* Whether the process, with `extra` bytes more, stays under max_memory. */
-static bool client_memory_room(const struct worker *w, size_t extra)
-{
-    const struct runtime *rt = w->rt;
-    int64_t limit = (int64_t)rt->max_memory;
-    int64_t sum = 0;
-    if (limit == 0)
-        return true;
-    for (uint32_t i = 0; i < rt->nworkers; i++)
-        sum += __atomic_load_n(&rt->stats[i]->buffered, __ATOMIC_RELAXED);
-    return sum + (int64_t)extra <= limit;
+    return msg_memory_ok(&w->msgs, 0);
 }
 
 /* Redis: the bytes a request's heads announce are counted in the
@@ -319,7 +319,7 @@ static bool client_reserve(struct client *c, const struct redis_req *req)
     size_t have = evbuffer_get_length(conn_input(c->conn));
     size_t need = req->want > have ? req->want - have : 0;
     if (need > c->reserved && req->want > lim->max_line + lim->max_value &&
-        !client_memory_room(w, need - c->reserved))
+        !msg_memory_ok(&w->msgs, need - c->reserved))
         return false;
     stats_add(&w->stats.buffered, (int64_t)need - (int64_t)c->reserved);
     c->reserved = need;
@@ -540,9 +540,24 @@ static void client_refuse_large_redis(struct client *c, struct msg *msg)
     msg_reply_now(msg, "%s", "-ERR request too large for the proxy's max_memory\r\n");
 }
 
-/* Frames one request from the input and queues it. Returns false when
- * nothing more can be read now. */
-static bool client_read_one(struct client *c)
+/* The replies' worth a request asks for, by which admission weighs it:
+ * one per key of a memcached retrieval (get, gets, gat, gats) and none
+ * for its other commands (their reply is one line); for Redis one per
+ * key of the commands whose reply is an array merged per key (MGET),
+ * else one (any command may answer with a value). */
+static uint32_t client_units(const struct client *c, const struct msg *msg)
+{
+    if (!c->wp->conf->redis)
+        return mc_cmd_kind(msg->req.cmd) == MC_KIND_RETRIEVAL ? msg->req.nkeys : 0;
+    const struct redis_cmd *cmd = msg->redis.cmd;
+    if (cmd != NULL && cmd->merge == REDIS_MERGE_ARRAY && msg->redis.nkeys > 0)
+        return msg->redis.nkeys;
+    return 1;
+}
+
+/* Frames one request from the input into c->parsing (its outcome kept
+ * in c->framed_*). Returns false when no whole request is there yet. */
+static bool client_frame(struct client *c)
 {
     struct worker *w = c->wp->worker;
     if (c->parsing == NULL && (c->parsing = msg_get(&w->msgs)) == NULL) {
@@ -553,49 +568,93 @@ static bool client_read_one(struct client *c)
         return false;
     }
     struct msg *msg = c->parsing;
-    const char *err = NULL;
-    bool redis = c->wp->conf->redis;
-    enum mc_status st = MC_AGAIN;
-    enum redis_status rst = REDIS_AGAIN;
-    if (redis)
-        rst = redis_req_read(conn_input(c->conn), &msg->redis, w->rt->limits.redis, &err);
-    else
-        st = mc_req_read(conn_input(c->conn), &msg->req, &w->rt->limits, &err);
-    if (redis && rst == REDIS_AGAIN && client_reserve(c, &msg->redis))
-        return false;
-    if (!redis && st == MC_AGAIN)
-        return false;
-    if (redis)
-        client_unreserve(c);
+    c->framed_err = NULL;
+    if (c->wp->conf->redis) {
+        c->framed_rst = redis_req_read(conn_input(c->conn), &msg->redis,
+                                       w->rt->limits.redis, &c->framed_err);
+        /* a request too large for max_memory is framed as refused
+         * (REDIS_AGAIN kept: client_run refuses it) */
+        c->framed = c->framed_rst != REDIS_AGAIN || !client_reserve(c, &msg->redis);
+        if (c->framed)
+            client_unreserve(c);
+    } else {
+        c->framed_st = mc_req_read(conn_input(c->conn), &msg->req, &w->rt->limits,
+                                   &c->framed_err);
+        c->framed = c->framed_st != MC_AGAIN;
+    }
+    if (c->framed) {
+        msg->units = client_units(c, msg);
+        msg->req_bytes = c->wp->conf->redis ? msg->redis.len
+                                            : msg->req.line_len + msg->req.vlen;
+    }
+    return c->framed;
+}
+
+/* Queues the framed request and runs it. */
+static void client_run(struct client *c)
+{
+    struct msg *msg = c->parsing;
     c->parsing = NULL;
+    c->framed = false;
     msg->client = c;
-    msg->budget = &c->gathered;
+    msg->budget = &c->budget;
     TAILQ_INSERT_TAIL(&c->msgs, msg, link);
     c->nmsgs++;
-    if (redis && rst == REDIS_AGAIN)
-        client_refuse_large_redis(c, msg);
-    else if (redis && rst == REDIS_OK)
-        client_execute_redis(c, msg);
-    else if (redis)
-        client_reject_redis(c, msg, err);
-    else if (st == MC_OK)
+    c->units += msg->units;
+    c->sending += msg->req_bytes;
+    const char *err = c->framed_err;
+    if (!c->wp->conf->redis && c->framed_st == MC_OK)
         client_execute(c, msg);
+    else if (!c->wp->conf->redis)
+        client_reject(c, msg, c->framed_st, err);
+    else if (c->framed_rst == REDIS_OK)
+        client_execute_redis(c, msg);
+    else if (c->framed_rst == REDIS_AGAIN)
+        client_refuse_large_redis(c, msg);
     else
-        client_reject(c, msg, st, err);
+        client_reject_redis(c, msg, err);
+}
+
+static size_t client_bytes(const struct client *c);
+
+/* Frames one request and runs it, unless its bytes and expected reply
+ * do not fit the budget while others are in flight: it then waits,
+ * framed, until replies make room (c->paused). Returns false when
+ * nothing more can be run now. */
+static bool client_read_one(struct client *c)
+{
+    if (!c->framed && !client_frame(c))
+        return false;
+    size_t limit = __atomic_load_n(c->budget.limit, __ATOMIC_RELAXED);
+    const struct msg *msg = c->parsing;
+    if (c->nmsgs > 0 &&
+        client_bytes(c) + msg->req_bytes + msg->units * c->expect > limit) {
+        c->paused = true;
+        return false;
+    }
+    client_run(c);
     return true;
 }
 
 /* Backpressure: the client's reply bytes — written and waiting, finished
- * behind a slower head, gathered for requests in flight, and the running
- * average reply size for each request queued — reach client_max_pending,
- * or too many requests are in flight. Its requests already taken still
- * complete; reading resumes as they do or as its output drains. */
+ * behind a slower head, gathered for requests in flight, and the
+ * expected reply (running average per unit, client_units) and the bytes
+ * (a set's value) of each request not yet answered — reach
+ * client_max_pending, or too many requests are in flight. Its requests
+ * already taken still complete; reading resumes as they do or as its
+ * output drains. A reply larger than expected is bounded as it arrives
+ * (msg_admit). */
 static bool client_must_pause(struct client *c)
 {
-    size_t bytes = evbuffer_get_length(conn_output(c->conn)) + c->held +
-                   c->gathered + (size_t)c->nmsgs * c->expect;
     return c->nmsgs >= CLIENT_MAX_INFLIGHT ||
-           bytes >= c->wp->worker->rt->settings->client_max_pending;
+           client_bytes(c) >= __atomic_load_n(c->budget.limit, __ATOMIC_RELAXED);
+}
+
+/* The client's bytes held, sent and expected (client_must_pause). */
+static size_t client_bytes(const struct client *c)
+{
+    return evbuffer_get_length(conn_output(c->conn)) + c->budget.held +
+           c->budget.gathered + c->sending + c->units * c->expect;
 }
 
 /* Closes the client once nothing is left to answer, after its output has
@@ -625,7 +684,7 @@ static bool client_process(struct client *c)
         return true;
     c->in_process = true;
     c->paused = false;
-    while (!c->quitting) {
+    while (!c->quitting || c->framed) {   /* a framed request is run */
         if (client_must_pause(c)) {
             c->paused = true;
             break;
@@ -780,8 +839,11 @@ void client_accept(struct worker_pool *wp, evutil_socket_t fd)
     c->counted = counted;
     wp->nclients++;
     c->input_ms = util_now_ms();
-    c->expect = rt->settings->client_max_pending / CLIENT_START_WINDOW;
+    /* a fifth: four keys fit, with their requests' own bytes */
+    c->expect = rt->settings->client_max_pending / (CLIENT_START_WINDOW + 1);
     TAILQ_INIT(&c->msgs);
+    c->budget = (struct msg_budget){ .out = conn_output(c->conn), .queue = &c->msgs,
+                                     .limit = &rt->settings->client_max_pending };
     TAILQ_INSERT_TAIL(&w->clients, c, link);
     int one = 1;
     if (wp->shared->unix_fd < 0)

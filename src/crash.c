@@ -62,19 +62,36 @@ static void crash_handler(int sig)
     raise(sig);
 }
 
+void *crash_thread_setup(void)
+{
+    void *stack = malloc(CRASH_STACK_SIZE);
+    stack_t ss = { .ss_sp = stack, .ss_size = CRASH_STACK_SIZE, .ss_flags = 0 };
+    if (stack == NULL || sigaltstack(&ss, NULL) != 0) {
+        log_warn("crash: no alternate signal stack: a stack overflow will not be logged");
+        free(stack);
+        return NULL;
+    }
+    return stack;
+}
+
+void crash_thread_teardown(void *stack)
+{
+    stack_t ss = { .ss_flags = SS_DISABLE };
+    if (stack == NULL)
+        return;
+    sigaltstack(&ss, NULL);
+    free(stack);
+}
+
 void crash_setup(void)
 {
-    static char *altstack;
+    static void *altstack;
     void *warm[1];
     /* backtrace() loads libgcc on its first call (it may allocate): do it
      * now, not in the handler. */
     (void)backtrace(warm, 1);
-    /* the main thread's: a worker's stack overflow dies unlogged */
-    if (altstack == NULL && (altstack = malloc(CRASH_STACK_SIZE)) != NULL) {
-        stack_t ss = { .ss_sp = altstack, .ss_size = CRASH_STACK_SIZE, .ss_flags = 0 };
-        if (sigaltstack(&ss, NULL) != 0)
-            log_warn("crash: no alternate signal stack: a stack overflow will not be logged");
-    }
+    if (altstack == NULL)
+        altstack = crash_thread_setup();   /* the main thread's */
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = crash_handler;

@@ -136,6 +136,10 @@ int policy_pool_init(struct policy_pool *pp, const struct conf_pool *conf,
     for (uint32_t i = 0; i < pp->ntiers; i++)
         for (uint32_t j = 0; j < pp->tiers[i].nservers; j++)
             pp->tiers[i].servers[j]->claimed = false;
+    if (conf->redis) {
+        bw->redis_pending = policy_redis_pending;
+        bw->redis_admit = policy_redis_admit;
+    }
     return conf->redis ? policy_redis_init(pp, err, errlen) : 0;
 }
 
@@ -158,47 +162,111 @@ void policy_pool_deinit(struct policy_pool *pp)
 
 void policy_cache_init(struct policy_cache *pc)
 {
+    memset(pc, 0, sizeof(*pc));
     TAILQ_INIT(&pc->reqs);
-    pc->nreqs = 0;
     TAILQ_INIT(&pc->ops);
-    pc->nops = 0;
 }
 
-/* Frees r with its arrays and slots. */
-static void req_destroy(struct policy_req *r)
+/* Counts n more (or fewer) bytes kept by free records. */
+static void cache_kept_add(struct policy_cache *pc, int64_t n)
+{
+    if (pc->acct != NULL && n != 0)
+        __atomic_store_n(pc->acct, __atomic_load_n(pc->acct, __ATOMIC_RELAXED) + n,
+                         __ATOMIC_RELAXED);
+}
+
+/* Frees the slots and their array. */
+static void req_free_slots(struct policy_req *r)
 {
     for (uint32_t i = 0; i < r->slots_cap; i++)
         if (r->slots[i] != NULL)
             evbuffer_free(r->slots[i]);
     free(r->slots);
+    r->slots = NULL;
+    r->slots_cap = 0;
+}
+
+/* Frees r with its arrays and slots. */
+static void req_destroy(struct policy_req *r)
+{
+    req_free_slots(r);
     free(r->frags);
     free(r->key_idx);
     free(r->kstate);
     free(r);
 }
 
+/* An evbuffer's own size, as kept by an empty slot (an estimate: the
+ * struct is libevent's). */
+#define POLICY_SLOT_BYTES 128
+
+/* Frees each array of r over MSG_KEEP_BYTES (a long multiget's), so a
+ * record kept for reuse keeps little. Returns the bytes it still keeps. */
+static size_t req_shrink(struct policy_req *r)
+{
+    if ((size_t)r->slots_cap * (sizeof(*r->slots) + POLICY_SLOT_BYTES) > MSG_KEEP_BYTES)
+        req_free_slots(r);
+    if ((size_t)r->key_idx_cap * sizeof(*r->key_idx) > MSG_KEEP_BYTES) {
+        free(r->key_idx);
+        r->key_idx = NULL;
+        r->key_idx_cap = 0;
+    }
+    if ((size_t)r->frags_cap * sizeof(*r->frags) > MSG_KEEP_BYTES) {
+        free(r->frags);
+        r->frags = NULL;
+        r->frags_cap = 0;
+    }
+    if (r->kstate_cap > MSG_KEEP_BYTES) {
+        free(r->kstate);
+        r->kstate = NULL;
+        r->kstate_cap = 0;
+    }
+    return sizeof(*r) + (size_t)r->slots_cap * (sizeof(*r->slots) + POLICY_SLOT_BYTES) +
+           (size_t)r->key_idx_cap * sizeof(*r->key_idx) +
+           (size_t)r->frags_cap * sizeof(*r->frags) + r->kstate_cap;
+}
+
+/* Takes the first free record off the list (its kept bytes leave the
+ * count). */
+static struct policy_req *req_uncache(struct policy_cache *pc)
+{
+    struct policy_req *r = TAILQ_FIRST(&pc->reqs);
+    if (r == NULL)
+        return NULL;
+    TAILQ_REMOVE(&pc->reqs, r, link);
+    pc->nreqs--;
+    cache_kept_add(pc, -(int64_t)r->kept);
+    r->kept = 0;
+    return r;
+}
+
 void policy_cache_deinit(struct policy_cache *pc)
 {
     struct policy_req *r;
-    while ((r = TAILQ_FIRST(&pc->reqs)) != NULL) {
-        TAILQ_REMOVE(&pc->reqs, r, link);
+    while ((r = req_uncache(pc)) != NULL)
         req_destroy(r);
-    }
-    pc->nreqs = 0;
     policy_async_cache_deinit(pc);
+}
+
+uint32_t policy_cache_shrink(struct policy_cache *pc, uint32_t keep)
+{
+    uint32_t want = pc->busy_peak > keep ? pc->busy_peak : keep;
+    uint32_t freed = 0;
+    while (pc->nreqs > want) {
+        req_destroy(req_uncache(pc));
+        freed++;
+    }
+    pc->busy_peak = pc->busy;
+    return freed + policy_async_cache_shrink(pc, keep);
 }
 
 struct policy_req *policy_req_get(struct policy_cache *pc)
 {
-    struct policy_req *r = TAILQ_FIRST(&pc->reqs);
-    if (r != NULL) {
-        TAILQ_REMOVE(&pc->reqs, r, link);
-        pc->nreqs--;
-        return r;
-    }
-    r = calloc(1, sizeof(*r));
-    if (r != NULL)
+    struct policy_req *r = req_uncache(pc);
+    if (r == NULL && (r = calloc(1, sizeof(*r))) != NULL)
         r->cache = pc;
+    if (r != NULL && ++pc->busy > pc->busy_peak)
+        pc->busy_peak = pc->busy;
     return r;
 }
 
@@ -221,10 +289,13 @@ static void req_put(struct policy_req *r)
     r->sum = 0;
     r->failed = false;
     r->error[0] = '\0';
+    pc->busy--;
     if (pc->nreqs >= POLICY_CACHE_MAX) {
         req_destroy(r);
         return;
     }
+    r->kept = req_shrink(r);
+    cache_kept_add(pc, (int64_t)r->kept);
     TAILQ_INSERT_HEAD(&pc->reqs, r, link);
     pc->nreqs++;
 }
@@ -290,18 +361,56 @@ bool policy_reply_admit(struct policy_req *r, const struct mc_rsp *rsp)
     return policy_reply_admit_bytes(r, (size_t)rsp->vlen + rsp->line_len + 4);
 }
 
+/* Fails r for a reply that may not be held (the text per protocol and
+ * cause), counts it and frees what it gathered; later units are dropped
+ * as they arrive (r->failed). */
+static void reply_refuse(struct policy_req *r, enum msg_admit why)
+{
+    bool redis = r->pool->conf->redis;
+    if (why == MSG_ADMIT_MEMORY) {
+        stats_limit_add(r->pool->stats, out_of_memory, 1);
+        policy_req_fail(r, "%s", redis ? "ERR out of memory" : POLICY_ERR_NOMEM);
+    } else if (why == MSG_ADMIT_CLIENT) {
+        stats_limit_add(r->pool->stats, reply_over_budget, 1);
+        policy_req_fail(r, "%s", redis ? POLICY_ERR_BUDGET_REDIS : POLICY_ERR_BUDGET);
+    } else {
+        stats_limit_add(r->pool->stats, reply_too_large, 1);
+        policy_req_fail(r, "%s", redis ? "ERR reply too large" : POLICY_ERR_TOO_LARGE);
+    }
+    req_drop_gathered(r);
+}
+
 bool policy_reply_admit_bytes(struct policy_req *r, size_t unit)
 {
     size_t limit = r->pool->max_reply;
-    if (limit == 0 || r->gathered + unit <= limit) {
+    enum msg_admit why = MSG_ADMIT_TOO_LARGE;
+    if (limit == 0 || r->gathered + unit <= limit)
+        why = msg_admit(r->msg, unit);
+    if (why == MSG_ADMIT_OK) {
         r->gathered += unit;
         msg_account(r->msg, (ssize_t)unit);
         return true;
     }
-    stats_limit_add(r->pool->stats, reply_too_large, 1);
-    policy_req_fail(r, "%s", r->pool->conf->redis ? "ERR reply too large" : POLICY_ERR_TOO_LARGE);
-    req_drop_gathered(r);
+    reply_refuse(r, why);
     return false;
+}
+
+bool policy_reply_check_bytes(struct policy_req *r, size_t unit)
+{
+    size_t limit = r->pool->max_reply;
+    enum msg_admit why = MSG_ADMIT_TOO_LARGE;
+    if (limit == 0 || r->gathered + unit <= limit)
+        why = msg_admit(r->msg, unit);
+    if (why == MSG_ADMIT_OK)
+        return true;
+    reply_refuse(r, why);
+    return false;
+}
+
+void policy_reply_hold(struct policy_req *r, size_t unit)
+{
+    r->gathered += unit;
+    msg_account(r->msg, (ssize_t)unit);
 }
 
 void policy_reply_line(struct policy_req *r, const char *line)

@@ -70,14 +70,22 @@ static void op_put(struct policy_async_op *op)
     pc->nops++;
 }
 
+uint32_t policy_async_cache_shrink(struct policy_cache *pc, uint32_t keep)
+{
+    uint32_t freed = 0;
+    struct policy_async_op *op;
+    while (pc->nops > keep && (op = TAILQ_FIRST(&pc->ops)) != NULL) {
+        TAILQ_REMOVE(&pc->ops, op, link);
+        pc->nops--;
+        free(op);
+        freed++;
+    }
+    return freed;
+}
+
 void policy_async_cache_deinit(struct policy_cache *pc)
 {
-    struct policy_async_op *op;
-    while ((op = TAILQ_FIRST(&pc->ops)) != NULL) {
-        TAILQ_REMOVE(&pc->ops, op, link);
-        free(op);
-    }
-    pc->nops = 0;
+    policy_async_cache_shrink(pc, 0);
 }
 
 /* ---- sending and retrying ---- */

@@ -37,6 +37,7 @@ struct policy_req {
     int64_t              sum;       /* Redis: integers of split parts added */
     bool                 failed;    /* the reply is `error` */
     char                 error[160]; /* the error line, without "\r\n" */
+    size_t               kept;      /* while free: bytes it keeps (counted) */
 };
 
 /* The part of a request that went to one server in one step. */
@@ -53,6 +54,9 @@ struct policy_frag {
 #define POLICY_ERR_NOMEM    "SERVER_ERROR out of memory"
 #define POLICY_ERR_COMPOSE  "SERVER_ERROR cannot compose the backend request"
 #define POLICY_ERR_TOO_LARGE "SERVER_ERROR reply too large"
+/* A reply that would take its client past client_max_pending. */
+#define POLICY_ERR_BUDGET       "SERVER_ERROR out of memory: client not reading its replies"
+#define POLICY_ERR_BUDGET_REDIS "ERR out of memory: client not reading its replies"
 
 /* The keys of r's request (memcached or Redis): how many, and key k. */
 static inline uint32_t policy_req_nkeys(const struct policy_req *r)
@@ -85,12 +89,23 @@ void policy_req_fail(struct policy_req *r, const char *fmt, const char *reason);
 void policy_reply_line(struct policy_req *r, const char *line);
 
 /* Accounts a VALUE unit about to be held for r's reply (its data block
- * and line). True when it fits max_reply; false when it does not: r then
- * fails with "SERVER_ERROR reply too large" (counted), the bytes already
- * gathered are freed at once, and later VALUEs are to be dropped. */
+ * and line), as it arrives. True when it may be held: within
+ * max_reply_size for r, and within max_memory and the client's
+ * client_max_pending (msg_admit). Else false: r fails with "SERVER_ERROR
+ * reply too large" (reply_too_large), "SERVER_ERROR out of memory"
+ * (out_of_memory) or POLICY_ERR_BUDGET (reply_over_budget), Redis's
+ * "-ERR ..." alike; the bytes already gathered are freed at once, and
+ * later units are to be dropped (r->failed). Only replies to reads go
+ * through it: a write's reply is held whatever it costs (the write has
+ * happened), with policy_reply_hold. */
 bool policy_reply_admit(struct policy_req *r, const struct mc_rsp *rsp);
 /* The same for `unit` bytes of any reply. */
 bool policy_reply_admit_bytes(struct policy_req *r, size_t unit);
+/* The same judgement, charging nothing: true, or false with r failed and
+ * the refusal counted (a reply held elsewhere until it is delivered). */
+bool policy_reply_check_bytes(struct policy_req *r, size_t unit);
+/* Counts `unit` bytes held for r's reply without any check. */
+void policy_reply_hold(struct policy_req *r, size_t unit);
 
 /* realloc for the record's arrays: grows p (of *cap elements of `size`
  * bytes) to hold `need`, zeroing the new part. Returns the array, or NULL
@@ -141,6 +156,15 @@ void policy_read_tier(struct policy_pool *pp, struct policy_tier *t, struct poli
 /* Redis pools (policy_redis.c): the slave tiers' shard map, and the plan
  * of one request. */
 int policy_redis_init(struct policy_pool *pp, char *err, size_t errlen);
+/* The backend's redis_pending hook: a part's reply bytes still being
+ * framed count against its client (msg_charge). */
+void policy_redis_pending(void *arg, ssize_t n);
+/* Fenced Redis connections: whether a read's whole reply of n bytes may
+ * be held for frag `arg` (max_reply_size, max_memory and its client's
+ * budget, as policy_reply_admit_bytes judges, without charging); a
+ * refusal is counted and fails the request. A write's reply is always
+ * held. */
+bool policy_redis_admit(void *arg, size_t n);
 void policy_redis_dispatch(struct policy_pool *pp, struct policy_req *r);
 
 /* Tiered pools (policy_read.c, policy_write.c). */
@@ -169,5 +193,7 @@ void policy_async_fanout_key(struct policy_pool *pp, enum mc_cmd cmd,
                              const char *key, size_t klen, int64_t exptime);
 /* Frees the async records a cache keeps. */
 void policy_async_cache_deinit(struct policy_cache *pc);
+/* Frees the async records beyond `keep`; returns how many. */
+uint32_t policy_async_cache_shrink(struct policy_cache *pc, uint32_t keep);
 
 #endif

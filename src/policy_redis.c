@@ -122,6 +122,21 @@ static bool replica_unavailable(const struct redis_rsp *rsp)
 
 /* ---- sending ---- */
 
+void policy_redis_pending(void *arg, ssize_t n)
+{
+    struct policy_frag *f = arg;
+    msg_charge(f->req->msg, n);
+}
+
+bool policy_redis_admit(void *arg, size_t n)
+{
+    struct policy_frag *f = arg;
+    struct policy_req *r = f->req;
+    if (!r->msg->redis.cmd->readonly || r->failed)
+        return true;
+    return policy_reply_check_bytes(r, n);
+}
+
 static void part_cb(void *arg, struct redis_rsp *rsp, const char *reason);
 
 /* Commands whose keys are split per shard (the others go whole to the
@@ -254,6 +269,30 @@ static void finish_split(struct policy_req *r)
     policy_req_finish(r);
 }
 
+/* One part for the whole request: its reply is the client's. A read's
+ * is held only as policy_reply_admit_bytes allows (else r fails with
+ * that error, not counted as a forwarding error); a write's always. */
+static void whole_reply(struct policy_req *r, struct redis_rsp *rsp)
+{
+    struct evbuffer *reply = r->msg->reply;
+    size_t len = evbuffer_get_length(rsp->data);
+    r->pending = 0;
+    if (!r->msg->redis.cmd->readonly) {
+        policy_reply_hold(r, len);
+    } else if (!policy_reply_admit_bytes(r, len)) {
+        if (redis_compose_error(reply, r->error) != 0)
+            evbuffer_drain(reply, evbuffer_get_length(reply));
+        policy_req_finish(r);
+        return;
+    }
+    if (evbuffer_add_buffer(reply, rsp->data) != 0) {
+        policy_req_fail(r, "%s", "ERR out of memory");
+        finish_failed(r);
+        return;
+    }
+    policy_req_finish(r);
+}
+
 static void part_cb(void *arg, struct redis_rsp *rsp, const char *reason)
 {
     struct policy_frag *f = arg;
@@ -273,14 +312,7 @@ static void part_cb(void *arg, struct redis_rsp *rsp, const char *reason)
     else if (r->msg->redis.cmd->readonly)
         stats_tier_add(f->tier->stats, reads, 1);
     if (rsp != NULL && r->nfrags == 1 && !r->failed) {
-        /* one part for the whole request: its reply is the client's */
-        r->pending = 0;
-        if (evbuffer_add_buffer(r->msg->reply, rsp->data) != 0) {
-            policy_req_fail(r, "%s", "ERR out of memory");
-            finish_failed(r);
-            return;
-        }
-        policy_req_finish(r);
+        whole_reply(r, rsp);
         return;
     }
     if (rsp != NULL)

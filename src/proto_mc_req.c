@@ -81,6 +81,24 @@ mc_req_reset(struct mc_req *req)
         evbuffer_drain(req->data, evbuffer_get_length(req->data));
 }
 
+size_t
+mc_req_shrink(struct mc_req *req, size_t keep)
+{
+    if (req->line_cap > keep) {
+        free(req->line);
+        req->line = NULL;
+        req->line_cap = 0;
+        req->line_len = 0;
+    }
+    if (req->keys_cap * sizeof(*req->keys) > keep) {
+        free(req->keys);
+        req->keys = NULL;
+        req->keys_cap = 0;
+        req->nkeys = 0;
+    }
+    return req->line_cap + req->keys_cap * sizeof(*req->keys);
+}
+
 void
 mc_req_deinit(struct mc_req *req)
 {

@@ -128,6 +128,24 @@ redis_req_reset(struct redis_req *req)
     req->want = 0;
 }
 
+size_t
+redis_req_shrink(struct redis_req *req, size_t keep)
+{
+    if (req->cap > keep) {
+        free(req->buf);
+        req->buf = NULL;
+        req->cap = 0;
+        req->len = 0;
+    }
+    if (req->args_cap * sizeof(*req->args) > keep) {
+        free(req->args);
+        req->args = NULL;
+        req->args_cap = 0;
+        req->nargs = 0;
+    }
+    return req->cap + req->args_cap * sizeof(*req->args);
+}
+
 void
 redis_req_deinit(struct redis_req *req)
 {

@@ -14,6 +14,7 @@
 
 #include "strata/backend.h"
 #include "strata/client.h"
+#include "strata/crash.h"
 #include "strata/log.h"
 #include "strata/util.h"
 #include "strata/worker.h"
@@ -77,21 +78,35 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
     conn_loop_stop(&w->loop);
 }
 
-/* Gives freed memory back to the kernel once the worker's buffered bytes
- * have fallen WORKER_TRIM_BYTES below their peak since the last trim:
- * glibc keeps freed heap pages otherwise, and a burst would stay
- * resident after its clients left. */
+/* Free records each cache keeps through a quiet spell. */
+#define WORKER_IDLE_KEEP 64
+
+/* Gives back what a burst left. Each cache (msgs, policy and backend
+ * records) frees the free records beyond the most in use at once since
+ * the last sweep; then the heap is trimmed (malloc_trim: glibc keeps
+ * freed pages otherwise) when records were freed, when the worker's
+ * buffered bytes have fallen WORKER_TRIM_BYTES below their peak, or when
+ * the worker has had no new request for a whole sweep after serving
+ * some since the last trim. So a burst does not stay resident after its
+ * clients have gone. */
 static void worker_trim(struct worker *w)
 {
+    uint32_t freed = msg_cache_shrink(&w->msgs, WORKER_IDLE_KEEP) +
+                     policy_cache_shrink(&w->policy_cache, WORKER_IDLE_KEEP) +
+                     backend_worker_shrink(&w->backends, WORKER_IDLE_KEEP);
     int64_t now = __atomic_load_n(&w->stats.buffered, __ATOMIC_RELAXED);
+    uint64_t taken = w->msgs.taken;
+    bool quiet = taken == w->sweep_taken && taken != w->trim_taken;
+    w->sweep_taken = taken;
     if (now > w->trim_peak)
         w->trim_peak = now;
-    if (w->trim_peak - now < WORKER_TRIM_BYTES)
+    if (freed == 0 && !quiet && w->trim_peak - now < WORKER_TRIM_BYTES)
         return;
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif
     w->trim_peak = now;
+    w->trim_taken = taken;
 }
 
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
@@ -419,7 +434,11 @@ int worker_init(struct worker *w, uint32_t id, const struct runtime *rt,
     }
     stats_worker_init(&w->stats, rt->conf);
     w->msgs.acct = &w->stats.buffered;
+    w->msgs.max_memory = &rt->max_memory;
+    w->msgs.workers = rt->stats;
+    w->msgs.nworkers = rt->nworkers;
     w->backends.acct = &w->stats.buffered;
+    w->policy_cache.acct = &w->stats.buffered;
     w->gen = rt->gen;
     config_gen_use(w->gen);
     w->applied = rt->gen != NULL ? rt->gen->generation : 0;
@@ -457,6 +476,7 @@ static void worker_pools_free(struct worker *w)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
+    void *altstack = crash_thread_setup();
     log_info("worker %u started", w->id);
     if (conn_loop_run(&w->loop) != 0)
         log_error("worker %u: event loop failed", w->id);
@@ -464,6 +484,7 @@ static void *worker_main(void *arg)
     worker_pools_free(w);
     conn_loop_flush(&w->loop);
     log_info("worker %u stopped", w->id);
+    crash_thread_teardown(altstack);
     return NULL;
 }
 

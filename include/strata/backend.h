@@ -63,6 +63,18 @@ typedef bool (*backend_cb)(void *arg, enum backend_event ev,
  * reply fits the command (redis_rsp_fits). */
 typedef void (*backend_redis_cb)(void *arg, struct redis_rsp *rsp, const char *reason);
 
+/* Redis: the bytes of a request's reply that wait, unframed, in its
+ * connection's input changed by n (the framer keeps a whole reply there
+ * until it is complete; they count in the worker's buffered bytes
+ * already). Every byte told is given back (n negative) before the
+ * request's callback runs, whether it is answered or fails. */
+typedef void (*backend_pending_cb)(void *arg, ssize_t n);
+/* Redis, fenced connections: may a whole reply of n bytes to the
+ * request whose callback argument is `arg` be held until its fence?
+ * false: the owner refused it (counted, the request failed); the reply
+ * is dropped and an error reply held in its place. */
+typedef bool (*backend_admit_cb)(void *arg, size_t n);
+
 TAILQ_HEAD(backend_req_list, backend_req);
 
 /* What the backend servers of one worker share: the worker's loop and a
@@ -71,12 +83,19 @@ struct backend_worker {
     struct conn_loop        *loop;
     int64_t                 *acct;   /* the worker's buffered bytes, or NULL:
                                         backend buffers count in max_memory */
+    backend_pending_cb       redis_pending; /* or NULL: the owner of the
+                                        request a Redis connection's unframed
+                                        reply is due to is told of it */
+    backend_admit_cb         redis_admit; /* or NULL: every reply held */
     struct backend_req_list  free;
     uint32_t                 nfree;
 };
 
 void backend_worker_init(struct backend_worker *bw, struct conn_loop *loop);
 void backend_worker_deinit(struct backend_worker *bw);
+/* Frees the free request records beyond `keep` (a quiet worker gives
+ * back what a burst left); returns how many. */
+uint32_t backend_worker_shrink(struct backend_worker *bw, uint32_t keep);
 
 struct backend_server {
     const struct conf_server *conf;

@@ -6,10 +6,13 @@
  *
  * Reading pauses while too many requests are in flight or the client's
  * reply bytes — waiting to be written, finished behind a slower head,
- * gathered for requests in flight, and the running average reply size
- * for each request queued — reach client_max_pending, so a client that
- * never reads holds about client_max_pending bytes, not a reply per
- * request in flight. */
+ * gathered for requests in flight, and the expected reply (a running
+ * average per unit: a key of a retrieval) of each request not yet
+ * answered — reach client_max_pending; a framed request whose expected
+ * reply does not fit waits for room. As replies arrive, msg_admit fails
+ * a read that would take the client past twice client_max_pending
+ * (unless it is the head), so a client that never reads holds at most
+ * that plus one reply, not a reply per request in flight. */
 #ifndef STRATA_CLIENT_H
 #define STRATA_CLIENT_H
 
@@ -20,9 +23,11 @@
 
 /* Requests one client may have in flight before we stop reading it. */
 #define CLIENT_MAX_INFLIGHT 128
-/* A new client's first window: its reply size is guessed as
- * client_max_pending / CLIENT_START_WINDOW until replies tell better. */
-#define CLIENT_START_WINDOW 16
+/* A new client's first window, in units (keys of a retrieval): its
+ * reply size per unit is guessed as client_max_pending /
+ * (CLIENT_START_WINDOW + 1) until its first reply tells better, so that
+ * this many single-key gets fit with their own bytes. */
+#define CLIENT_START_WINDOW 4
 /* Wrong Redis AUTH passwords one connection may send: the last is
  * answered, then the connection is closed (docs/security.md). */
 #define CLIENT_AUTH_MAX_FAILURES 3

@@ -5,10 +5,15 @@
 #ifndef STRATA_CRASH_H
 #define STRATA_CRASH_H
 
-/* Installs the handlers (on an alternate stack, so a stack overflow of
- * the main thread is reported too). Call once, from the main thread,
- * after log_setup. */
+/* Installs the handlers (on an alternate stack, so a stack overflow is
+ * reported too). Call once, from the main thread, after log_setup. */
 void crash_setup(void);
+
+/* An alternate signal stack for the calling thread (each worker), so
+ * that its stack overflow is logged too: the stack to give back to
+ * crash_thread_teardown when the thread ends, or NULL (warned). */
+void *crash_thread_setup(void);
+void crash_thread_teardown(void *stack);
 
 /* "SIGHUP" for SIGHUP: the signal's name for log lines ("SIG?" when
  * unknown). */

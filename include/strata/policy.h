@@ -38,13 +38,21 @@ TAILQ_HEAD(policy_async_list, policy_async_op);
 struct policy_cache {
     struct policy_req_list   reqs;    /* free request records */
     uint32_t                 nreqs;
+    uint32_t                 busy;    /* request records in use */
+    uint32_t                 busy_peak; /* most in use since the last shrink */
     struct policy_async_list ops;     /* free async write records */
     uint32_t                 nops;
+    int64_t                 *acct;    /* the worker's buffered bytes, or NULL:
+                                         what the free records keep counts */
 };
 
 #define POLICY_CACHE_MAX 1024
 
 void policy_cache_init(struct policy_cache *pc);
+/* Frees free records beyond the most in use at once since the last call
+ * (at least `keep`), and async records beyond `keep`. Returns how many
+ * were freed. */
+uint32_t policy_cache_shrink(struct policy_cache *pc, uint32_t keep);
 /* Frees the records kept. Records in use return to the cache when their
  * request ends, so deinit the pools that use it first. */
 void policy_cache_deinit(struct policy_cache *pc);

@@ -113,6 +113,10 @@ struct mc_limits {
  * nothing; reset forgets the previous request but keeps capacity. */
 void mc_req_init(struct mc_req *req);
 void mc_req_reset(struct mc_req *req);
+/* After reset: frees the line and key arrays whose capacity passes
+ * `keep` bytes (a long multiget's), so a request kept for reuse does not
+ * keep them. Returns the bytes of capacity still kept. */
+size_t mc_req_shrink(struct mc_req *req, size_t keep);
 void mc_req_deinit(struct mc_req *req);
 
 /* Parses req->line[0..line_len) into the other fields of req (not data).

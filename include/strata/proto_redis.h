@@ -106,6 +106,11 @@ struct redis_req {
 void redis_req_init(struct redis_req *req);
 /* Forgets the request, keeps capacity (and clears framing progress). */
 void redis_req_reset(struct redis_req *req);
+/* After reset: frees the request buffer and argument array whose
+ * capacity passes `keep` bytes (a large SET's value lives in the
+ * buffer), so a request kept for reuse does not keep them. Returns the
+ * bytes of capacity still kept. */
+size_t redis_req_shrink(struct redis_req *req, size_t keep);
 void redis_req_deinit(struct redis_req *req);
 
 /* Frames one request from `in`. REDIS_AGAIN consumes nothing (progress is

@@ -43,6 +43,7 @@ struct evbuffer;
 #define STATS_LIMIT_LIST(ACTION)                                                  \
     ACTION(reply_too_large,   "# retrievals failed: reply over max_reply_size") \
     ACTION(out_of_memory,     "# requests refused: buffered bytes over max_memory") \
+    ACTION(reply_over_budget, "# replies refused: the client's held reply bytes over client_max_pending") \
     ACTION(request_timeout,   "# clients closed: a partial request idle over client_request_timeout") \
     ACTION(clients_refused,   "# connections closed at once: max_clients reached") \
     ACTION(auth_failures,     "# Redis AUTH attempts refused: wrong password")

@@ -130,6 +130,8 @@ struct worker {
     struct event          *drain_ev;    /* polls until requests are answered */
     struct event          *sweep_ev;    /* closes idle partial requests, trims */
     int64_t                trim_peak;   /* stats.buffered peak since last trim */
+    uint64_t               trim_taken;  /* msgs.taken at the last trim */
+    uint64_t               sweep_taken; /* msgs.taken at the last sweep */
     int64_t                drain_deadline_ms;
 };
 

@@ -23,6 +23,8 @@
  *   - ejection after server_failure_limit failures, until
  *     server_retry_timeout;
  *   - a 1 MB value arrives intact;
+ *   - Redis: the bytes of a reply still being framed are told to the
+ *     head request's owner, and given back before its callback;
  *   - fences: a new connection sends the probe "mn" alone and holds the
  *     requests until it is answered. A server that answers ERROR (as
  *     memcached < 1.6 does; every test above plays one) gets no fences
@@ -850,6 +852,62 @@ static void test_eof_mid_value_fails(void **state)
     expect_reconnect(f, failed);
 }
 
+/* ---- Redis: a reply being framed counts against its owner ---- */
+
+static const struct redis_limits redis_lim = { .max_bulk = BIG_VALUE, .max_args = 1024,
+                                               .max_request = BIG_VALUE + 4096,
+                                               .max_reply = BIG_VALUE, .max_depth = 8 };
+
+static void on_pending(void *arg, ssize_t n)
+{
+    sbuf_printf(&events, "%d PENDING %zd\n", (int)(intptr_t)arg, n);
+}
+
+static void on_redis_size(void *arg, struct redis_rsp *rsp, const char *reason)
+{
+    int id = (int)(intptr_t)arg;
+    if (rsp == NULL)
+        sbuf_printf(&events, "%d FAIL %s\n", id, reason);
+    else
+        sbuf_printf(&events, "%d REPLY %zu\n", id, evbuffer_get_length(rsp->data));
+}
+
+/* GET k to a Redis server, tagged id; the server has read it. */
+static void redis_get(struct fx *f, int id)
+{
+    struct evbuffer *b = evbuffer_new();
+    assert_non_null(b);
+    evbuffer_add(b, "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", 20);
+    backend_send_redis(&f->s, redis_cmd_lookup("get", 3), 1, b, on_redis_size,
+                       (void *)(intptr_t)id);
+    evbuffer_free(b);
+    if (f->sfd < 0)
+        f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+}
+
+/* The bytes of a Redis reply that wait unframed in the input are told
+ * to the head request's owner as they come (bw->redis_pending), and
+ * given back before its callback: when the reply is whole, and when the
+ * connection fails with half of it. */
+static void test_redis_unframed_reply_is_told(void **state)
+{
+    struct fx *f = *state;
+    backend_server_set_redis(&f->s, NULL, 0, &redis_lim);
+    f->bw.redis_pending = on_pending;
+    redis_get(f, 1);
+    net_send_str(&f->loop, f->sfd, "$10\r\n0123");
+    expect_events(f, "1 PENDING 9\n");
+    net_send_str(&f->loop, f->sfd, "456789\r\n");
+    expect_events(f, "1 PENDING 9\n1 PENDING -9\n1 REPLY 17\n");
+    redis_get(f, 2);
+    net_send_str(&f->loop, f->sfd, "$10\r\n01");
+    close(f->sfd);
+    f->sfd = -1;
+    expect_events(f, "1 PENDING 9\n1 PENDING -9\n1 REPLY 17\n"
+                     "2 PENDING 7\n2 PENDING -7\n2 FAIL backend closed the connection\n");
+}
+
 /* ---- ejection ---- */
 
 /* Sends one request that fails, and waits for its failure. */
@@ -1429,6 +1487,7 @@ int main(void)
         TCP(test_refused_key_fails_inflight),
         TCP(test_unsolicited_reply_resets),
         TCP(test_eof_mid_value_fails),
+        TCP(test_redis_unframed_reply_is_told),
         cmocka_unit_test_setup_teardown(test_two_failures_eject_until_retry,
                                         setup_nowhere_eject, teardown),
         cmocka_unit_test_setup_teardown(test_no_eject_without_auto_eject,
