@@ -1,6 +1,6 @@
-/* app: the process as main.c runs it: settings, the running pool
- * configuration, the workers and the main thread's event base. Internal
- * to main.c and the main-thread modules beside it (reload). */
+/* app: the process (app.c): settings, the running pool configuration,
+ * the workers and the main thread's event base. Internal to main.c, app.c
+ * and the main-thread modules beside it (reload, zk_app). */
 #ifndef STRATA_APP_H
 #define STRATA_APP_H
 
@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "strata/conf.h"
-#include "strata/listener.h"
+#include "strata/stats_port.h"
 #include "strata/stats.h"
 #include "strata/worker.h"
 
@@ -20,12 +20,15 @@ struct zk_app;
 struct app {
     struct settings      settings;
     const char          *settings_file;  /* -C, re-read on reload; NULL */
+    /* applied over a re-read -C file (the command line: main.c) */
+    void               (*settings_override)(struct settings *s, const void *arg);
+    const void          *settings_override_arg;
     struct conf         *conf;           /* the newest configuration */
     struct runtime       rt;
     struct worker       *workers;
     uint32_t             nworkers;
     struct event_base   *base;
-    struct listener      stats_listener; /* the JSON stats port */
+    struct stats_port    stats_port;     /* the JSON stats port */
     bool                 pid_written;
     int                  ready_fd;       /* -d: told once the daemon serves; -1 */
     /* reload (reload.c) */
@@ -47,13 +50,21 @@ struct app {
     struct zk_app       *zk;             /* -c zk://...: the configuration center */
 };
 
-/* Listens on the pool's unix socket (main.c), replacing only a stale
- * socket: the fd, or -1 with err. */
+/* Zeroes app (no -d: ready_fd -1); app_deinit frees what loading the
+ * configuration made (the pool configuration, settings, ZooKeeper). */
+void app_init(struct app *app);
+void app_deinit(struct app *app);
+/* Runs the process on the loaded configuration until SIGTERM/SIGINT:
+ * 0, or -1 when it could not start (logged; on stderr too). */
+int app_run(struct app *app);
+
+/* Listens on the pool's unix socket, replacing only a stale socket: the
+ * fd, or -1 with err. */
 int app_unix_listen(const struct conf_pool *pool, char *err, size_t errlen);
 /* Re-reads the -C file (and the command line over it) and applies its
  * live settings: log level, client_max_pending, max_memory,
- * client_request_timeout, max_clients, async_queue_limit (main.c). 0, or
- * -1 with err (nothing changed). */
+ * client_request_timeout, max_clients, async_queue_limit,
+ * reload_max_server_loss. 0, or -1 with err (nothing changed). */
 int app_settings_reload(struct app *app, char *err, size_t errlen);
 
 /* Generation 1 from app->conf, before the workers exist (reload.c); and
