@@ -1306,6 +1306,40 @@ static void test_redis_fence_holds_replies_until_echo(void **state)
     assert_int_equal(stat_of(f, STATS_server_err), 0);
 }
 
+/* The owner of the held replies below refuses any over 10 bytes. */
+static bool admit_small(void *arg, size_t n)
+{
+    (void)arg;
+    return n <= 10;
+}
+
+static int64_t held_acct;   /* the worker's buffered bytes, for one test */
+
+/* A reply held behind its fence is judged as it is held: the refused one
+ * is dropped at once and an error stands in its place until the fence;
+ * what is held counts in the worker's buffered bytes until delivered. */
+static void test_redis_fence_judges_held_replies(void **state)
+{
+    struct fx *f = *state;
+    char echo[128];
+    held_acct = 0;
+    f->bw.acct = &held_acct;
+    f->bw.redis_admit = admit_small;
+    send_redis_get(f, "a", 1);
+    send_redis_get(f, "b", 2);
+    f->sfd = net_accept(&f->loop, f->lfd);
+    net_expect(&f->loop, f->sfd, GET_A GET_B);
+    expect_redis_fence(f, 0, echo, sizeof(echo));
+    net_send_str(&f->loop, f->sfd, "$2\r\nva\r\n$20\r\n01234567890123456789\r\n");
+    /* "$2..va" (8 bytes) held, and the error (20) in place of b's 27 */
+    NET_WAIT(&f->loop, held_acct == 8 + 20);
+    assert_string_equal(events_str(), "");
+    net_send_str(&f->loop, f->sfd, echo);
+    expect_events(f, "1 $2\r\nva\r\n2 -ERR out of memory\r\n");
+    NET_WAIT(&f->loop, held_acct == 0);
+    f->bw.acct = NULL;
+}
+
 #define BOTH_STEP "1 FAIL backend sent an out-of-step reply\n" \
                   "2 FAIL backend sent an out-of-step reply\n"
 
@@ -1509,6 +1543,7 @@ int main(void)
         BATCH(test_batch_fence_skipped_reply_fails_the_batch),
         BATCH(test_batch_fence_extra_reply_fails_the_batch),
         REDIS(test_redis_fence_holds_replies_until_echo),
+        REDIS(test_redis_fence_judges_held_replies),
         REDIS(test_redis_fence_skipped_reply),
         REDIS(test_redis_fence_extra_reply),
         REDIS(test_redis_fence_wrong_echo),
