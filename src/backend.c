@@ -66,6 +66,7 @@ struct backend_req {
                                          callback, not counted */
     bool                     fence;   /* a fence: no callback, not counted */
     uint64_t                 seq;     /* a Redis fence: its number */
+    int64_t                  queued_ns; /* metrics_now_ns: the round trip's start */
 };
 
 struct backend_conn {
@@ -457,6 +458,7 @@ static void conn_complete(struct backend_conn *c, struct backend_req *head,
     stats_server_add(c->server->stats, out_queue, -1);
     stats_server_add(c->server->stats, out_queue_bytes, -(int64_t)head->bytes);
     stats_server_add(c->server->stats, responses, 1);
+    metrics_hist_observe(&c->server->stats->latency, metrics_now_ns() - head->queued_ns);
     server_succeeded(c->server);
     if (head->redis_cb != NULL)
         head->redis_cb(head->arg, redis_rsp, NULL);
@@ -997,6 +999,7 @@ static void queue_request(struct backend_conn *c, struct backend_req *r,
     struct backend_server *s = c->server;
     size_t len = evbuffer_get_length(bytes);
     r->bytes = len;
+    r->queued_ns = metrics_now_ns();
     r->deadline_ms = INT64_MAX;   /* until its bytes are written */
     bool was_idle = TAILQ_EMPTY(&c->inflight);
     conn_append(c, r);

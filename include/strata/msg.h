@@ -28,6 +28,7 @@ struct msg {
     bool                 done;     /* reply complete */
     size_t               gathered; /* reply bytes the policy holds for it */
     size_t              *budget;   /* the client's sum of `gathered`, or NULL */
+    int64_t              parsed_ns; /* framed (metrics_now_ns): the pool's latency */
 };
 
 TAILQ_HEAD(msg_list, msg);
