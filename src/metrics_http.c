@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -153,7 +154,6 @@ static void metrics_http_reply(struct metrics_http_conn *mc, enum metrics_http_s
     evbuffer_add_buffer(out, body);
     evbuffer_free(body);
     mc->replied = true;
-    bufferevent_disable(mc->bev, EV_READ);
     bufferevent_enable(mc->bev, EV_WRITE);
     metrics_http_arm(mc, METRICS_HTTP_WRITE_MS);
 }
@@ -163,6 +163,10 @@ static void metrics_http_on_read(struct bufferevent *bev, void *arg)
     struct metrics_http_conn *mc = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t len = evbuffer_get_length(in);
+    if (mc->replied) {   /* lingering: what the client still sends is dropped */
+        evbuffer_drain(in, len);
+        return;
+    }
     const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
     enum metrics_http_status st = metrics_http_parse(buf, len);
     if (st == METRICS_HTTP_AGAIN && len < METRICS_HTTP_MAX_REQUEST)
@@ -170,11 +174,18 @@ static void metrics_http_on_read(struct bufferevent *bev, void *arg)
     metrics_http_reply(mc, st);   /* AGAIN here: the head is too large */
 }
 
+/* The reply is written. Closing a socket with unread bytes makes the
+ * kernel reset it, which can destroy the reply before the client reads
+ * it: the write side is shut instead (the client sees the end), and what
+ * it still sends is read and dropped until it closes or the deadline. */
 static void metrics_http_on_write(struct bufferevent *bev, void *arg)
 {
     struct metrics_http_conn *mc = arg;
-    if (mc->replied && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        metrics_http_conn_free(mc);
+    if (!mc->replied || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        return;
+    shutdown(bufferevent_getfd(bev), SHUT_WR);
+    bufferevent_disable(bev, EV_WRITE);
+    bufferevent_enable(bev, EV_READ);
 }
 
 static void metrics_http_on_event(struct bufferevent *bev, short what, void *arg)
