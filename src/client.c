@@ -204,10 +204,10 @@ static void client_write_done(struct client *c)
     struct evbuffer *out = conn_output(c->conn);
     struct msg *msg;
     bool wrote = false;
-    int64_t now_ns = 0;
     while ((msg = TAILQ_FIRST(&c->msgs)) != NULL && msg->done) {
         TAILQ_REMOVE(&c->msgs, msg, link);
-        metrics_hist_since(&c->wp->stats->latency, &now_ns, msg->parsed_ns);
+        metrics_hist_observe(&c->wp->stats->latency,
+                             conn_loop_now_ns(&c->wp->worker->loop) - msg->parsed_ns);
         c->nmsgs--;
         c->held -= evbuffer_get_length(msg->reply);
         if (!msg->req.noreply && evbuffer_get_length(msg->reply) > 0) {
@@ -538,7 +538,7 @@ static bool client_read_one(struct client *c)
     if (redis)
         client_unreserve(c);
     c->parsing = NULL;
-    msg->parsed_ns = metrics_now_ns();
+    msg->parsed_ns = conn_loop_now_ns(&w->loop);
     msg->client = c;
     msg->budget = &c->gathered;
     TAILQ_INSERT_TAIL(&c->msgs, msg, link);

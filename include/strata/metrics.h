@@ -2,7 +2,8 @@
  * read) and the Prometheus text exposition (format 0.0.4) of every stats
  * counter, gauge and histogram.
  *
- *   worker: metrics_now_ns() at an event ──► metrics_hist_observe()
+ *   worker: conn_loop_now_ns() (the clock, once per I/O callback)
+ *           ──► metrics_hist_observe()
  *           (plain add, relaxed store: no lock, no atomic RMW)
  *   main:   metrics_write() ──► relaxed loads of every worker's view,
  *           summed (metrics_hist_merge) ──► "# HELP / # TYPE / samples"
@@ -58,8 +59,9 @@ struct metrics_hist {
 extern const int64_t metrics_bounds_ns[METRICS_NBOUNDS];
 extern const char *const metrics_bounds_le[METRICS_NBOUNDS];
 
-/* The monotonic clock in ns (vDSO, about 20 ns here: docs/benchmarks.md,
- * "Metrics cost"). */
+/* The monotonic clock in ns (vDSO, about 18 ns here: docs/benchmarks.md,
+ * "Metrics cost"). The request path reads it through conn_loop_now_ns,
+ * once per I/O callback. */
 static inline int64_t metrics_now_ns(void)
 {
 #ifdef STRATA_NO_HISTOGRAMS
@@ -97,16 +99,6 @@ static inline void metrics_hist_observe(struct metrics_hist *h, int64_t ns)
 #else
     (void)h; (void)ns;
 #endif
-}
-
-/* The time from `since_ns` to now into h; *now_ns caches the clock for
- * the caller's loop (0: not read yet). */
-static inline void metrics_hist_since(struct metrics_hist *h, int64_t *now_ns,
-                                      int64_t since_ns)
-{
-    if (*now_ns == 0)
-        *now_ns = metrics_now_ns();
-    metrics_hist_observe(h, *now_ns - since_ns);
 }
 
 /* acc += h, read with relaxed loads (h may be a live worker's). */
