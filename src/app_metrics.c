@@ -12,6 +12,7 @@
 #include "strata/reload.h"
 #include "strata/util.h"
 #include "app.h"
+#include "zk_app.h"
 
 /* metrics_http's fill: one scrape of the running configuration. */
 static void app_metrics_fill(struct evbuffer *out, void *arg)
@@ -26,7 +27,7 @@ static void app_metrics_fill(struct evbuffer *out, void *arg)
         .loaded_at_s = app->gen != NULL ? app->gen->loaded_at : app->rt.start_time_s,
         .reloads = __atomic_load_n(&app->rt.reloads, __ATOMIC_RELAXED),
         .reload_failures = __atomic_load_n(&app->rt.reload_failures, __ATOMIC_RELAXED),
-        .zk_connected = -1,
+        .zk_connected = zk_app_connected(app),
     };
     metrics_write(out, &p);
 }

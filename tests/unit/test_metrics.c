@@ -286,16 +286,43 @@ static int fx_teardown(void **state)
     return 0;
 }
 
-static char *fx_scrape(struct fx *fx)
+static char *fx_scrape_zk(struct fx *fx, int zk_connected)
 {
     struct metrics_process p = { .conf = fx->conf, .workers = fx->wp, .nworkers = 2,
                                  .start_time_s = 1000, .generation = 3, .loaded_at_s = 2000,
-                                 .reloads = 2, .reload_failures = 1, .zk_connected = -1 };
+                                 .reloads = 2, .reload_failures = 1,
+                                 .zk_connected = zk_connected };
     struct evbuffer *b = evbuffer_new();
     metrics_write(b, &p);
     char *text = evbuffer_text(b);
     evbuffer_free(b);
     return text;
+}
+
+static char *fx_scrape(struct fx *fx)
+{
+    return fx_scrape_zk(fx, -1);
+}
+
+/* strata_zookeeper_connected only with -c zk://... */
+static void test_exposition_zookeeper(void **state)
+{
+    struct fx *fx = *state;
+    for (int zk = -1; zk <= 1; zk++) {
+        char *text = fx_scrape_zk(fx, zk);
+        struct tp_doc d;
+        tp_parse(&d, text);
+        bool found = false;
+        for (size_t i = 0; i < d.n; i++) {
+            if (strcmp(d.samples[i].name, "strata_zookeeper_connected") != 0)
+                continue;
+            assert_true(d.samples[i].value == zk);
+            found = true;
+        }
+        assert_true(found == (zk >= 0));
+        free(d.samples);
+        free(text);
+    }
 }
 
 /* Counters written in two workers come out summed, under the names
@@ -448,6 +475,7 @@ int main(void)
         cmocka_unit_test(test_escape_roundtrip),
         cmocka_unit_test_setup_teardown(test_exposition_counters, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_exposition_histograms, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_exposition_zookeeper, fx_setup, fx_teardown),
         cmocka_unit_test(test_http_parse),
         cmocka_unit_test(test_http_parse_split),
         cmocka_unit_test(test_http_addr),
