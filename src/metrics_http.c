@@ -131,7 +131,8 @@ static const char *metrics_http_status_line(enum metrics_http_status st)
 }
 
 /* Queues the reply for `st` (the exposition for OK, a line of text
- * else) and stops reading; the connection closes once it is written. */
+ * else) under the write deadline; from now on input is dropped, and the
+ * connection closes once the reply is written (metrics_http_on_write). */
 static void metrics_http_reply(struct metrics_http_conn *mc, enum metrics_http_status st)
 {
     struct evbuffer *body = evbuffer_new();

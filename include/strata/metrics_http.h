@@ -3,12 +3,14 @@
  *
  *   accept (listener.c: EMFILE backoff; over METRICS_HTTP_MAX_CONNS open
  *   ones: closed at once)
- *     ──► read the head, at most METRICS_HTTP_MAX_REQUEST bytes, within
- *         METRICS_HTTP_READ_MS of the accept (else 408/431 and close)
+ *     ──► read the head, at most METRICS_HTTP_MAX_REQUEST bytes (else 431),
+ *         within METRICS_HTTP_READ_MS of the accept (else closed, no reply)
  *     ──► metrics_http_parse: GET /metrics ──► 200 + the exposition
  *                             another path ──► 404; bad request ──► 400;
  *                             another method ──► 405
- *     ──► written within METRICS_HTTP_WRITE_MS, then closed
+ *     ──► written within METRICS_HTTP_WRITE_MS; then the write side is
+ *         shut and input dropped until the client closes (no reset that
+ *         could destroy the reply) or the deadline
  *
  * HTTP/1.0 and 1.1; every response says "Connection: close". The body is
  * made by the caller's fill callback (main: metrics_write). */
