@@ -142,6 +142,10 @@ def test_counters_match_the_stats_json(setup):
     if redis is not None:
         redis_traffic(proxy)
         pools.append("rd")
+    # the clients have closed: wait until the workers have seen it, so
+    # that client_eof and client_connections no longer move
+    assert wait_until(lambda: all(stats_doc(proxy.stats_port)[p]["client_connections"] == 0
+                                  for p in pools), 5.0)
     doc = stats_doc(proxy.stats_port)
     fams = families(scrape(mport))
     for field in ("requests", "request_bytes", "responses", "response_bytes",
