@@ -256,25 +256,31 @@ static void metrics_server_families(struct evbuffer *out, const struct metrics_s
     }
 }
 
-/* Tiered pools only, as in the stats JSON: each tier's counters of its
- * pool's protocol. */
+/* Tier field f of every tier of pool p (tiered pools only, as in the
+ * stats JSON, and only the fields of the pool's protocol). */
+static void metrics_tier_samples(struct evbuffer *out, const struct metrics_scrape *sc,
+                                 uint32_t p, const char *name, uint32_t f)
+{
+    const struct conf_pool *pool = &sc->conf->pools[p];
+    char tier[32];
+    if (!pool->tiered || stats_tier_field_redis(f) != pool->redis)
+        return;
+    for (uint32_t t = 0; t < stats_pool_tier_count(pool); t++) {
+        stats_tier_name(pool, t, tier, sizeof(tier));
+        struct metrics_labels l = { .pool = pool->name, .tier = tier };
+        metrics_sample(out, name, &l,
+                       metrics_sum(sc, p, METRICS_TIER, t, (int)f, tier_fields[f].kind));
+    }
+}
+
 static void metrics_tier_families(struct evbuffer *out, const struct metrics_scrape *sc)
 {
-    char name[128], tier[32];
+    char name[128];
     for (uint32_t f = 0; f < UTIL_ARRAY_LEN(tier_fields); f++) {
         const char *type = metrics_name(&tier_fields[f], "tier_", name, sizeof(name));
         metrics_family(out, name, type, tier_fields[f].help);
-        for (uint32_t p = 0; p < sc->conf->npools; p++) {
-            const struct conf_pool *pool = &sc->conf->pools[p];
-            if (!pool->tiered || stats_tier_field_redis(f) != pool->redis)
-                continue;
-            for (uint32_t t = 0; t < stats_pool_tier_count(pool); t++) {
-                stats_tier_name(pool, t, tier, sizeof(tier));
-                struct metrics_labels l = { .pool = pool->name, .tier = tier };
-                metrics_sample(out, name, &l,
-                               metrics_sum(sc, p, METRICS_TIER, t, (int)f, tier_fields[f].kind));
-            }
-        }
+        for (uint32_t p = 0; p < sc->conf->npools; p++)
+            metrics_tier_samples(out, sc, p, name, f);
     }
 }
 
