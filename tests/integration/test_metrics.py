@@ -291,3 +291,44 @@ def test_prometheus_reads_a_quantile(setup, workdir):
         stop_pid(proc.pid)
         proc.wait(timeout=10)
         log.close()
+
+
+def test_reload_keeps_histograms(memcached_factory, proxy_factory, workdir):
+    """SIGUSR1 with a server added: the generation and reloads move, and
+    the pool's and the staying server's histograms keep their counts
+    (carried into the new configuration's views); the new server starts
+    at zero."""
+    from reload_util import reload
+    servers = memcached_factory(2)
+    mport = free_port()
+    proxy = proxy_factory({"mc": simple_pool(servers[:1])},
+                          extra_args=["--workers", "2", "--metrics-listen",
+                                      "%s:%d" % (HOST, mport)])
+    assert wait_until(lambda: port_accepts(mport), 5.0)
+    mc_traffic(proxy)
+    before = sample(families(scrape(mport)), "strata_request_duration_seconds",
+                    "strata_request_duration_seconds_count", pool="mc")
+    assert before == MC_REQUESTS
+    pools = {"mc": dict(proxy.pools["mc"])}
+    pools["mc"]["servers"] = simple_pool(servers)["servers"]
+    reload(proxy, pools)   # its "stats" requests are the pool's too
+    state = {}
+
+    def carried():
+        fams = families(scrape(mport))
+        state["fams"] = fams
+        return (sample(fams, "strata_config_generation", "strata_config_generation") == 2
+                and sample(fams, "strata_request_duration_seconds",
+                           "strata_request_duration_seconds_count", pool="mc")
+                > before)
+
+    ok = wait_until(carried, 10.0, interval=0.1)
+    fams = state["fams"]
+    assert ok, [(s.name, s.labels, s.value) for f in
+                ("strata_config_generation", "strata_request_duration_seconds")
+                for s in fams[f].samples if not s.name.endswith("_bucket")]
+    assert sample(fams, "strata_reloads", "strata_reloads_total") == 1
+    counts = {s.labels["server"]: s.value
+              for s in fams["strata_server_request_duration_seconds"].samples
+              if s.name.endswith("_count")}
+    assert sorted(counts.values()) == [0, MC_REQUESTS]
