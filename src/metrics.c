@@ -194,22 +194,40 @@ static int64_t metrics_sum(const struct metrics_scrape *sc, uint32_t p, enum met
     return acc;
 }
 
-/* Pool families (STATS_POOL_LIST) and limit families (STATS_LIMIT_LIST),
- * one sample per pool. */
-static void metrics_pool_families(struct evbuffer *out, const struct metrics_scrape *sc,
-                                  const struct metrics_desc *fields, uint32_t nfields,
-                                  enum metrics_array which)
+/* Writes pool p's sample(s) of family `name`, field f of its list. */
+typedef void (*metrics_pool_fn)(struct evbuffer *out, const struct metrics_scrape *sc,
+                                uint32_t p, const char *name, uint32_t f);
+
+/* One family per field of a stats list (`fields`), named
+ * strata_PREFIXfield, with every pool's samples from emit. */
+static void metrics_families(struct evbuffer *out, const struct metrics_scrape *sc,
+                             const struct metrics_desc *fields, uint32_t nfields,
+                             const char *prefix, metrics_pool_fn emit)
 {
     char name[128];
     for (uint32_t f = 0; f < nfields; f++) {
-        const char *type = metrics_name(&fields[f], "", name, sizeof(name));
+        const char *type = metrics_name(&fields[f], prefix, name, sizeof(name));
         metrics_family(out, name, type, fields[f].help);
-        for (uint32_t p = 0; p < sc->conf->npools; p++) {
-            struct metrics_labels l = { .pool = sc->conf->pools[p].name };
-            metrics_value(out, name, &l, fields[f].kind,
-                          metrics_sum(sc, p, which, 0, (int)f, fields[f].kind));
-        }
+        for (uint32_t p = 0; p < sc->conf->npools; p++)
+            emit(out, sc, p, name, f);
     }
+}
+
+/* A pool field (STATS_POOL_LIST) or limit field (STATS_LIMIT_LIST). */
+static void metrics_pool_value(struct evbuffer *out, const struct metrics_scrape *sc,
+                               uint32_t p, const char *name, uint32_t f)
+{
+    struct metrics_labels l = { .pool = sc->conf->pools[p].name };
+    metrics_value(out, name, &l, pool_fields[f].kind,
+                  metrics_sum(sc, p, METRICS_POOL, 0, (int)f, pool_fields[f].kind));
+}
+
+static void metrics_limit_value(struct evbuffer *out, const struct metrics_scrape *sc,
+                                uint32_t p, const char *name, uint32_t f)
+{
+    struct metrics_labels l = { .pool = sc->conf->pools[p].name };
+    metrics_sample(out, name, &l, metrics_sum(sc, p, METRICS_LIMIT, 0, (int)f,
+                                              METRICS_KIND_COUNTER));
 }
 
 /* Writes one server's sample(s) of family `name`: field f of server s
@@ -245,15 +263,11 @@ static void metrics_server_value(struct evbuffer *out, const struct metrics_scra
     metrics_value(out, name, l, kind, metrics_sum(sc, p, METRICS_SERVER, s, (int)f, kind));
 }
 
-static void metrics_server_families(struct evbuffer *out, const struct metrics_scrape *sc)
+/* Field f of every server of pool p (STATS_SERVER_LIST). */
+static void metrics_server_values(struct evbuffer *out, const struct metrics_scrape *sc,
+                                  uint32_t p, const char *name, uint32_t f)
 {
-    char name[128];
-    for (uint32_t f = 0; f < UTIL_ARRAY_LEN(server_fields); f++) {
-        const char *type = metrics_name(&server_fields[f], "", name, sizeof(name));
-        metrics_family(out, name, type, server_fields[f].help);
-        for (uint32_t p = 0; p < sc->conf->npools; p++)
-            metrics_servers(out, sc, p, name, metrics_server_value, f);
-    }
+    metrics_servers(out, sc, p, name, metrics_server_value, f);
 }
 
 /* Tier field f of every tier of pool p (tiered pools only, as in the
@@ -270,17 +284,6 @@ static void metrics_tier_samples(struct evbuffer *out, const struct metrics_scra
         struct metrics_labels l = { .pool = pool->name, .tier = tier };
         metrics_sample(out, name, &l,
                        metrics_sum(sc, p, METRICS_TIER, t, (int)f, tier_fields[f].kind));
-    }
-}
-
-static void metrics_tier_families(struct evbuffer *out, const struct metrics_scrape *sc)
-{
-    char name[128];
-    for (uint32_t f = 0; f < UTIL_ARRAY_LEN(tier_fields); f++) {
-        const char *type = metrics_name(&tier_fields[f], "tier_", name, sizeof(name));
-        metrics_family(out, name, type, tier_fields[f].help);
-        for (uint32_t p = 0; p < sc->conf->npools; p++)
-            metrics_tier_samples(out, sc, p, name, f);
     }
 }
 
@@ -394,10 +397,14 @@ void metrics_write(struct evbuffer *out, const struct metrics_process *p)
     sc.nviews = stats_views_of(p->conf, p->workers, p->nworkers, sc.views);
     metrics_process_families(out, &sc);
     metrics_reload_families(out, p);
-    metrics_pool_families(out, &sc, pool_fields, UTIL_ARRAY_LEN(pool_fields), METRICS_POOL);
-    metrics_pool_families(out, &sc, limit_fields, UTIL_ARRAY_LEN(limit_fields), METRICS_LIMIT);
-    metrics_server_families(out, &sc);
-    metrics_tier_families(out, &sc);
+    metrics_families(out, &sc, pool_fields, UTIL_ARRAY_LEN(pool_fields), "",
+                     metrics_pool_value);
+    metrics_families(out, &sc, limit_fields, UTIL_ARRAY_LEN(limit_fields), "",
+                     metrics_limit_value);
+    metrics_families(out, &sc, server_fields, UTIL_ARRAY_LEN(server_fields), "",
+                     metrics_server_values);
+    metrics_families(out, &sc, tier_fields, UTIL_ARRAY_LEN(tier_fields), "tier_",
+                     metrics_tier_samples);
     metrics_pool_latency(out, &sc);
     metrics_server_latency(out, &sc);
     free(sc.views);
