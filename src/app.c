@@ -297,6 +297,7 @@ static void app_teardown(struct app *app)
     reload_teardown(app);
     free(app->rt.stats);
     stats_port_close(&app->stats_port);
+    app_metrics_stop(app);
     if (app->pid_written)
         unlink(app->settings.pid_file);
 }
@@ -401,7 +402,8 @@ int app_run(struct app *app)
     evthread_use_pthreads();
     app->nworkers = app->settings.workers;
     app->base = event_base_new();
-    if (app->base == NULL || runtime_setup(app) != 0 || app_stats_open(app) != 0)
+    if (app->base == NULL || runtime_setup(app) != 0 || app_stats_open(app) != 0 ||
+        app_metrics_start(app) != 0)
         goto out;
     signals_setup(app, sig_evs);
     crash_setup();

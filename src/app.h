@@ -15,6 +15,7 @@
 struct event;
 struct event_base;
 struct evconnlistener;
+struct metrics_http;
 struct zk_app;
 
 struct app {
@@ -48,6 +49,7 @@ struct app {
     bool                 notify_reload;  /* a SIGUSR1 waits for READY=1 */
     uint64_t             notify_failures;/* reload_failures when it came */
     struct zk_app       *zk;             /* -c zk://...: the configuration center */
+    struct metrics_http *metrics;        /* metrics_listen, or NULL */
 };
 
 /* Zeroes app (no -d: ready_fd -1); app_deinit frees what loading the
@@ -66,6 +68,11 @@ int app_unix_listen(const struct conf_pool *pool, char *err, size_t errlen);
  * client_request_timeout, max_clients, async_queue_limit,
  * reload_max_server_loss. 0, or -1 with err (nothing changed). */
 int app_settings_reload(struct app *app, char *err, size_t errlen);
+
+/* Listens on settings.metrics_listen when it is set (app_metrics.c);
+ * 0, or -1 (logged and on stderr). Stop closes it; harmless without. */
+int app_metrics_start(struct app *app);
+void app_metrics_stop(struct app *app);
 
 /* Generation 1 from app->conf, before the workers exist (reload.c); and
  * everything reload kept, freed after the workers (teardown). */

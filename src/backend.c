@@ -68,6 +68,7 @@ struct backend_req {
     uint64_t                 seq;     /* a Redis fence: its number */
     size_t                   pending; /* Redis: bytes of its reply told to
                                          bw->redis_pending */
+    int64_t                  queued_ns; /* metrics_now_ns: the round trip's start */
 };
 
 struct backend_conn {
@@ -531,6 +532,8 @@ static void conn_complete(struct backend_conn *c, struct backend_req *head,
     stats_server_add(c->server->stats, out_queue, -1);
     stats_server_add(c->server->stats, out_queue_bytes, -(int64_t)head->bytes);
     stats_server_add(c->server->stats, responses, 1);
+    metrics_hist_observe(&c->server->stats->latency,
+                         conn_loop_now_ns(c->server->bw->loop) - head->queued_ns);
     server_succeeded(c->server);
     pending_set(c, head, 0);
     if (head->redis_cb != NULL)
@@ -1094,6 +1097,7 @@ static void queue_request(struct backend_conn *c, struct backend_req *r,
     struct backend_server *s = c->server;
     size_t len = evbuffer_get_length(bytes);
     r->bytes = len;
+    r->queued_ns = conn_loop_now_ns(s->bw->loop);
     r->deadline_ms = INT64_MAX;   /* until its bytes are written */
     bool was_idle = TAILQ_EMPTY(&c->inflight);
     conn_append(c, r);

@@ -216,6 +216,8 @@ static void client_write_done(struct client *c)
     bool wrote = false;
     while ((msg = TAILQ_FIRST(&c->msgs)) != NULL && msg->done) {
         TAILQ_REMOVE(&c->msgs, msg, link);
+        metrics_hist_observe(&c->wp->stats->latency,
+                             conn_loop_now_ns(&c->wp->worker->loop) - msg->parsed_ns);
         c->nmsgs--;
         c->budget.held -= evbuffer_get_length(msg->reply);
         if (!msg->req.noreply && evbuffer_get_length(msg->reply) > 0) {
@@ -583,6 +585,7 @@ static bool client_frame(struct client *c)
         c->framed = c->framed_st != MC_AGAIN;
     }
     if (c->framed) {
+        msg->parsed_ns = conn_loop_now_ns(&w->loop);   /* the pool's latency */
         msg->units = client_units(c, msg);
         msg->req_bytes = c->wp->conf->redis ? msg->redis.len
                                             : msg->req.line_len + msg->req.vlen;

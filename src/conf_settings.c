@@ -209,6 +209,7 @@ static const struct settings_key settings_keys[] = {
     { "unix_socket_dir",    settings_set_string, FIELD(unix_socket_dir),    0,    0 },
     { "fence_replies",      settings_set_fence,  FIELD(fence_replies),      0,    0 },
     { "redis_fence_replies", settings_set_bool,  FIELD(redis_fence_replies), 0,   0 },
+    { "metrics_listen",     settings_set_string, FIELD(metrics_listen),     0,    0 },
 };
 
 #undef FIELD
@@ -235,6 +236,8 @@ static void settings_free_strings(struct settings *s)
     free(s->zk_auth_file);
     free(s->zk_acl);
     free(s->unix_socket_dir);
+    free(s->metrics_listen);
+    s->metrics_listen = NULL;
     s->conf_file = s->log_file = s->pid_file = s->stats_addr = s->user = NULL;
     s->zk_cache_file = s->zk_auth_file = s->zk_acl = s->unix_socket_dir = NULL;
 }
@@ -263,6 +266,7 @@ static int settings_copy(struct settings *dst, const struct settings *src)
     dst->zk_auth_file = settings_strdup(src->zk_auth_file, &ok);
     dst->zk_acl = settings_strdup(src->zk_acl, &ok);
     dst->unix_socket_dir = settings_strdup(src->unix_socket_dir, &ok);
+    dst->metrics_listen = settings_strdup(src->metrics_listen, &ok);
     if (!ok) {
         settings_free_strings(dst);
         return -1;

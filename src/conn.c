@@ -61,6 +61,7 @@ int conn_loop_run(struct conn_loop *l)
     while (!l->stopping) {
         if (event_base_loop(l->base, EVLOOP_ONCE | EVLOOP_NO_EXIT_ON_EMPTY) < 0)
             return -1;
+        l->now_ns = 0;   /* conn_loop_now_ns: read again when needed */
         conn_flush_list(&l->pending);
         if (!TAILQ_EMPTY(&l->pending_late) &&
             event_base_loop(l->base, EVLOOP_ONCE | EVLOOP_NONBLOCK) < 0)
@@ -153,6 +154,7 @@ static void conn_on_readable(evutil_socket_t fd, short what, void *arg)
     (void)fd; (void)what;
     struct conn *c = arg;
     bool got = false;
+    c->loop->now_ns = 0;
     for (int i = 0; i < CONN_READS_PER_EVENT; i++) {
         if (evbuffer_get_length(c->in) >= c->read_max)
             break;
@@ -255,6 +257,7 @@ static void conn_flush_list(struct conn_list *list)
 
 void conn_loop_flush(struct conn_loop *l)
 {
+    l->now_ns = 0;
     conn_flush_list(&l->pending);
     conn_flush_list(&l->pending_late);
 }
@@ -292,6 +295,7 @@ static void conn_on_writable(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
     struct conn *c = arg;
+    c->loop->now_ns = 0;
     if (c->connecting) {
         conn_finish_connect(c);
         return;

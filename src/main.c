@@ -33,6 +33,7 @@ struct cli {
     const char *publish_file;     /* --publish FILE */
     const char *zk_auth_file;     /* --zk-auth-file FILE */
     const char *zk_acl;           /* --zk-acl ACL */
+    const char *metrics_listen;   /* --metrics-listen HOST:PORT */
     long        publish_version;  /* --publish-version N; -1: any */
     bool        as_nutcracker;    /* runs as "nutcracker": its default -c first */
 };
@@ -60,6 +61,7 @@ static const struct option long_options[] = {
     { "publish-version", required_argument, NULL, 'Q' },
     { "zk-auth-file",   required_argument, NULL, 'K' },
     { "zk-acl",         required_argument, NULL, 'L' },
+    { "metrics-listen", required_argument, NULL, 'M' },
     { NULL, 0, NULL, 0 },
 };
 
@@ -97,7 +99,9 @@ static void usage(FILE *out)
         "      --publish-version=N: publish only if the node is still at version N\n"
         "      --zk-auth-file=S   : ZooKeeper digest credentials: file S holds USER:PASSWORD\n"
         "      --zk-acl=S         : ACL of the nodes strata creates in ZooKeeper, e.g.\n"
-        "                           auth::cdrwa,world:anyone:r (default: see strata(8))\n",
+        "                           auth::cdrwa,world:anyone:r (default: see strata(8))\n"
+        "      --metrics-listen=S : Prometheus metrics on http://S/metrics, S is HOST:PORT\n"
+        "                           (default: off)\n",
         SETTINGS_DEFAULT_LOG_LEVEL, LOG_LEVEL_MAX, conf_files[0], conf_files[1], conf_files[2],
         SETTINGS_DEFAULT_STATS_PORT, SETTINGS_DEFAULT_STATS_ADDR,
         SETTINGS_DEFAULT_STATS_INTERVAL, SETTINGS_DEFAULT_MBUF_SIZE);
@@ -170,6 +174,7 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
         case 'P': cli->publish_file = optarg; break;
         case 'K': cli->zk_auth_file = optarg; break;
         case 'L': cli->zk_acl = optarg; break;
+        case 'M': cli->metrics_listen = optarg; break;
         case 'Q':
             if (!parse_long(optarg, 0, INT32_MAX, &cli->publish_version)) {
                 fprintf(stderr, "strata: option --publish-version requires a number from "
@@ -211,6 +216,7 @@ static void cli_apply(const struct cli *cli, struct settings *s)
     set_string(&s->user, cli->user);
     set_string(&s->zk_auth_file, cli->zk_auth_file);
     set_string(&s->zk_acl, cli->zk_acl);
+    set_string(&s->metrics_listen, cli->metrics_listen);
     if (cli->daemonize)
         s->daemonize = true;
     if (cli->log_level >= 0)

@@ -23,7 +23,7 @@ struct stats_desc {
 static const struct stats_desc pool_desc[] = { STATS_POOL_LIST(STATS_DESC) };
 static const struct stats_desc server_desc[] = { STATS_SERVER_LIST(STATS_DESC) };
 #undef STATS_DESC
-#define STATS_TIER_DESC(name, desc) { #name, STATS_KIND_COUNTER, desc },
+#define STATS_TIER_DESC(name, kind, desc) { #name, STATS_KIND_##kind, desc },
 static const struct stats_desc tier_desc[] = { STATS_TIER_LIST(STATS_TIER_DESC) };
 #undef STATS_TIER_DESC
 #define STATS_LIMIT_DESC(name, desc) { #name, STATS_KIND_COUNTER, desc },
@@ -158,10 +158,13 @@ void stats_view_carry(struct stats_view *to, const struct stats_view *from)
             const struct stats_pool *src = &from->pools[q];
             stats_copy(dst->f, src->f, STATS_POOL_NFIELDS);
             stats_copy(dst->limits, src->limits, STATS_LIMIT_NFIELDS);
+            metrics_hist_copy(&dst->latency, &src->latency);
             for (uint32_t s = 0; s < dst->nservers; s++) {
                 uint32_t m = stats_server_match(tp, s, fp);
-                if (m != UINT32_MAX)
-                    stats_copy(dst->servers[s].f, src->servers[m].f, STATS_SERVER_NFIELDS);
+                if (m == UINT32_MAX)
+                    continue;
+                stats_copy(dst->servers[s].f, src->servers[m].f, STATS_SERVER_NFIELDS);
+                metrics_hist_copy(&dst->servers[s].latency, &src->servers[m].latency);
             }
             for (uint32_t t = 0; t < dst->ntiers; t++) {
                 char a[32], b[32];
@@ -223,7 +226,7 @@ struct stats_label {
 /* A server's name in the stats, as a new string. Unnamed servers keep
  * "host:port" exactly as the pool file writes it (cs->text without its
  * ":weight"), as nutcracker takes it verbatim. */
-static char *server_label(const struct conf_server *cs)
+char *stats_server_label(const struct conf_server *cs)
 {
     if (cs->name != NULL)
         return util_xstrdup(cs->name);
@@ -352,7 +355,7 @@ static void json_servers(struct evbuffer *out, const struct conf_pool *pool,
         if (t > 0)
             stats_tier_name(pool, t, prefix, sizeof(prefix));
         for (uint32_t i = 0; i < tier->nservers; i++) {
-            char *label = server_label(&tier->servers[i]);
+            char *label = stats_server_label(&tier->servers[i]);
             if (t > 0) {
                 size_t len = strlen(prefix) + 1 + strlen(label) + 1;
                 labels[i].name = util_xcalloc(1, len);
@@ -424,9 +427,9 @@ static void json_pool(struct evbuffer *out, const struct conf_pool *pool,
  * worker (one shared unix socket), clients, and each worker's server
  * connections. A server connection ends with exactly one of server_eof,
  * server_err or server_timedout, so those sum to the ones closed. */
-static void stats_connections(const struct conf *conf, struct stats_worker *const *workers,
-                              const struct stats_view *const *views, uint32_t nviews,
-                              uint32_t nworkers, int64_t *total, int64_t *curr)
+void stats_connections(const struct conf *conf, struct stats_worker *const *workers,
+                       const struct stats_view *const *views, uint32_t nviews,
+                       uint32_t nworkers, int64_t *total, int64_t *curr)
 {
     int64_t listeners = 0, open = 0, closed = 0;
     int64_t clients_total = 0, clients_curr = 0;
@@ -454,8 +457,8 @@ static void stats_connections(const struct conf *conf, struct stats_worker *cons
 
 /* The workers' views of `conf`: a worker still switching from an older
  * configuration is left out for that moment. Returns how many. */
-static uint32_t stats_views_of(const struct conf *conf, struct stats_worker *const *workers,
-                               uint32_t nworkers, const struct stats_view **views)
+uint32_t stats_views_of(const struct conf *conf, struct stats_worker *const *workers,
+                        uint32_t nworkers, const struct stats_view **views)
 {
     uint32_t n = 0;
     for (uint32_t w = 0; w < nworkers; w++) {

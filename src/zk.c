@@ -901,6 +901,11 @@ void zk_source_register(struct zk_source *src, const char *path, const char *jso
     }
 }
 
+bool zk_source_connected(const struct zk_source *src)
+{
+    return src != NULL && src->state == ZK_STATE_CONNECTED;
+}
+
 #else /* !HAVE_ZOOKEEPER */
 
 #define ZK_UNSUPPORTED "strata was built without ZooKeeper support (configure found no " \
@@ -948,6 +953,12 @@ void zk_source_destroy(struct zk_source **src)
 void zk_source_register(struct zk_source *src, const char *path, const char *json)
 {
     (void)src; (void)path; (void)json;
+}
+
+bool zk_source_connected(const struct zk_source *src)
+{
+    (void)src;
+    return false;
 }
 
 #endif

@@ -639,3 +639,10 @@ int zk_app_publish(const struct settings *s, const char *file, long expect)
     zk_url_deinit(&url);
     return rc;
 }
+
+int zk_app_connected(const struct app *app)
+{
+    if (app->zk == NULL)
+        return -1;
+    return zk_source_connected(app->zk->src) ? 1 : 0;
+}

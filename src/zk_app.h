@@ -22,6 +22,10 @@ int zk_app_load(struct app *app, bool test_only, char *err, size_t errlen);
  * about to). Does nothing without app->zk. Returns 0 or -1 (logged). */
 int zk_app_start(struct app *app);
 
+/* 1 while the session of -c zk://... is connected, 0 when it is not,
+ * -1 without ZooKeeper (the metrics' strata_zookeeper_connected). */
+int zk_app_connected(const struct app *app);
+
 /* Closes the session (the registration disappears) and frees app->zk;
  * harmless when there is none. */
 void zk_app_stop(struct app *app);

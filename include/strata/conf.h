@@ -164,6 +164,7 @@ struct settings {
     char    *unix_socket_dir;    /* where a unix listen from ZooKeeper may be; NULL: nowhere */
     int      fence_replies;      /* memcached servers: SETTINGS_FENCE_* */
     bool     redis_fence_replies; /* Redis servers: an ECHO fence per batch */
+    char    *metrics_listen;     /* Prometheus HOST:PORT; NULL: off */
 };
 
 /* No -c and no pool_file: the pool file is the first of these that exists

@@ -27,6 +27,8 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include "strata/metrics.h"
+
 struct event_base;
 struct evbuffer;
 struct conn;
@@ -51,7 +53,20 @@ struct conn_loop {
     struct conn_list   pending_late; /* output written after one more poll */
     size_t             read_extent;  /* bytes reserved per read */
     bool               stopping;     /* conn_loop_run returns */
+    int64_t            now_ns;       /* the clock as conn_loop_now_ns read it
+                                        in this I/O callback; 0: not yet */
 };
+
+/* The monotonic clock (metrics_now_ns), read at most once per I/O
+ * callback of the loop's conns and per flush of the batch: what the
+ * latency histograms time requests with. Everything a callback does
+ * shares its time, stale at most by that callback's own duration. */
+static inline int64_t conn_loop_now_ns(struct conn_loop *l)
+{
+    if (l->now_ns == 0)
+        l->now_ns = metrics_now_ns();
+    return l->now_ns;
+}
 
 /* What a conn tells its owner. Each may destroy the conn; the layer
  * touches the conn no more after calling one. */

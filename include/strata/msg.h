@@ -36,6 +36,7 @@ struct msg {
                                       data block, or RESP) */
     size_t               kept;     /* while cached: bytes its buffers keep
                                       (counted in the cache's acct) */
+    int64_t              parsed_ns; /* framed (metrics_now_ns): the pool's latency */
 };
 
 TAILQ_HEAD(msg_list, msg);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "strata/conf.h"
+#include "strata/metrics.h"
 #include "strata/stats_tier.h"
 
 struct evbuffer;
@@ -58,7 +59,8 @@ enum stats_server_field { STATS_SERVER_LIST(STATS_ENUM_FIELD) STATS_SERVER_NFIEL
 #undef STATS_ENUM_FIELD
 
 struct stats_server {
-    int64_t f[STATS_SERVER_NFIELDS];
+    int64_t             f[STATS_SERVER_NFIELDS];
+    struct metrics_hist latency;   /* backend round trips (metrics.h) */
 };
 
 struct stats_pool {
@@ -68,6 +70,7 @@ struct stats_pool {
     struct stats_tier   *tiers;       /* tiered pools: master, slave, l1s, replicas */
     uint32_t             ntiers;
     int64_t              limits[STATS_LIMIT_NFIELDS]; /* Strata only */
+    struct metrics_hist  latency;  /* client-observed request times (metrics.h) */
 };
 
 /* One worker's counters of one pool configuration, in its shape: a
@@ -137,6 +140,18 @@ void stats_worker_deinit(struct stats_worker *sw);
 void stats_json(struct evbuffer *out, const struct conf *conf,
                 struct stats_worker *const *workers, uint32_t nworkers,
                 int64_t start_time_s);
+
+/* The workers' views of `conf` (any, when NULL) into views[] (room for
+ * nworkers): a worker still switching to it is left out. Returns how many. */
+uint32_t stats_views_of(const struct conf *conf, struct stats_worker *const *workers,
+                        uint32_t nworkers, const struct stats_view **views);
+/* nutcracker's total_connections and curr_connections (stats_json). */
+void stats_connections(const struct conf *conf, struct stats_worker *const *workers,
+                       const struct stats_view *const *views, uint32_t nviews,
+                       uint32_t nworkers, int64_t *total, int64_t *curr);
+/* A server's name in the stats JSON (its name, else "host:port" as the
+ * pool file writes it), as a new string the caller frees. */
+char *stats_server_label(const struct conf_server *cs);
 
 /* Appends "STAT name value\r\n" for each limit counter, summed over
  * the workers and their pools (the proxy's "stats" command). */

@@ -5,21 +5,21 @@
 
 #include <stdint.h>
 
-/* ACTION(field, description) */
+/* ACTION(field, kind, description): kind COUNTER or GAUGE */
 #define STATS_TIER_LIST(ACTION)                                                \
-    ACTION(hits,          "# keys read from this tier and found")              \
-    ACTION(misses,        "# keys read from this tier and not found")          \
-    ACTION(read_errors,   "# keys whose read from this tier failed")           \
-    ACTION(writebacks,    "# values written back (add) to this tier")          \
-    ACTION(async_sent,    "# asynchronous writes this tier acknowledged")      \
-    ACTION(async_failed,  "# asynchronous writes that failed (after retries)") \
-    ACTION(async_dropped, "# asynchronous writes dropped: queue full")         \
-    ACTION(async_retried, "# asynchronous deletes retried")                    \
-    ACTION(async_pending, "# asynchronous writes queued or in flight now")   \
-    ACTION(reads,         "# Redis reads this tier answered")                 \
-    ACTION(read_fallbacks, "# Redis reads this replica failed, sent to master")
+    ACTION(hits,          COUNTER, "# keys read from this tier and found")              \
+    ACTION(misses,        COUNTER, "# keys read from this tier and not found")          \
+    ACTION(read_errors,   COUNTER, "# keys whose read from this tier failed")           \
+    ACTION(writebacks,    COUNTER, "# values written back (add) to this tier")          \
+    ACTION(async_sent,    COUNTER, "# asynchronous writes this tier acknowledged")      \
+    ACTION(async_failed,  COUNTER, "# asynchronous writes that failed (after retries)") \
+    ACTION(async_dropped, COUNTER, "# asynchronous writes dropped: queue full")         \
+    ACTION(async_retried, COUNTER, "# asynchronous deletes retried")                    \
+    ACTION(async_pending, GAUGE,   "# asynchronous writes queued or in flight now")   \
+    ACTION(reads,         COUNTER, "# Redis reads this tier answered")                 \
+    ACTION(read_fallbacks, COUNTER, "# Redis reads this replica failed, sent to master")
 
-#define STATS_TIER_ENUM(name, desc) STATS_TIER_##name,
+#define STATS_TIER_ENUM(name, kind, desc) STATS_TIER_##name,
 enum stats_tier_field { STATS_TIER_LIST(STATS_TIER_ENUM) STATS_TIER_NFIELDS };
 #undef STATS_TIER_ENUM
 

@@ -177,5 +177,7 @@ void zk_source_destroy(struct zk_source **src);
 /* Creates or updates the ephemeral node `path` with `json`, now if
  * connected and again after every reconnection and new session. */
 void zk_source_register(struct zk_source *src, const char *path, const char *json);
+/* Whether the session is connected now (main thread; false for NULL). */
+bool zk_source_connected(const struct zk_source *src);
 
 #endif

@@ -97,6 +97,7 @@ static void assert_defaults(const struct settings *s)
     assert_null(s->zk_auth_file);
     assert_null(s->zk_acl);
     assert_null(s->unix_socket_dir);
+    assert_null(s->metrics_listen);       /* off */
     assert_int_equal(s->fence_replies, SETTINGS_FENCE_OFF);
     assert_true(s->redis_fence_replies);
 }
@@ -144,7 +145,8 @@ static void test_every_key(void **state)
         "zk_acl = \"auth::cdrwa,world:anyone:r\";\n"
         "unix_socket_dir = \"/run/strata\";\n"
         "fence_replies = true;\n"
-        "redis_fence_replies = false;\n");
+        "redis_fence_replies = false;\n"
+        "metrics_listen = \"127.0.0.1:9187\";\n");
     const struct settings *s = &fx->s;
     assert_int_equal(s->workers, 8);
     assert_string_equal(s->conf_file, "/etc/strata/pools.yml");
@@ -173,6 +175,7 @@ static void test_every_key(void **state)
     assert_string_equal(s->unix_socket_dir, "/run/strata");
     assert_int_equal(s->fence_replies, SETTINGS_FENCE_BATCH);   /* true: per batch */
     assert_false(s->redis_fence_replies);
+    assert_string_equal(s->metrics_listen, "127.0.0.1:9187");
 }
 
 /* fence_replies: false, true (per batch) or the name of a form. */
