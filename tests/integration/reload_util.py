@@ -141,7 +141,8 @@ def _signal_and_wait(proxy, text, timeout, moved):
             return True
         try:
             last[0] = stats(proxy)
-        except (OSError, ValueError):
+        except (OSError, ValueError, ConnectionClosed):
+            # a listener moved by this very reload may reset a connection
             return False
         return moved(last[0], *counts)
 
