@@ -16,6 +16,7 @@ struct event;
 struct event_base;
 struct evconnlistener;
 struct zk_app;
+struct sentinel_app;
 
 struct app {
     struct settings      settings;
@@ -45,6 +46,7 @@ struct app {
     bool                 notify_reload;  /* a SIGUSR1 waits for READY=1 */
     uint64_t             notify_failures;/* reload_failures when it came */
     struct zk_app       *zk;             /* -c zk://...: the configuration center */
+    struct sentinel_app *sentinel;       /* Redis pools that follow Sentinel */
 };
 
 /* Listens on the pool's unix socket (main.c), replacing only a stale

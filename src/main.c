@@ -34,6 +34,7 @@
 #include "strata/zk.h"
 #include "app.h"
 #include "zk_app.h"
+#include "sentinel_app.h"
 
 #define MBUF_MIN 512
 #define MBUF_MAX (16 * 1024 * 1024)
@@ -618,6 +619,7 @@ static int workers_start(struct app *app)
 static void app_teardown(struct app *app)
 {
     zk_app_stop(app);   /* first: the registration goes before the listeners */
+    sentinel_app_stop(app);
     for (uint32_t i = 0; app->workers != NULL && i < app->nworkers; i++)
         worker_stop(&app->workers[i]);
     for (uint32_t i = 0; app->workers != NULL && i < app->nworkers; i++)
@@ -797,7 +799,7 @@ static int serve(struct app *app)
     fd_limit_raise(app);
     app->rt.max_clients = app->settings.max_clients != 0 ? app->settings.max_clients
                           : client_max_default(app->conf, app->nworkers);
-    if (listens_probe(app) != 0 || workers_init(app) != 0 || privileges_drop(app) != 0 ||
+    if (listens_probe(app) != 0 || sentinel_app_start(app) != 0 || workers_init(app) != 0 || privileges_drop(app) != 0 ||
         workers_start(app) != 0)
         goto out;
     log_notice("strata-%s started on pid %ld with %u workers, %u pools",
