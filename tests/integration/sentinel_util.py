@@ -1,0 +1,185 @@
+"""Helpers for the Sentinel tests (test_redis_sentinel.py): Redis Sentinels
+from Debian's redis-server (`redis-server FILE --sentinel`, the file
+written in the test's temp dir), on kernel-chosen ports, stopped by PID;
+and a set of one master, its replicas and three Sentinels (quorum 2)."""
+
+import os
+import subprocess
+import tempfile
+
+import harness
+from harness import HOST, HarnessError, free_port, port_accepts, wait_until
+from redis_util import (REDIS_SERVER_BIN, Closed, RedisServer, RespConn,
+                        Timeout, parse)
+
+DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 3000
+
+
+class Sentinel(harness.ServerProcess):
+    """One Sentinel watching `masters` ({name: port}), quorum 2."""
+    LOG_TAIL = 4000
+
+    def __init__(self, workdir, masters, password=None):
+        self.workdir = workdir
+        self.masters = dict(masters)
+        self.password = password
+        self.port = None
+        self.proc = None
+        self.logpath = None
+
+    @property
+    def addr(self):
+        return "%s:%d" % (HOST, self.port)
+
+    def _write_conf(self, path, dirname):
+        lines = ["port %d" % self.port, "bind %s" % HOST,
+                 "daemonize no", "protected-mode no",
+                 "dir %s" % dirname, "logfile %s" % self.logpath]
+        if self.password:
+            lines.append("requirepass %s" % self.password)
+        for name, mport in self.masters.items():
+            lines += ["sentinel monitor %s %s %d 2" % (name, HOST, mport),
+                      "sentinel down-after-milliseconds %s %d"
+                      % (name, DOWN_AFTER_MS),
+                      "sentinel failover-timeout %s %d"
+                      % (name, FAILOVER_TIMEOUT_MS),
+                      "sentinel parallel-syncs %s 1" % name]
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def start(self, timeout=5.0):
+        for _ in range(5):
+            self.port = free_port()
+            d = tempfile.mkdtemp(prefix="sentinel-%d-" % self.port,
+                                 dir=self.workdir)
+            self.logpath = os.path.join(d, "sentinel.log")
+            path = os.path.join(d, "sentinel.conf")
+            self._write_conf(path, d)
+            self.proc = subprocess.Popen([REDIS_SERVER_BIN, path, "--sentinel"],
+                                         stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+            ok = wait_until(lambda: self.proc.poll() is not None
+                            or self._pings(), timeout, 0.01)
+            if ok and self.proc.poll() is None:
+                return self
+            self.stop()
+        raise HarnessError("sentinel did not start: %s" % self.read_log())
+
+    def _pings(self):
+        if not port_accepts(self.port):
+            return False
+        try:
+            return self.call("PING") == "PONG"
+        except (OSError, Timeout, Closed):
+            return False
+
+    def call(self, *args):
+        """One command to this Sentinel, the parsed reply."""
+        with RespConn(self.port, timeout=2.0) as c:
+            if self.password:
+                assert c.call("AUTH", self.password) == b"+OK\r\n"
+            return parse(c.call(*args))
+
+    def master_port(self, name):
+        r = self.call("SENTINEL", "get-master-addr-by-name", name)
+        return int(r[1]) if r else None
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=3.0)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+class SentinelSet:
+    """Masters named `names` (one per shard), `replicas` replicas each, and
+    three Sentinels that know them all (every replica and the other two
+    Sentinels) before the test starts."""
+
+    def __init__(self, names=("mymaster",), replicas=1, password=None):
+        self.workdir = tempfile.mkdtemp(prefix="strata-sentinel-")
+        self.names = list(names)
+        self.servers = {}        # port -> RedisServer
+        self.sentinels = []
+        try:
+            self._start(replicas, password)
+        except Exception:
+            self.close()
+            raise
+
+    def _start(self, replicas, password):
+        masters = {}
+        for name in self.names:
+            m = RedisServer(self.workdir).start()
+            self.servers[m.port] = m
+            masters[name] = m.port
+            for _ in range(replicas):
+                r = RedisServer(self.workdir, replicaof=m).start()
+                self.servers[r.port] = r
+                r.wait_replica_synced()
+        for _ in range(3):
+            self.sentinels.append(Sentinel(self.workdir, masters,
+                                           password=password).start())
+        self.wait_known(replicas)
+
+    def wait_known(self, replicas, timeout=20.0):
+        def known():
+            try:
+                return all(len(s.call("SENTINEL", "replicas", n)) >= replicas
+                           and len(s.call("SENTINEL", "sentinels", n)) >= 2
+                           for s in self.sentinels if s.running()
+                           for n in self.names)
+            except (OSError, Timeout, Closed):
+                return False
+        if not wait_until(known, timeout, 0.1):
+            raise HarnessError("the Sentinels never learned the set")
+
+    def master(self, name=None):
+        """The RedisServer the (first running) Sentinel names as master."""
+        s = next(s for s in self.sentinels if s.running())
+        return self.servers[s.master_port(name or self.names[0])]
+
+    def replicas_of(self, master):
+        return [r for r in self.servers.values()
+                if r is not master and r.running()]
+
+    def failover(self, name=None):
+        s = next(s for s in self.sentinels if s.running())
+        assert s.call("SENTINEL", "failover", name or self.names[0]) == "OK"
+
+    def wait_new_master(self, old_port, name=None, timeout=30.0):
+        """The new master once every running Sentinel names one other
+        than old_port and it says ROLE master."""
+        def moved():
+            try:
+                ports = set(s.master_port(name or self.names[0])
+                            for s in self.sentinels if s.running())
+                if len(ports) != 1 or old_port in ports:
+                    return False
+                m = self.servers[ports.pop()]
+                return parse(m.call("ROLE"))[0] == b"master"
+            except (OSError, Timeout, Closed, KeyError):
+                return False
+        if not wait_until(moved, timeout, 0.05):
+            raise HarnessError("no failover within %.0f s" % timeout)
+        return self.master(name)
+
+    def pool(self, **kw):
+        body = {"redis": True, "timeout": 1000, "auto_eject_hosts": False,
+                "sentinels": [s.addr for s in self.sentinels]}
+        if len(self.names) == 1:
+            body["master_name"] = self.names[0]
+        else:
+            body["master_names"] = list(self.names)
+        body.update(kw)
+        return body
+
+    def close(self):
+        for s in self.sentinels:
+            s.stop()
+        for r in self.servers.values():
+            r.stop()

@@ -1,0 +1,279 @@
+"""Strata only: Redis pools that follow Sentinel (issue 16).
+
+Real processes: one master with a replica (`--replicaof`) and three
+Sentinels (quorum 2, down-after 1 s, failover-timeout 3 s) from Debian's
+redis-server, on free ports, per test (a failover changes the set).
+
+Failover figures are printed (pytest -s) and recorded in
+docs/benchmarks.md: the time from the switch (or the SIGKILL) to the first
+write through Strata that succeeds, and the client errors meanwhile.
+"""
+
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from compat_util import start_proxy, strata_bin
+from harness import wait_until
+from redis_util import Closed, RespConn, Timeout, have_redis, parse, proxy_conn
+from sentinel_util import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, SentinelSet
+
+pytestmark = [
+    pytest.mark.skipif(not have_redis(), reason="redis-server not installed"),
+]
+
+# A loaded 2-core machine: generous on top of Sentinel's own times.
+SLACK_S = 10.0
+
+
+@pytest.fixture
+def sset():
+    s = SentinelSet(replicas=1)
+    yield s
+    s.close()
+
+
+def start(sset, name, **kw):
+    return start_proxy("strata", sset.workdir, {"alpha": sset.pool(**kw)},
+                       name=name)
+
+
+class Writer(threading.Thread):
+    """SETs through the proxy as fast as one connection allows; every
+    outcome is recorded with its time (a new connection after an error)."""
+
+    def __init__(self, proxy):
+        super().__init__(daemon=True)
+        self.proxy = proxy
+        self.stop_ev = threading.Event()
+        self.acked = []      # (time sent, key)
+        self.errors = []     # (time, what)
+
+    def run(self):
+        conn, i = None, 0
+        while not self.stop_ev.is_set():
+            i += 1
+            key = "w%d" % i
+            t = time.monotonic()
+            try:
+                if conn is None:
+                    conn = proxy_conn(self.proxy, "alpha", timeout=3.0)
+                r = conn.call("SET", key, "v%d" % i)
+            except (OSError, Timeout, Closed) as e:
+                r = repr(e).encode()
+                if conn is not None:
+                    conn.close()
+                conn = None
+            if r == b"+OK\r\n":
+                self.acked.append((t, key))
+            else:
+                self.errors.append((t, r[:80]))
+        if conn is not None:
+            conn.close()
+
+    def first_ok_after(self, t0):
+        return next((t for t, _ in self.acked if t >= t0), None)
+
+    def finish(self):
+        self.stop_ev.set()
+        self.join(10)
+
+
+def landed_on(proxy, server, timeout):
+    """The time a write through the proxy is first found on `server`."""
+    n = [0]
+
+    def probe():
+        n[0] += 1
+        key = "probe%d" % n[0]
+        try:
+            with proxy_conn(proxy, "alpha", timeout=2.0) as c:
+                if c.call("SET", key, "x") != b"+OK\r\n":
+                    return False
+            return server.call("GET", key) == b"$1\r\nx\r\n"
+        except (OSError, Timeout, Closed):
+            return False
+    assert wait_until(probe, timeout, 0.02), "writes never reached the new master"
+    return time.monotonic()
+
+
+def check_after_switch(proxy, writer, new, t_landed):
+    """Every write acknowledged through the proxy after it switched is on
+    the new master (read back from it directly)."""
+    late = [k for t, k in writer.acked if t >= t_landed]
+    assert late, "no write acknowledged after the switch"
+    with new.conn() as c:
+        for k in late:
+            c.send(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(k), k.encode()))
+        got = [c.reply() for _ in late]
+    missing = [k for k, g in zip(late, got) if g == b"$-1\r\n"]
+    assert not missing, "%d of %d writes after the switch are not on the new " \
+        "master: %s" % (len(missing), len(late), missing[:5])
+    return len(late)
+
+
+def report(what, **figures):
+    line = "sentinel figures: %s: %s" % (
+        what, ", ".join("%s=%s" % kv for kv in figures.items()))
+    print(line)
+    with open(os.path.join(os.path.dirname(__file__), "..", "..",
+                           "sentinel-figures.txt"), "a") as f:
+        f.write(line + "\n")
+
+
+# ------------------------------------------------------------ start-up ----
+
+def test_routes_to_the_master_the_sentinels_name(sset):
+    p = start(sset, "start")
+    try:
+        m = sset.master()
+        with proxy_conn(p, "alpha") as c:
+            assert c.call("SET", "k1", "v1") == b"+OK\r\n"
+            assert c.call("GET", "k1") == b"$2\r\nv1\r\n"
+        assert m.call("GET", "k1") == b"$2\r\nv1\r\n"
+        assert "master 'mymaster' is at 127.0.0.1:%d" % m.port in p.read_log()
+    finally:
+        p.stop()
+
+
+def test_reads_from_replicas_when_asked(sset):
+    p = start(sset, "replicas", sentinel_read_replicas=True)
+    try:
+        m = sset.master()
+        r = sset.replicas_of(m)[0]
+        assert m.call("SET", "rk", "mv") == b"+OK\r\n"
+        assert wait_until(lambda: r.call("GET", "rk") == b"$2\r\nmv\r\n", 5)
+        r.reset_stats()
+        with proxy_conn(p, "alpha") as c:
+            for _ in range(5):
+                assert c.call("GET", "rk") == b"$2\r\nmv\r\n"
+        assert r.commandstats().get("get", 0) == 5
+    finally:
+        p.stop()
+
+
+def test_start_refused_when_no_sentinel_answers(sset):
+    body = sset.pool()
+    body["sentinels"] = ["127.0.0.1:1"]
+    t0 = time.monotonic()
+    with pytest.raises(Exception) as e:
+        start_proxy("strata", sset.workdir, {"alpha": body}, name="refused")
+    assert time.monotonic() - t0 < 20
+    assert "no Sentinel answered" in str(e.value)
+
+
+def test_t_validates_without_contacting_sentinels(tmp_path):
+    path = tmp_path / "s.yml"
+    path.write_text("alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n"
+                    "  sentinels: [192.0.2.1:26379, 192.0.2.2:26379]\n"
+                    "  master_name: mymaster\n")
+    t0 = time.monotonic()
+    r = subprocess.run([strata_bin(), "-t", "-c", str(path)],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert "syntax is ok" in r.stderr
+    assert time.monotonic() - t0 < 2
+
+
+@pytest.mark.parametrize("body,line,text", [
+    ("  sentinels: [127.0.0.1:26379]\n  master_name: m\n  servers: [127.0.0.1:6379:1]\n",
+     6, "key 'servers' in pool 'alpha' cannot be used together with 'sentinels'"),
+    ("  master_name: m\n  servers: [127.0.0.1:6379:1]\n",
+     4, "key 'master_name' in pool 'alpha' needs 'sentinels'"),
+    ("  sentinels: [127.0.0.1]\n  master_name: m\n",
+     4, "key 'sentinels' in pool 'alpha' has no port"),
+    ("  sentinels: [127.0.0.1:26379]\n",
+     4, "missing key 'master_name' in pool 'alpha'"),
+    ("  sentinels: [127.0.0.1:26379]\n  master_names: [a, b, a]\n",
+     5, "names a master twice: 'a'"),
+    ("  sentinels: [127.0.0.1:26379]\n  master_name: m\n  sentinel_interval: 0\n",
+     6, "sentinel_interval"),
+])
+def test_bad_keys_rejected_with_file_and_line(tmp_path, body, line, text):
+    path = tmp_path / "bad.yml"
+    path.write_text("alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n" + body)
+    r = subprocess.run([strata_bin(), "-t", "-c", str(path)],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0
+    assert "%s:%d:" % (path, line) in r.stderr, r.stderr
+    assert text in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------ failover ----
+
+def test_failover_command_under_load(sset):
+    p = start(sset, "failover")
+    w = Writer(p)
+    try:
+        old = sset.master()
+        w.start()
+        assert wait_until(lambda: len(w.acked) > 100, 10)
+        t0 = time.monotonic()
+        sset.failover()
+        new = sset.wait_new_master(old.port)
+        t_switch = time.monotonic()
+        t_landed = landed_on(p, new, 10 + SLACK_S)
+        time.sleep(0.3)   # more load on the new master (a measure, not a wait)
+        w.finish()
+        after = check_after_switch(p, w, new, t_landed)
+        first = w.first_ok_after(t_switch)
+        assert first is not None
+        errs = [e for e in w.errors if e[0] >= t0]
+        report("SENTINEL failover", switch_s="%.3f" % (t_switch - t0),
+               first_write_after_switch_s="%.3f" % max(0.0, first - t_switch),
+               proxy_on_new_master_after_s="%.3f" % (t_landed - t_switch),
+               client_errors=len(errs), writes_after_switch_checked=after,
+               error_kinds=sorted(set(e[1][:40] for e in errs))[:3])
+        assert t_landed - t0 < FAILOVER_TIMEOUT_MS / 1000 + SLACK_S
+    finally:
+        w.finish()
+        p.stop()
+
+
+def test_master_sigkill(sset):
+    p = start(sset, "sigkill")
+    w = Writer(p)
+    try:
+        old = sset.master()
+        w.start()
+        assert wait_until(lambda: len(w.acked) > 100, 10)
+        t0 = time.monotonic()
+        old.kill()
+        new = sset.wait_new_master(old.port, timeout=30)
+        t_switch = time.monotonic()
+        t_landed = landed_on(p, new, 10 + SLACK_S)
+        time.sleep(0.3)
+        w.finish()
+        after = check_after_switch(p, w, new, t_landed)
+        first = w.first_ok_after(t0)
+        errs = [e for e in w.errors if e[0] >= t0]
+        report("master SIGKILL", sentinel_switch_s="%.3f" % (t_switch - t0),
+               first_write_after_kill_s="%.3f" % (first - t0),
+               first_write_after_switch_s="%.3f" % max(0.0, first - t_switch),
+               client_errors=len(errs), writes_after_switch_checked=after)
+        bound = (DOWN_AFTER_MS + FAILOVER_TIMEOUT_MS) / 1000 + SLACK_S
+        assert first - t0 < bound
+    finally:
+        w.finish()
+        p.stop()
+
+
+def test_rotates_when_a_sentinel_dies(sset):
+    p = start(sset, "rotate", sentinel_interval=200)
+    try:
+        old = sset.master()
+        sset.sentinels[0].stop()   # the one Strata asks first
+        assert wait_until(lambda: "trying the next one" in p.read_log(), 10)
+        sset.failover()
+        new = sset.wait_new_master(old.port)
+        landed_on(p, new, 10 + SLACK_S)
+        # the first Sentinel back: it is the one Strata rotates to later
+        sset.sentinels[0].start()
+        with proxy_conn(p, "alpha") as c:
+            assert c.call("SET", "after", "1") == b"+OK\r\n"
+        assert new.call("GET", "after") == b"$1\r\n1\r\n"
+    finally:
+        p.stop()
