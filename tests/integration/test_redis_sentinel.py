@@ -115,6 +115,21 @@ def check_after_switch(proxy, writer, new, t_landed):
     return len(late)
 
 
+def lost_writes(writer, new):
+    """Acknowledged writes that the new master does not have (taken by the
+    old master after the promotion, before the proxy switched)."""
+    keys = [k for _, k in writer.acked]
+    with new.conn() as c:
+        for k in keys:
+            c.send(b"*2\r\n$6\r\nEXISTS\r\n$%d\r\n%s\r\n" % (len(k), k.encode()))
+        got = [c.reply() for _ in keys]
+    return sum(1 for g in got if g == b":0\r\n")
+
+
+def error_window(errs):
+    return "%.3f" % (errs[-1][0] - errs[0][0]) if errs else "0"
+
+
 def report(what, **figures):
     line = "sentinel figures: %s: %s" % (
         what, ", ".join("%s=%s" % kv for kv in figures.items()))
@@ -225,7 +240,9 @@ def test_failover_command_under_load(sset):
         report("SENTINEL failover", switch_s="%.3f" % (t_switch - t0),
                first_write_after_switch_s="%.3f" % max(0.0, first - t_switch),
                proxy_on_new_master_after_s="%.3f" % (t_landed - t_switch),
-               client_errors=len(errs), writes_after_switch_checked=after,
+               client_errors=len(errs), error_window_s=error_window(errs),
+               acked_writes_lost=lost_writes(w, new),
+               writes_after_switch_checked=after,
                error_kinds=sorted(set(e[1][:40] for e in errs))[:3])
         assert t_landed - t0 < FAILOVER_TIMEOUT_MS / 1000 + SLACK_S
     finally:
@@ -253,7 +270,9 @@ def test_master_sigkill(sset):
         report("master SIGKILL", sentinel_switch_s="%.3f" % (t_switch - t0),
                first_write_after_kill_s="%.3f" % (first - t0),
                first_write_after_switch_s="%.3f" % max(0.0, first - t_switch),
-               client_errors=len(errs), writes_after_switch_checked=after)
+               client_errors=len(errs), error_window_s=error_window(errs),
+               acked_writes_lost=lost_writes(w, new),
+               writes_after_switch_checked=after)
         bound = (DOWN_AFTER_MS + FAILOVER_TIMEOUT_MS) / 1000 + SLACK_S
         assert first - t0 < bound
     finally:
