@@ -31,6 +31,7 @@
 
 #include "app.h"
 #include "sentinel_app.h"
+#include "zk_app.h"
 #include "strata/log.h"
 #include "strata/reload.h"
 #include "strata/sentinel.h"
@@ -571,6 +572,8 @@ static void app_mon_apply(struct app *app, struct sentinel_mon *mon)
                mon->pool, source);
     if (reload_apply(app, conf, source, err, sizeof(err)) != 0)
         log_error("sentinel: %s", err);
+    else
+        zk_app_republish(app);   /* the registration names the generation */
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)

@@ -22,6 +22,11 @@ int zk_app_load(struct app *app, bool test_only, char *err, size_t errlen);
  * about to). Does nothing without app->zk. Returns 0 or -1 (logged). */
 int zk_app_start(struct app *app);
 
+/* Publishes this proxy's registration again, for a generation that came
+ * from another source than the node (a Sentinel switch). Does nothing
+ * without app->zk or with zk_register off. */
+void zk_app_republish(struct app *app);
+
 /* Closes the session (the registration disappears) and frees app->zk;
  * harmless when there is none. */
 void zk_app_stop(struct app *app);

@@ -296,3 +296,47 @@ def test_rotates_when_a_sentinel_dies(sset):
         assert new.call("GET", "after") == b"$1\r\n1\r\n"
     finally:
         p.stop()
+
+
+# --------------------------------------------- ZooKeeper registration ----
+
+def test_switch_updates_the_zookeeper_registration(sset, tmp_path):
+    """Issue 16, section 4: the registration names the generation; a
+    switch through Sentinel is a new one and is published."""
+    import json
+    from harness import pool_yaml
+    from zk_util import ZooKeeperServer, zookeeper_missing
+    from test_zk import ZkProxy
+    why = zookeeper_missing()
+    if why:
+        pytest.skip(why)
+    os.makedirs(str(tmp_path / "zk"))
+    zk = ZooKeeperServer(str(tmp_path / "zk"))
+    zk.start()
+    p = None
+    try:
+        from compat_util import distinct_ports
+        port, = distinct_ports(1)
+        pools = {"alpha": sset.pool(listen="127.0.0.1:%d" % port)}
+        with zk.client() as c:
+            c.create("/strata-sentinel")
+            c.put("/strata-sentinel/pools", pool_yaml(pools))
+        p = ZkProxy(str(tmp_path), pools, zk.url("/strata-sentinel/pools"), "zkreg")
+        p.start(timeout=15.0)
+        reg = p.reg_node("/strata-sentinel/pools")
+
+        def generation():
+            with zk.client() as c:
+                if c.exists(reg) is None:
+                    return None
+                return json.loads(c.get(reg)[0].decode())["generation"]
+        assert wait_until(lambda: generation() == 1, 10)
+        old = sset.master()
+        sset.failover()
+        new = sset.wait_new_master(old.port)
+        landed_on(p, new, 10 + SLACK_S)
+        assert wait_until(lambda: generation() == 2, 10)
+    finally:
+        if p is not None:
+            p.stop()
+        zk.stop()
