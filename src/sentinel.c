@@ -270,6 +270,18 @@ bool sentinel_event(const struct sentinel_val *v, char *channel, size_t len)
     return true;
 }
 
+int sentinel_instance_event(const char *payload, struct sentinel_node *node, char *master,
+                            size_t len)
+{
+    char type[32], name[300], ip[SENTINEL_HOST_LEN], port[8], at[2], mname[256];
+    if (strlen(payload) >= 1024 ||
+        sscanf(payload, "%31s %299s %255s %7s %1s %255s", type, name, ip, port, at,
+               mname) != 6 || strcmp(at, "@") != 0 || node_set(node, ip, port) != 0)
+        return -1;
+    snprintf(master, len, "%s", mname);
+    return 0;
+}
+
 bool sentinel_shard_equal(const struct sentinel_shard *a, const struct sentinel_shard *b)
 {
     if (node_cmp(&a->master, &b->master) != 0 || a->nreplicas != b->nreplicas)

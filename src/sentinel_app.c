@@ -39,6 +39,22 @@
 
 #define SENTINEL_APP_READ_CHUNK 4096
 #define SENTINEL_APP_SUB_MAX    (1 << 20)   /* buffered pub/sub bytes */
+#define SENTINEL_APP_WATCH_POLL_MS 20       /* ROLE of a replica being promoted */
+#define SENTINEL_APP_WATCH_MS   30000       /* a promotion watched, then trusted
+                                               ahead of the Sentinels' answer */
+
+/* A failover followed ahead of the Sentinels' answer (follower thread
+ * only): get-master-addr-by-name names the new master only at
+ * +switch-master, about a second after the promotion, and the old
+ * master takes writes meanwhile that the new one never sees. */
+struct mon_shard {
+    struct sentinel_node watch;         /* replica being promoted; port 0: none */
+    int64_t              watch_until;
+    struct sentinel_node promoted;      /* switched to before the Sentinels
+                                           said so; port 0: none */
+    struct sentinel_node demoted;       /* the master it replaced */
+    int64_t              promoted_until;
+};
 
 /* What a follower needs of its pool, copied: the pool's conf may go. */
 struct sentinel_mon {
@@ -61,6 +77,7 @@ struct sentinel_mon {
     char                *sub_buf;
     size_t               sub_len;
     struct sentinel_state work;
+    struct mon_shard    *ms;           /* per master name */
     /* thread and hand-over */
     pthread_t            thread;
     bool                 running;
@@ -263,25 +280,28 @@ static bool mon_role_master(struct sentinel_mon *mon, const struct sentinel_node
 
 /* ---- the follower thread ------------------------------------------------- */
 
-/* mon->work against what was published: a new master whose ROLE does
- * not say master keeps the old one (asked again next time). Then, if
- * anything changed, publishes it and wakes the main thread. */
-static void mon_publish(struct sentinel_mon *mon)
+static bool node_eq(const struct sentinel_node *a, const struct sentinel_node *b)
+{
+    return a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+/* Takes `node` out of a shard's replicas (it is its master now). */
+static void replicas_remove(struct sentinel_shard *sh, const struct sentinel_node *node)
+{
+    uint32_t kept = 0;
+    for (uint32_t k = 0; k < sh->nreplicas; k++)
+        if (!node_eq(&sh->replicas[k], node))
+            sh->replicas[kept++] = sh->replicas[k];
+    sh->nreplicas = kept;
+}
+
+/* Publishes mon->work if it differs from what was published, and wakes
+ * the main thread. */
+static void mon_publish_work(struct sentinel_mon *mon)
 {
     bool changed = false;
-    for (uint32_t i = 0; i < mon->nnames; i++) {
-        struct sentinel_shard *w = &mon->work.shards[i];
-        const struct sentinel_shard *p = &mon->published.shards[i];
-        bool moved = strcmp(w->master.host, p->master.host) != 0 ||
-                     w->master.port != p->master.port;
-        if (moved && !mon_role_master(mon, &w->master)) {
-            log_warn("sentinel: pool %s: master '%s' said to be at %s:%u, whose ROLE is not "
-                     "master yet; asking again", mon->pool, mon->names[i], w->master.host,
-                     (unsigned)w->master.port);
-            w->master = p->master;
-        }
-        changed |= !sentinel_shard_equal(w, p);
-    }
+    for (uint32_t i = 0; i < mon->nnames; i++)
+        changed |= !sentinel_shard_equal(&mon->work.shards[i], &mon->published.shards[i]);
     if (!changed)
         return;
     pthread_mutex_lock(&mon->lock);
@@ -292,14 +312,109 @@ static void mon_publish(struct sentinel_mon *mon)
     event_active(mon->app->sentinel->wake, EV_READ, 0);
 }
 
+/* While a promotion seen ahead of the Sentinels is fresh, their answer
+ * naming the old master keeps the promoted one; once they name it (or
+ * the watch expires) they are followed again. */
+static void mon_keep_promoted(struct sentinel_mon *mon, uint32_t i, struct sentinel_shard *w)
+{
+    struct mon_shard *ms = &mon->ms[i];
+    if (ms->promoted.port == 0)
+        return;
+    if (node_eq(&w->master, &ms->promoted) || util_now_ms() > ms->promoted_until) {
+        ms->promoted.port = 0;
+        return;
+    }
+    if (node_eq(&w->master, &ms->demoted)) {
+        w->master = ms->promoted;
+        replicas_remove(w, &ms->promoted);
+    }
+}
+
+/* mon->work (the Sentinels' answer) against what was published: a new
+ * master whose ROLE does not say master keeps the old one (asked again
+ * next time). Then publishes what changed. */
+static void mon_publish(struct sentinel_mon *mon)
+{
+    for (uint32_t i = 0; i < mon->nnames; i++) {
+        struct sentinel_shard *w = &mon->work.shards[i];
+        const struct sentinel_shard *p = &mon->published.shards[i];
+        mon_keep_promoted(mon, i, w);
+        if (node_eq(&w->master, &p->master) || mon_role_master(mon, &w->master))
+            continue;
+        log_warn("sentinel: pool %s: master '%s' said to be at %s:%u, whose ROLE is not "
+                 "master yet; asking again", mon->pool, mon->names[i], w->master.host,
+                 (unsigned)w->master.port);
+        w->master = p->master;
+    }
+    mon_publish_work(mon);
+}
+
+/* Shard i's watched replica says master: switched to now, ahead of the
+ * Sentinels (their next answers naming the old master are overruled
+ * until they name this one, for SENTINEL_APP_WATCH_MS at most). */
+static void mon_promote(struct sentinel_mon *mon, uint32_t i)
+{
+    struct mon_shard *ms = &mon->ms[i];
+    memcpy(mon->work.shards, mon->published.shards, mon->nnames * sizeof(*mon->work.shards));
+    struct sentinel_shard *w = &mon->work.shards[i];
+    ms->demoted = w->master;
+    ms->promoted = ms->watch;
+    ms->promoted_until = util_now_ms() + SENTINEL_APP_WATCH_MS;
+    w->master = ms->watch;
+    replicas_remove(w, &ms->watch);
+    ms->watch.port = 0;
+    log_notice("sentinel: pool %s: replica %s:%u of master '%s' says ROLE master: switching "
+               "to it ahead of +switch-master", mon->pool, w->master.host,
+               (unsigned)w->master.port, mon->names[i]);
+    mon_publish_work(mon);
+}
+
+/* The replicas being promoted: one whose ROLE says master is switched
+ * to. Returns whether any is still watched. */
+static bool mon_watch(struct sentinel_mon *mon)
+{
+    bool active = false;
+    for (uint32_t i = 0; i < mon->nnames; i++) {
+        struct mon_shard *ms = &mon->ms[i];
+        if (ms->watch.port == 0)
+            continue;
+        if (util_now_ms() > ms->watch_until ||
+            node_eq(&ms->watch, &mon->published.shards[i].master))
+            ms->watch.port = 0;
+        else if (mon_role_master(mon, &ms->watch))
+            mon_promote(mon, i);
+        else
+            active = true;
+    }
+    return active;
+}
+
+/* +selected-slave or +promoted-slave of one of the pool's masters: that
+ * replica's ROLE is watched from now on. */
+static void mon_watch_event(struct sentinel_mon *mon, const char *channel, const char *payload)
+{
+    struct sentinel_node node;
+    char name[256];
+    if ((strcmp(channel, "+selected-slave") != 0 && strcmp(channel, "+promoted-slave") != 0) ||
+        sentinel_instance_event(payload, &node, name, sizeof(name)) != 0)
+        return;
+    for (uint32_t i = 0; i < mon->nnames; i++) {
+        if (strcmp(mon->names[i], name) != 0)
+            continue;
+        mon->ms[i].watch = node;
+        mon->ms[i].watch_until = util_now_ms() + SENTINEL_APP_WATCH_MS;
+    }
+}
+
 /* The pub/sub connection to the Sentinel in use; on failure the next
  * Sentinel is tried at the next turn. */
 static void mon_subscribe(struct sentinel_mon *mon)
 {
     char why[256];
-    const char *argv[] = { "SUBSCRIBE", "+switch-master", "+sdown", "-sdown", "+slave" };
+    const char *argv[] = { "SUBSCRIBE", "+switch-master", "+sdown", "-sdown", "+slave",
+                           "+selected-slave", "+promoted-slave" };
     mon->sub_fd = mon_dial(mon, why, sizeof(why));
-    if (mon->sub_fd >= 0 && io_send(mon->sub_fd, 5, argv) == 0) {
+    if (mon->sub_fd >= 0 && io_send(mon->sub_fd, 7, argv) == 0) {
         mon->sub_len = 0;
         return;
     }
@@ -332,6 +447,7 @@ static bool mon_sub_read(struct sentinel_mon *mon)
         char channel[64];
         if (sentinel_event(&v, channel, sizeof(channel))) {
             log_info("sentinel: pool %s: %s %s", mon->pool, channel, v.elems[2].str);
+            mon_watch_event(mon, channel, v.elems[2].str);
             event = true;
         }
         sentinel_val_deinit(&v);
@@ -364,7 +480,10 @@ static void *mon_run(void *arg)
     while (!stop) {
         if (mon->sub_fd < 0)
             mon_subscribe(mon);
+        bool watching = mon_watch(mon);
         int64_t wait = next - util_now_ms();
+        if (watching && wait > SENTINEL_APP_WATCH_POLL_MS)
+            wait = SENTINEL_APP_WATCH_POLL_MS;
         bool now = mon_wait(mon, wait > 0 ? (int)wait : 0, &stop);
         if (stop || (!now && util_now_ms() < next))
             continue;
@@ -436,6 +555,7 @@ static struct sentinel_mon *mon_create(struct app *app, const struct conf_pool *
     mon->work.nshards = mon->published.nshards = mon->nnames;
     mon->work.shards = util_xcalloc(mon->nnames, sizeof(*mon->work.shards));
     mon->published.shards = util_xcalloc(mon->nnames, sizeof(*mon->published.shards));
+    mon->ms = util_xcalloc(mon->nnames, sizeof(*mon->ms));
     pthread_mutex_init(&mon->lock, NULL);
     return mon;
 }
@@ -469,6 +589,7 @@ static void mon_destroy(struct sentinel_mon **monp)
     free(mon->sub_buf);
     free(mon->work.shards);
     free(mon->published.shards);
+    free(mon->ms);
     pthread_mutex_destroy(&mon->lock);
     free(mon);
     *monp = NULL;

@@ -87,6 +87,13 @@ bool sentinel_role_is_master(const struct sentinel_val *v);
  * (subscribe confirmations). */
 bool sentinel_event(const struct sentinel_val *v, char *channel, size_t len);
 
+/* The payload of an instance event, "<type> <name> <ip> <port> @
+ * <master-name> <master-ip> <master-port>" (e.g. +selected-slave): 0
+ * with the instance's address in *node and the master's name in
+ * `master` (cut to len); -1 for any other text. */
+int sentinel_instance_event(const char *payload, struct sentinel_node *node, char *master,
+                            size_t len);
+
 /* Whether two shards say the same (master and replicas). */
 bool sentinel_shard_equal(const struct sentinel_shard *a, const struct sentinel_shard *b);
 

@@ -172,6 +172,21 @@ static void test_subscribe_confirmation_is_no_event(void **state)
     sentinel_val_deinit(&v);
 }
 
+static void test_instance_event(void **state)
+{
+    (void)state;
+    struct sentinel_node n;
+    char m[32];
+    assert_int_equal(sentinel_instance_event("slave 127.0.0.1:6380 127.0.0.1 6380 @ mymaster "
+                                             "127.0.0.1 6379", &n, m, sizeof(m)), 0);
+    assert_string_equal(n.host, "127.0.0.1");
+    assert_int_equal(n.port, 6380);
+    assert_string_equal(m, "mymaster");
+    assert_int_equal(sentinel_instance_event("mymaster 127.0.0.1 6379 127.0.0.1 6380", &n, m,
+                                             sizeof(m)), -1);    /* +switch-master */
+    assert_int_equal(sentinel_instance_event("slave a b 0 @ m h 1", &n, m, sizeof(m)), -1);
+}
+
 /* ---- the configuration ---- */
 
 #define SENT "alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n  timeout: 400\n" \
@@ -281,6 +296,7 @@ int main(void)
         cmocka_unit_test(test_replicas_reply),
         cmocka_unit_test(test_role),
         cmocka_unit_test(test_subscribe_confirmation_is_no_event),
+        cmocka_unit_test(test_instance_event),
         cmocka_unit_test(test_loaded_pool_has_placeholders),
         cmocka_unit_test(test_switch_replaces_the_master_only),
         cmocka_unit_test(test_replicas_become_slave_tiers),
