@@ -1,6 +1,7 @@
 /* conf_copy: a deep copy of a pool configuration, so that a main-thread
  * source (sentinel_app) can change one pool of the running configuration
- * and hand the result to reload as a new generation. */
+ * and hand the result to reload as a new generation; and a pool found by
+ * name. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,6 +103,14 @@ static void copy_pool(struct conf_pool *to, const struct conf_pool *from, bool *
     to->nsentinels = to->sentinels != NULL ? from->nsentinels : 0;
     to->master_names = copy_names(from->master_names, from->nmaster_names, ok);
     to->nmaster_names = to->master_names != NULL ? from->nmaster_names : 0;
+}
+
+struct conf_pool *conf_pool_find(const struct conf *conf, const char *name)
+{
+    for (uint32_t p = 0; p < conf->npools; p++)
+        if (strcmp(conf->pools[p].name, name) == 0)
+            return &conf->pools[p];
+    return NULL;
 }
 
 struct conf *conf_copy(const struct conf *conf)

@@ -385,10 +385,7 @@ struct conf *sentinel_conf_switch(const struct conf *running, const char *name,
                                   const struct sentinel_state *st)
 {
     struct conf *conf = conf_copy(running);
-    struct conf_pool *pool = NULL;
-    for (uint32_t p = 0; conf != NULL && p < conf->npools; p++)
-        if (strcmp(conf->pools[p].name, name) == 0)
-            pool = &conf->pools[p];
+    struct conf_pool *pool = conf != NULL ? conf_pool_find(conf, name) : NULL;
     if (pool == NULL || sentinel_pool_fill(pool, st) != 0)
         conf_destroy(&conf);
     return conf;

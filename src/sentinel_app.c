@@ -638,14 +638,6 @@ static int mon_thread_start(struct sentinel_mon *mon, char *err, size_t errlen)
 
 /* ---- the main thread ----------------------------------------------------- */
 
-static const struct conf_pool *conf_pool_named(const struct conf *conf, const char *name)
-{
-    for (uint32_t p = 0; p < conf->npools; p++)
-        if (strcmp(conf->pools[p].name, name) == 0)
-            return &conf->pools[p];
-    return NULL;
-}
-
 /* The follower of `pool` as configured now, or NULL. */
 static struct sentinel_mon *app_mon_find(struct sentinel_app *sa, const struct conf_pool *pool)
 {
@@ -675,7 +667,7 @@ static uint64_t mon_snapshot(struct sentinel_mon *mon, struct sentinel_state *st
  * changed, handed to reload (which fills it again, from the same state). */
 static void app_mon_apply(struct app *app, struct sentinel_mon *mon)
 {
-    const struct conf_pool *pool = conf_pool_named(app->conf, mon->pool);
+    const struct conf_pool *pool = conf_pool_find(app->conf, mon->pool);
     if (pool == NULL || app_mon_find(app->sentinel, pool) != mon)
         return;   /* the pool is gone or follows other Sentinels now */
     struct sentinel_state st;

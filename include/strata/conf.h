@@ -135,6 +135,8 @@ int conf_yaml_load(const char *path, struct conf **out, char *err, size_t errlen
 int conf_yaml_load_text(const char *text, size_t len, const char *origin,
                         struct conf **out, char *err, size_t errlen);
 void conf_destroy(struct conf **conf);
+/* The pool of `conf` named `name`, or NULL (conf_copy.c). */
+struct conf_pool *conf_pool_find(const struct conf *conf, const char *name);
 /* A deep copy of `conf` (conf_copy.c), or NULL when out of memory. */
 struct conf *conf_copy(const struct conf *conf);
 /* Frees what a tier owns and zeroes it (conf_yaml.c). */

@@ -4,38 +4,27 @@ written in the test's temp dir), on kernel-chosen ports, stopped by PID;
 and a set of one master, its replicas and three Sentinels (quorum 2)."""
 
 import os
-import subprocess
 import tempfile
 
-import harness
-from harness import HOST, HarnessError, free_port, port_accepts, wait_until
-from redis_util import (REDIS_SERVER_BIN, Closed, RedisServer, RespConn,
-                        Timeout, parse)
+from harness import HOST, HarnessError, wait_until
+from redis_util import REDIS_SERVER_BIN, Closed, RedisServer, Timeout, parse
 
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 3000
 
 
-class Sentinel(harness.ServerProcess):
-    """One Sentinel watching `masters` ({name: port}), quorum 2."""
-    LOG_TAIL = 4000
+class Sentinel(RedisServer):
+    """One Sentinel watching `masters` ({name: port}), quorum 2: a
+    RedisServer started as `redis-server FILE --sentinel`."""
 
     def __init__(self, workdir, masters, password=None):
-        self.workdir = workdir
+        RedisServer.__init__(self, workdir, password=password)
         self.masters = dict(masters)
-        self.password = password
-        self.port = None
-        self.proc = None
-        self.logpath = None
 
-    @property
-    def addr(self):
-        return "%s:%d" % (HOST, self.port)
-
-    def _write_conf(self, path, dirname):
+    def _cmd(self):
         lines = ["port %d" % self.port, "bind %s" % HOST,
                  "daemonize no", "protected-mode no",
-                 "dir %s" % dirname, "logfile %s" % self.logpath]
+                 "dir %s" % self.dir, "logfile %s" % self.logpath]
         if self.password:
             lines.append("requirepass %s" % self.password)
         for name, mport in self.masters.items():
@@ -45,54 +34,22 @@ class Sentinel(harness.ServerProcess):
                       "sentinel failover-timeout %s %d"
                       % (name, FAILOVER_TIMEOUT_MS),
                       "sentinel parallel-syncs %s 1" % name]
+        path = os.path.join(self.dir, "sentinel.conf")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
+        return [REDIS_SERVER_BIN, path, "--sentinel"]
 
     def start(self, timeout=5.0):
-        for _ in range(5):
-            self.port = free_port()
-            d = tempfile.mkdtemp(prefix="sentinel-%d-" % self.port,
-                                 dir=self.workdir)
-            self.logpath = os.path.join(d, "sentinel.log")
-            path = os.path.join(d, "sentinel.conf")
-            self._write_conf(path, d)
-            self.proc = subprocess.Popen([REDIS_SERVER_BIN, path, "--sentinel"],
-                                         stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
-            ok = wait_until(lambda: self.proc.poll() is not None
-                            or self._pings(), timeout, 0.01)
-            if ok and self.proc.poll() is None:
-                return self
-            self.stop()
-        raise HarnessError("sentinel did not start: %s" % self.read_log())
+        self.port = None      # a new port at every start
+        return RedisServer.start(self, timeout)
 
-    def _pings(self):
-        if not port_accepts(self.port):
-            return False
-        try:
-            return self.call("PING") == "PONG"
-        except (OSError, Timeout, Closed):
-            return False
-
-    def call(self, *args):
+    def ask(self, *args):
         """One command to this Sentinel, the parsed reply."""
-        with RespConn(self.port, timeout=2.0) as c:
-            if self.password:
-                assert c.call("AUTH", self.password) == b"+OK\r\n"
-            return parse(c.call(*args))
+        return parse(self.call(*args))
 
     def master_port(self, name):
-        r = self.call("SENTINEL", "get-master-addr-by-name", name)
+        r = self.ask("SENTINEL", "get-master-addr-by-name", name)
         return int(r[1]) if r else None
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=3.0)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 class SentinelSet:
@@ -129,8 +86,8 @@ class SentinelSet:
     def wait_known(self, replicas, timeout=20.0):
         def known():
             try:
-                return all(len(s.call("SENTINEL", "replicas", n)) >= replicas
-                           and len(s.call("SENTINEL", "sentinels", n)) >= 2
+                return all(len(s.ask("SENTINEL", "replicas", n)) >= replicas
+                           and len(s.ask("SENTINEL", "sentinels", n)) >= 2
                            for s in self.sentinels if s.running()
                            for n in self.names)
             except (OSError, Timeout, Closed):
@@ -149,7 +106,7 @@ class SentinelSet:
 
     def failover(self, name=None):
         s = next(s for s in self.sentinels if s.running())
-        assert s.call("SENTINEL", "failover", name or self.names[0]) == "OK"
+        assert s.ask("SENTINEL", "failover", name or self.names[0]) == "OK"
 
     def wait_new_master(self, old_port, name=None, timeout=30.0):
         """The new master once every running Sentinel names one other

@@ -219,66 +219,61 @@ def test_bad_keys_rejected_with_file_and_line(tmp_path, body, line, text):
 
 # ------------------------------------------------------------ failover ----
 
-def test_failover_command_under_load(sset):
-    p = start(sset, "failover")
+class Run:
+    """What a failover under load gave: the Writer, the times (t0: the
+    act; switch: every Sentinel names the new master; landed: a write
+    through the proxy is first found on it), the new master, the writes
+    after the switch checked on it, and the client errors after t0."""
+
+
+def failover_under_load(sset, name, act):
+    """A proxy and a Writer; act(old master) at t0; then waits for the
+    new master and for the proxy to write there, checks the writes
+    acknowledged after that on the new master."""
+    p = start(sset, name)
     w = Writer(p)
+    r = Run()
     try:
         old = sset.master()
         w.start()
         assert wait_until(lambda: len(w.acked) > 100, 10)
-        t0 = time.monotonic()
-        sset.failover()
-        new = sset.wait_new_master(old.port)
-        t_switch = time.monotonic()
-        t_landed = landed_on(p, new, 10 + SLACK_S)
+        r.t0 = time.monotonic()
+        act(old)
+        r.new = sset.wait_new_master(old.port, timeout=30)
+        r.t_switch = time.monotonic()
+        r.t_landed = landed_on(p, r.new, 10 + SLACK_S)
         time.sleep(0.3)   # more load on the new master (a measure, not a wait)
         w.finish()
-        after = check_after_switch(p, w, new, t_landed)
-        first = w.first_ok_after(t_switch)
-        assert first is not None
-        errs = [e for e in w.errors if e[0] >= t0]
-        report("SENTINEL failover", switch_s="%.3f" % (t_switch - t0),
-               first_write_after_switch_s="%.3f" % max(0.0, first - t_switch),
-               proxy_on_new_master_after_s="%.3f" % (t_landed - t_switch),
-               client_errors=len(errs), error_window_s=error_window(errs),
-               acked_writes_lost=lost_writes(w, new),
-               writes_after_switch_checked=after,
-               error_kinds=sorted(set(e[1][:40] for e in errs))[:3])
-        assert t_landed - t0 < FAILOVER_TIMEOUT_MS / 1000 + SLACK_S
+        r.after = check_after_switch(p, w, r.new, r.t_landed)
+        r.w = w
+        r.errs = [e for e in w.errors if e[0] >= r.t0]
+        r.lost = lost_writes(w, r.new)
+        return r
     finally:
         w.finish()
         p.stop()
+
+
+def test_failover_command_under_load(sset):
+    r = failover_under_load(sset, "failover", lambda old: sset.failover())
+    report("SENTINEL failover", sentinels_switched_s="%.3f" % (r.t_switch - r.t0),
+           proxy_on_new_master_after_s="%.3f" % max(0.0, r.t_landed - r.t_switch),
+           client_errors=len(r.errs), error_window_s=error_window(r.errs),
+           acked_writes_lost=r.lost, writes_after_switch_checked=r.after,
+           error_kinds=sorted(set(e[1][:40] for e in r.errs))[:3])
+    assert r.t_landed - r.t0 < FAILOVER_TIMEOUT_MS / 1000 + SLACK_S
 
 
 def test_master_sigkill(sset):
-    p = start(sset, "sigkill")
-    w = Writer(p)
-    try:
-        old = sset.master()
-        w.start()
-        assert wait_until(lambda: len(w.acked) > 100, 10)
-        t0 = time.monotonic()
-        old.kill()
-        new = sset.wait_new_master(old.port, timeout=30)
-        t_switch = time.monotonic()
-        t_landed = landed_on(p, new, 10 + SLACK_S)
-        time.sleep(0.3)
-        w.finish()
-        after = check_after_switch(p, w, new, t_landed)
-        errs = [e for e in w.errors if e[0] >= t0]
-        assert errs, "no write failed while the master was down"
-        first = w.first_ok_after(errs[0][0])
-        report("master SIGKILL", sentinel_switch_s="%.3f" % (t_switch - t0),
-               first_write_after_kill_s="%.3f" % (first - t0),
-               writes_failing_for_s="%.3f" % (first - errs[0][0]),
-               client_errors=len(errs), error_window_s=error_window(errs),
-               acked_writes_lost=lost_writes(w, new),
-               writes_after_switch_checked=after)
-        bound = (DOWN_AFTER_MS + FAILOVER_TIMEOUT_MS) / 1000 + SLACK_S
-        assert first - t0 < bound
-    finally:
-        w.finish()
-        p.stop()
+    r = failover_under_load(sset, "sigkill", lambda old: old.kill())
+    assert r.errs, "no write failed while the master was down"
+    first = r.w.first_ok_after(r.errs[0][0])
+    report("master SIGKILL", sentinels_switched_s="%.3f" % (r.t_switch - r.t0),
+           first_write_after_kill_s="%.3f" % (first - r.t0),
+           writes_failing_for_s="%.3f" % (first - r.errs[0][0]),
+           client_errors=len(r.errs), acked_writes_lost=r.lost,
+           writes_after_switch_checked=r.after)
+    assert first - r.t0 < (DOWN_AFTER_MS + FAILOVER_TIMEOUT_MS) / 1000 + SLACK_S
 
 
 def test_rotates_when_a_sentinel_dies(sset):
