@@ -2,7 +2,9 @@
  * docs/operations.md, "Following Redis failover").
  *
  *   follower thread (one per pool):
- *     Sentinel[cur] ─ SUBSCRIBE +switch-master +sdown -sdown +slave ─► an event: ask now
+ *     every Sentinel ─ SUBSCRIBE +switch-master +sdown -sdown +slave ─► an event: ask now
+ *                    ─ +selected-slave ─► ROLE of that replica every 20 ms
+ *                                         ─► says master: switch now
  *     every sentinel_interval, or after an event:
  *       SENTINEL get-master-addr-by-name NAME, SENTINEL replicas NAME
  *       a new master ─► ROLE on it says master? ─► published state, version+1
@@ -38,8 +40,10 @@
 #include "strata/util.h"
 
 #define SENTINEL_APP_READ_CHUNK 4096
-#define SENTINEL_APP_SUB_MAX    (1 << 20)   /* buffered pub/sub bytes */
+#define SENTINEL_APP_SUB_MAX    (64 << 10)  /* buffered pub/sub bytes per Sentinel */
 #define SENTINEL_APP_WATCH_POLL_MS 20       /* ROLE of a replica being promoted */
+#define SENTINEL_APP_SUB_RETRY_MS 5000      /* at least, between two SUBSCRIBEs
+                                               to a Sentinel that failed */
 #define SENTINEL_APP_WATCH_MS   30000       /* a promotion watched, then trusted
                                                ahead of the Sentinels' answer */
 
@@ -54,6 +58,16 @@ struct mon_shard {
                                            said so; port 0: none */
     struct sentinel_node demoted;       /* the master it replaced */
     int64_t              promoted_until;
+};
+
+/* The pub/sub connection to one Sentinel (follower thread only). Every
+ * Sentinel is subscribed to: the one that leads a failover is the only
+ * one to announce the replica it promotes. */
+struct mon_sub {
+    int     fd;                         /* -1: not connected */
+    int64_t retry_at;                   /* next connection attempt */
+    char   *buf;
+    size_t  len;
 };
 
 /* What a follower needs of its pool, copied: the pool's conf may go. */
@@ -73,9 +87,8 @@ struct sentinel_mon {
     /* follower thread only */
     uint32_t             cur;          /* the Sentinel in use */
     int                  cmd_fd;
-    int                  sub_fd;
-    char                *sub_buf;
-    size_t               sub_len;
+    struct mon_sub      *subs;         /* one per Sentinel */
+    struct pollfd       *pfds;         /* the stop pipe, then subs */
     struct sentinel_state work;
     struct mon_shard    *ms;           /* per master name */
     /* thread and hand-over */
@@ -205,10 +218,10 @@ static void io_close(int *fd)
 
 /* ---- asking the Sentinels ------------------------------------------------ */
 
-/* A connection to the Sentinel in use, authenticated; -1 with why. */
-static int mon_dial(struct sentinel_mon *mon, char *why, size_t len)
+/* A connection to Sentinel i, authenticated; -1 with why. */
+static int mon_dial(struct sentinel_mon *mon, uint32_t i, char *why, size_t len)
 {
-    const struct conf_server *s = &mon->sentinels[mon->cur];
+    const struct conf_server *s = &mon->sentinels[i];
     int fd = io_connect(&s->addr, mon->timeout_ms, why, len);
     if (fd >= 0 && io_auth(fd, mon->auth) != 0) {
         snprintf(why, len, "AUTH refused (sentinel_auth)");
@@ -244,7 +257,7 @@ static int mon_ask(struct sentinel_mon *mon, char *why, size_t len)
 {
     for (uint32_t tries = 0; tries < mon->nsentinels; tries++) {
         if (mon->cmd_fd < 0)
-            mon->cmd_fd = mon_dial(mon, why, len);
+            mon->cmd_fd = mon_dial(mon, mon->cur, why, len);
         uint32_t i = 0;
         while (mon->cmd_fd >= 0 && i < mon->nnames &&
                mon_ask_shard(mon, i, &mon->work.shards[i]) == 0)
@@ -406,44 +419,38 @@ static void mon_watch_event(struct sentinel_mon *mon, const char *channel, const
     }
 }
 
-/* The pub/sub connection to the Sentinel in use; on failure the next
- * Sentinel is tried at the next turn. */
-static void mon_subscribe(struct sentinel_mon *mon)
+/* Subscribes on Sentinel i when it is time to try; a failure is tried
+ * again after sentinel_interval, at least SENTINEL_APP_SUB_RETRY_MS (a
+ * Sentinel that does not answer costs sentinel_timeout per try). */
+static void mon_subscribe(struct sentinel_mon *mon, uint32_t i)
 {
+    struct mon_sub *sub = &mon->subs[i];
     char why[256];
     const char *argv[] = { "SUBSCRIBE", "+switch-master", "+sdown", "-sdown", "+slave",
                            "+selected-slave", "+promoted-slave" };
-    mon->sub_fd = mon_dial(mon, why, sizeof(why));
-    if (mon->sub_fd >= 0 && io_send(mon->sub_fd, 7, argv) == 0) {
-        mon->sub_len = 0;
+    if (sub->fd >= 0 || util_now_ms() < sub->retry_at)
         return;
-    }
-    if (mon->sub_fd >= 0)
+    sub->fd = mon_dial(mon, i, why, sizeof(why));
+    sub->len = 0;
+    if (sub->fd >= 0 && io_send(sub->fd, 7, argv) == 0)
+        return;
+    if (sub->fd >= 0)
         snprintf(why, sizeof(why), "SUBSCRIBE failed");
-    log_warn("sentinel: pool %s: Sentinel %s: %s; trying the next one", mon->pool,
-             mon->sentinels[mon->cur].text, why);
-    io_close(&mon->sub_fd);
-    io_close(&mon->cmd_fd);
-    mon->cur = (mon->cur + 1) % mon->nsentinels;
+    log_info("sentinel: pool %s: no events from Sentinel %s: %s", mon->pool,
+             mon->sentinels[i].text, why);
+    io_close(&sub->fd);
+    sub->retry_at = util_now_ms() + (mon->interval_ms > SENTINEL_APP_SUB_RETRY_MS
+                                     ? mon->interval_ms : SENTINEL_APP_SUB_RETRY_MS);
 }
 
-/* Reads what the pub/sub connection has: true when an event came (the
- * Sentinels are asked at once). Closes it when it fails. */
-static bool mon_sub_read(struct sentinel_mon *mon)
+/* Handles the whole messages in sub->buf: true when an event came. */
+static bool mon_sub_parse(struct sentinel_mon *mon, struct mon_sub *sub)
 {
-    ssize_t n = recv(mon->sub_fd, mon->sub_buf + mon->sub_len,
-                     SENTINEL_APP_SUB_MAX - mon->sub_len, MSG_DONTWAIT);
-    bool event = false;
-    if (n <= 0) {
-        if (n == 0 || (errno != EAGAIN && errno != EINTR))
-            io_close(&mon->sub_fd);
-        return n == 0;   /* a Sentinel gone: ask (another) now */
-    }
-    mon->sub_len += (size_t)n;
     size_t used;
     struct sentinel_val v;
     enum sentinel_status st;
-    while ((st = sentinel_resp_parse(mon->sub_buf, mon->sub_len, &used, &v)) == SENTINEL_OK) {
+    bool event = false;
+    while ((st = sentinel_resp_parse(sub->buf, sub->len, &used, &v)) == SENTINEL_OK) {
         char channel[64];
         if (sentinel_event(&v, channel, sizeof(channel))) {
             log_info("sentinel: pool %s: %s %s", mon->pool, channel, v.elems[2].str);
@@ -451,25 +458,47 @@ static bool mon_sub_read(struct sentinel_mon *mon)
             event = true;
         }
         sentinel_val_deinit(&v);
-        memmove(mon->sub_buf, mon->sub_buf + used, mon->sub_len - used);
-        mon->sub_len -= used;
+        memmove(sub->buf, sub->buf + used, sub->len - used);
+        sub->len -= used;
     }
-    if (st == SENTINEL_ERROR || mon->sub_len == SENTINEL_APP_SUB_MAX)
-        io_close(&mon->sub_fd);
+    if (st == SENTINEL_ERROR || sub->len == SENTINEL_APP_SUB_MAX)
+        io_close(&sub->fd);
     return event;
+}
+
+/* Reads what a pub/sub connection has: true when an event came or the
+ * Sentinel went away (the Sentinels are asked at once). */
+static bool mon_sub_read(struct sentinel_mon *mon, struct mon_sub *sub)
+{
+    ssize_t n = recv(sub->fd, sub->buf + sub->len, SENTINEL_APP_SUB_MAX - sub->len,
+                     MSG_DONTWAIT);
+    if (n > 0) {
+        sub->len += (size_t)n;
+        return mon_sub_parse(mon, sub);
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        io_close(&sub->fd);
+        sub->retry_at = util_now_ms() + mon->interval_ms;
+        return true;
+    }
+    return false;
 }
 
 /* Waits up to wait_ms for an event or the stop pipe: true when the
  * Sentinels should be asked now. *stop is set when asked to stop. */
 static bool mon_wait(struct sentinel_mon *mon, int wait_ms, bool *stop)
 {
-    struct pollfd pfd[2] = { { .fd = mon->stop_pipe[0], .events = POLLIN },
-                             { .fd = mon->sub_fd, .events = POLLIN } };
-    int n = poll(pfd, mon->sub_fd >= 0 ? 2 : 1, wait_ms);
-    if (n <= 0)
+    mon->pfds[0] = (struct pollfd){ .fd = mon->stop_pipe[0], .events = POLLIN };
+    for (uint32_t i = 0; i < mon->nsentinels; i++)
+        mon->pfds[i + 1] = (struct pollfd){ .fd = mon->subs[i].fd, .events = POLLIN };
+    if (poll(mon->pfds, mon->nsentinels + 1, wait_ms) <= 0)
         return false;
-    *stop = (pfd[0].revents & (POLLIN | POLLHUP)) != 0;
-    return !*stop && mon->sub_fd >= 0 && pfd[1].revents != 0 && mon_sub_read(mon);
+    *stop = (mon->pfds[0].revents & (POLLIN | POLLHUP)) != 0;
+    bool now = false;
+    for (uint32_t i = 0; i < mon->nsentinels && !*stop; i++)
+        if (mon->subs[i].fd >= 0 && mon->pfds[i + 1].revents != 0)
+            now |= mon_sub_read(mon, &mon->subs[i]);
+    return now;
 }
 
 static void *mon_run(void *arg)
@@ -478,8 +507,8 @@ static void *mon_run(void *arg)
     bool stop = false;
     int64_t next = util_now_ms() + mon->interval_ms;
     while (!stop) {
-        if (mon->sub_fd < 0)
-            mon_subscribe(mon);
+        for (uint32_t i = 0; i < mon->nsentinels; i++)
+            mon_subscribe(mon, i);
         bool watching = mon_watch(mon);
         int64_t wait = next - util_now_ms();
         if (watching && wait > SENTINEL_APP_WATCH_POLL_MS)
@@ -550,8 +579,13 @@ static struct sentinel_mon *mon_create(struct app *app, const struct conf_pool *
     mon->replicas = pool->sentinel_read_replicas;
     mon->interval_ms = pool->sentinel_interval_ms;
     mon->timeout_ms = pool->sentinel_timeout_ms;
-    mon->cmd_fd = mon->sub_fd = mon->stop_pipe[0] = mon->stop_pipe[1] = -1;
-    mon->sub_buf = util_xcalloc(1, SENTINEL_APP_SUB_MAX);
+    mon->cmd_fd = mon->stop_pipe[0] = mon->stop_pipe[1] = -1;
+    mon->subs = util_xcalloc(mon->nsentinels, sizeof(*mon->subs));
+    mon->pfds = util_xcalloc(mon->nsentinels + 1, sizeof(*mon->pfds));
+    for (uint32_t i = 0; i < mon->nsentinels; i++) {
+        mon->subs[i].fd = -1;
+        mon->subs[i].buf = util_xcalloc(1, SENTINEL_APP_SUB_MAX);
+    }
     mon->work.nshards = mon->published.nshards = mon->nnames;
     mon->work.shards = util_xcalloc(mon->nnames, sizeof(*mon->work.shards));
     mon->published.shards = util_xcalloc(mon->nnames, sizeof(*mon->published.shards));
@@ -573,7 +607,12 @@ static void mon_destroy(struct sentinel_mon **monp)
     io_close(&mon->stop_pipe[0]);
     io_close(&mon->stop_pipe[1]);
     io_close(&mon->cmd_fd);
-    io_close(&mon->sub_fd);
+    for (uint32_t i = 0; i < mon->nsentinels; i++) {
+        io_close(&mon->subs[i].fd);
+        free(mon->subs[i].buf);
+    }
+    free(mon->subs);
+    free(mon->pfds);
     for (uint32_t i = 0; i < mon->nsentinels; i++) {
         free(mon->sentinels[i].addr.host);
         free(mon->sentinels[i].text);
@@ -586,7 +625,6 @@ static void mon_destroy(struct sentinel_mon **monp)
     free(mon->redis_auth);
     free(mon->pool);
     free(mon->signature);
-    free(mon->sub_buf);
     free(mon->work.shards);
     free(mon->published.shards);
     free(mon->ms);

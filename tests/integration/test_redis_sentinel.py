@@ -237,7 +237,9 @@ def failover_under_load(sset, name, act):
         old = sset.master()
         w.start()
         assert wait_until(lambda: len(w.acked) > 100, 10)
+        time.sleep(0.5)   # a measure of the write rate, not a wait
         r.t0 = time.monotonic()
+        r.rate = sum(1 for t, _ in w.acked if t >= r.t0 - 0.5) * 2
         act(old)
         r.new = sset.wait_new_master(old.port, timeout=30)
         r.t_switch = time.monotonic()
@@ -256,7 +258,8 @@ def failover_under_load(sset, name, act):
 
 def test_failover_command_under_load(sset):
     r = failover_under_load(sset, "failover", lambda old: sset.failover())
-    report("SENTINEL failover", sentinels_switched_s="%.3f" % (r.t_switch - r.t0),
+    report("SENTINEL failover", writes_per_s=r.rate,
+           sentinels_switched_s="%.3f" % (r.t_switch - r.t0),
            proxy_on_new_master_after_s="%.3f" % max(0.0, r.t_landed - r.t_switch),
            client_errors=len(r.errs), error_window_s=error_window(r.errs),
            acked_writes_lost=r.lost, writes_after_switch_checked=r.after,
@@ -268,7 +271,8 @@ def test_master_sigkill(sset):
     r = failover_under_load(sset, "sigkill", lambda old: old.kill())
     assert r.errs, "no write failed while the master was down"
     first = r.w.first_ok_after(r.errs[0][0])
-    report("master SIGKILL", sentinels_switched_s="%.3f" % (r.t_switch - r.t0),
+    report("master SIGKILL", writes_per_s=r.rate,
+           sentinels_switched_s="%.3f" % (r.t_switch - r.t0),
            first_write_after_kill_s="%.3f" % (first - r.t0),
            writes_failing_for_s="%.3f" % (first - r.errs[0][0]),
            client_errors=len(r.errs), acked_writes_lost=r.lost,
