@@ -711,8 +711,10 @@ static void app_mon_apply(struct app *app, struct sentinel_mon *mon)
     struct sentinel_state st;
     mon->applied = mon_snapshot(mon, &st);
     char source[512], err[1024];
-    snprintf(source, sizeof(source), "sentinel (pool %s, master '%s' at %s:%u)", mon->pool,
-             mon->names[0], st.shards[0].master.host, (unsigned)st.shards[0].master.port);
+    snprintf(source, sizeof(source), "sentinel (pool %s, master '%s' at %s:%u, %u replicas%s)",
+             mon->pool, mon->names[0], st.shards[0].master.host,
+             (unsigned)st.shards[0].master.port, st.shards[0].nreplicas,
+             mon->nnames > 1 ? ", ..." : "");
     struct conf *conf = sentinel_conf_switch(app->conf, mon->pool, &st);
     free(st.shards);
     if (conf == NULL) {
