@@ -762,8 +762,42 @@ static struct sentinel_mon *app_mon_get(struct app *app, const struct conf_pool 
     return mon;
 }
 
+/* Whether `mon` follows a pool of `conf` as configured there. */
+static bool mon_used_by(struct sentinel_app *sa, struct sentinel_mon *mon,
+                        const struct conf *conf)
+{
+    const struct conf_pool *pool = conf != NULL ? conf_pool_find(conf, mon->pool) : NULL;
+    return pool != NULL && pool->nsentinels > 0 && app_mon_find(sa, pool) == mon;
+}
+
+/* Stops the followers that neither the running configuration nor `next`
+ * uses (their pool removed, or its Sentinel keys changed, by an earlier
+ * reload). Stopping waits for a follower's exchange in progress: at most
+ * a few sentinel_timeout, and only then. */
+static void app_mons_prune(struct app *app, const struct conf *next)
+{
+    struct sentinel_app *sa = app->sentinel;
+    bool *keep = util_xcalloc(sa->nmons + 1, sizeof(*keep));
+    for (uint32_t i = 0; i < sa->nmons; i++)
+        keep[i] = mon_used_by(sa, sa->mons[i], app->conf) || mon_used_by(sa, sa->mons[i], next);
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < sa->nmons; i++) {
+        if (keep[i]) {
+            sa->mons[kept++] = sa->mons[i];
+            continue;
+        }
+        log_notice("sentinel: pool %s: no longer followed with these Sentinel keys",
+                   sa->mons[i]->pool);
+        mon_destroy(&sa->mons[i]);
+    }
+    sa->nmons = kept;
+    free(keep);
+}
+
 int sentinel_app_fill(struct app *app, struct conf *conf, char *err, size_t errlen)
 {
+    if (app->sentinel != NULL)
+        app_mons_prune(app, conf);
     for (uint32_t p = 0; p < conf->npools; p++) {
         struct conf_pool *pool = &conf->pools[p];
         if (pool->nsentinels == 0)

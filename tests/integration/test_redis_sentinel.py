@@ -424,3 +424,32 @@ def test_sigusr1_reload_keeps_the_current_master(sset):
             assert new.call("GET", "r%d" % i) == b"$1\r\nx\r\n"
     finally:
         p.stop()
+
+
+def test_reload_adds_changes_and_removes_sentinel_pools(sset):
+    """A reload that adds a Sentinel pool asks the Sentinels then; one
+    that changes a pool's Sentinel keys gets a new follower; the followers
+    no configuration uses any more are stopped at the next reload."""
+    from compat_util import distinct_ports
+    from reload_util import reload
+    p = start(sset, "reloads")
+    try:
+        port, = distinct_ports(1)
+        pools = {"alpha": dict(p.pools["alpha"], sentinel_interval=500),
+                 "gamma": sset.pool(listen="127.0.0.1:%d" % port)}
+        reload(p, pools)
+        assert wait_until(lambda: p.read_log().count(
+            "master 'mymaster' is at") == 3, 5)   # alpha again, and gamma
+        with proxy_conn(p, "gamma") as c:
+            assert c.call("SET", "g", "1") == b"+OK\r\n"
+        assert sset.master().call("GET", "g") == b"$1\r\n1\r\n"
+        reload(p, {"gamma": pools["gamma"]})
+        assert wait_until(lambda: p.read_log().count(
+            "no longer followed") == 1, 5)        # alpha's first follower
+        reload(p, {"gamma": pools["gamma"]})
+        assert wait_until(lambda: p.read_log().count(
+            "no longer followed") == 2, 5)        # alpha's second
+        with proxy_conn(p, "gamma") as c:
+            assert c.call("SET", "g", "2") == b"+OK\r\n"
+    finally:
+        p.stop()
