@@ -268,6 +268,47 @@ static void test_replicas_become_slave_tiers(void **state)
     conf_destroy(&d);
 }
 
+#define TIERED "beta:\n  listen: 127.0.0.1:22122\n  hash_tag: \"{}\"\n" \
+               "  master:\n    servers: [127.0.0.1:11211:1 a, 127.0.0.1:11212:2 b]\n" \
+               "  slave:\n    servers: [127.0.0.1:11231:1]\n" \
+               "  l1:\n    - servers: [127.0.0.1:11241:1]\n    - servers: [/tmp/l1.sock:1]\n" \
+               "  replicas:\n    - servers: [127.0.0.1:11261:1]\n"
+#define SPLIT "gamma:\n  listen: /tmp/gamma.sock 0600\n  redis: true\n  redis_auth: pw\n" \
+              "  master:\n    servers: [127.0.0.1:6379:1 a]\n" \
+              "  slaves:\n    - servers: [127.0.0.1:6380:1 a]\n"
+
+/* conf_copy: every string and list is a copy of its own. */
+static void test_conf_copy_is_deep(void **state)
+{
+    (void)state;
+    struct conf *a = load(SENT "  master_names: [x, y]\n  sentinel_auth: s\n" TIERED SPLIT);
+    struct conf *b = conf_copy(a);
+    assert_non_null(b);
+    assert_int_equal(b->npools, 3);
+    const struct conf_pool *beta = conf_pool_find(b, "beta");
+    assert_non_null(beta);
+    assert_ptr_not_equal(beta->master.servers, a->pools[1].master.servers);
+    assert_string_equal(beta->master.servers[1].name, "b");
+    assert_int_equal(beta->master.servers[1].weight, 2);
+    assert_string_equal(beta->l1[1].servers[0].addr.path, "/tmp/l1.sock");
+    assert_int_equal(beta->nl1, 2);
+    assert_string_equal(beta->replicas[0].servers[0].text, "127.0.0.1:11261:1");
+    assert_string_equal(beta->slave->servers[0].addr.host, "127.0.0.1");
+    assert_memory_equal(beta->hash_tag, "{}", 2);
+    const struct conf_pool *gamma = conf_pool_find(b, "gamma");
+    assert_string_equal(gamma->listen.addr.path, "/tmp/gamma.sock");
+    assert_string_equal(gamma->redis_auth, "pw");
+    assert_int_equal(gamma->slaves[0].servers[0].addr.port, 6380);
+    const struct conf_pool *alpha = conf_pool_find(b, "alpha");
+    assert_string_equal(alpha->master_names[1], "y");
+    assert_string_equal(alpha->sentinel_auth, "s");
+    assert_string_equal(alpha->sentinels[0].text, "127.0.0.1:26379");
+    assert_null(conf_pool_find(b, "delta"));
+    conf_destroy(&a);               /* b stands alone */
+    assert_string_equal(conf_pool_find(b, "beta")->l1[0].servers[0].text, "127.0.0.1:11241:1");
+    conf_destroy(&b);
+}
+
 static void test_shard_equal(void **state)
 {
     (void)state;
@@ -300,6 +341,7 @@ int main(void)
         cmocka_unit_test(test_loaded_pool_has_placeholders),
         cmocka_unit_test(test_switch_replaces_the_master_only),
         cmocka_unit_test(test_replicas_become_slave_tiers),
+        cmocka_unit_test(test_conf_copy_is_deep),
         cmocka_unit_test(test_shard_equal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
