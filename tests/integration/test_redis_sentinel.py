@@ -170,6 +170,32 @@ def test_reads_from_replicas_when_asked(sset):
         p.stop()
 
 
+def test_read_split_follows_a_failover(sset):
+    """sentinel_read_replicas: reads go to the replica; after a failover
+    to the promoted one's former master, once the Sentinels list it as a
+    healthy replica, and never to the promoted replica as a replica."""
+    p = start(sset, "follow", sentinel_read_replicas=True)
+    try:
+        old = sset.master()
+        sset.failover()
+        new = sset.wait_new_master(old.port)
+        landed_on(p, new, 10 + SLACK_S)
+        assert new.call("SET", "fk", "fv") == b"+OK\r\n"
+
+        def reads_on_old():
+            old.reset_stats()
+            new.reset_stats()
+            with proxy_conn(p, "alpha") as c:
+                for _ in range(5):
+                    if c.call("GET", "fk") != b"$2\r\nfv\r\n":
+                        return False
+            return old.commandstats().get("get", 0) == 5 and \
+                new.commandstats().get("get", 0) == 0
+        assert wait_until(reads_on_old, 20 + SLACK_S, 0.2), p.read_log()[-2000:]
+    finally:
+        p.stop()
+
+
 def test_start_refused_when_no_sentinel_answers(sset):
     body = sset.pool()
     body["sentinels"] = ["127.0.0.1:1"]
@@ -178,6 +204,24 @@ def test_start_refused_when_no_sentinel_answers(sset):
         start_proxy("strata", sset.workdir, {"alpha": body}, name="refused")
     assert time.monotonic() - t0 < 20
     assert "no Sentinel answered" in str(e.value)
+
+
+def test_sentinels_need_a_redis_pool(tmp_path):
+    path = tmp_path / "mc.yml"
+    path.write_text("alpha:\n  listen: 127.0.0.1:22121\n"
+                    "  sentinels: [127.0.0.1:26379]\n  master_name: m\n")
+    r = subprocess.run([strata_bin(), "-t", "-c", str(path)],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0
+    assert "%s:3: key 'sentinels' in pool 'alpha' needs 'redis: true'" % path \
+        in r.stderr, r.stderr
+
+
+def test_start_refused_for_a_name_no_sentinel_knows(sset):
+    with pytest.raises(Exception) as e:
+        start_proxy("strata", sset.workdir,
+                    {"alpha": sset.pool(master_name="nosuch")}, name="nosuch")
+    assert "no usable answer for master 'nosuch'" in str(e.value)
 
 
 def test_t_validates_without_contacting_sentinels(tmp_path):
@@ -206,6 +250,10 @@ def test_t_validates_without_contacting_sentinels(tmp_path):
      5, "names a master twice: 'a'"),
     ("  sentinels: [127.0.0.1:26379]\n  master_name: m\n  sentinel_interval: 0\n",
      6, "sentinel_interval"),
+    ("  sentinels: [127.0.0.1:26379]\n  master_name: m\n  master_names: [a]\n",
+     6, "keys 'master_name' and 'master_names' in pool 'alpha' cannot be used together"),
+    ("  sentinels: [127.0.0.1:26379]\n  master_name: m\n  read_from: master\n",
+     6, "key 'read_from' in pool 'alpha' cannot be used together with 'sentinels'"),
 ])
 def test_bad_keys_rejected_with_file_and_line(tmp_path, body, line, text):
     path = tmp_path / "bad.yml"
