@@ -18,6 +18,24 @@
 #include "test_sbuf.h"
 #include "test_cuts.h"
 
+/* Walks over the input from its start (EVBUFFER_PTR_SET), counted: a
+ * request is framed with one per call, not one or more per argument. */
+static unsigned long ptr_lookups;
+
+int __real_evbuffer_ptr_set(struct evbuffer *buf, struct evbuffer_ptr *pos,
+                            size_t position, enum evbuffer_ptr_how how);
+int __wrap_evbuffer_ptr_set(struct evbuffer *buf, struct evbuffer_ptr *pos,
+                            size_t position, enum evbuffer_ptr_how how);
+
+int
+__wrap_evbuffer_ptr_set(struct evbuffer *buf, struct evbuffer_ptr *pos,
+                        size_t position, enum evbuffer_ptr_how how)
+{
+    if (how == EVBUFFER_PTR_SET)
+        ptr_lookups++;
+    return __real_evbuffer_ptr_set(buf, pos, position, how);
+}
+
 static const struct redis_limits lim = {
     .max_bulk = 1024, .max_args = 64, .max_request = 4096,
     .max_reply = 4096, .max_depth = 8,
@@ -515,6 +533,40 @@ test_split_everywhere(void **state)
         test_cuts_everywhere(&framer, streams[i].s, streams[i].n);
 }
 
+/* MGET of 50,000 keys arriving in 4 KB pieces (as many chains): each
+ * call walks from the input's start once at most, and a bulk whose end
+ * has not arrived costs no walk, so framing is linear in the request. */
+static void
+test_many_args_linear(void **state)
+{
+    struct fixture *f = *state;
+    const struct redis_limits big = {
+        .max_bulk = 1024, .max_args = 100000, .max_request = 8u << 20,
+        .max_reply = 4096, .max_depth = 8,
+    };
+    enum { NKEYS = 50000 };
+    size_t cap = 32 + (size_t)NKEYS * 16, len = 0, calls = 0;
+    char *req = malloc(cap);
+    enum redis_status st = REDIS_AGAIN;
+
+    assert_non_null(req);
+    len += (size_t)snprintf(req + len, cap - len, "*%d\r\n$4\r\nMGET\r\n", NKEYS + 1);
+    for (int i = 0; i < NKEYS; i++)
+        len += (size_t)snprintf(req + len, cap - len, "$6\r\nk%05d\r\n", i);
+    ptr_lookups = 0;
+    for (size_t off = 0; off < len && st == REDIS_AGAIN; off += 4096, calls++) {
+        size_t n = len - off < 4096 ? len - off : 4096;
+        evbuffer_add(f->in, req + off, n);
+        st = redis_req_read(f->in, &f->req, &big, &f->err);
+    }
+    assert_int_equal(st, REDIS_OK);
+    assert_int_equal(f->req.nargs, NKEYS + 1);
+    assert_int_equal(f->req.nkeys, NKEYS);
+    assert_arg(&f->req, NKEYS, "k49999", 6);
+    assert_true(ptr_lookups <= calls);
+    free(req);
+}
+
 int
 main(void)
 {
@@ -533,6 +585,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_progress_kept, setup, teardown),
         cmocka_unit_test(test_split_everywhere),
+        cmocka_unit_test_setup_teardown(test_many_args_linear, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
