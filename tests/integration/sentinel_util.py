@@ -39,8 +39,9 @@ class Sentinel(RedisServer):
             f.write("\n".join(lines) + "\n")
         return [REDIS_SERVER_BIN, path, "--sentinel"]
 
-    def start(self, timeout=5.0):
-        self.port = None      # a new port at every start
+    def start(self, timeout=5.0, same_port=False):
+        if not same_port:
+            self.port = None      # a new port
         return RedisServer.start(self, timeout)
 
     def ask(self, *args):
@@ -88,7 +89,8 @@ class SentinelSet:
             try:
                 return all(len(s.ask("SENTINEL", "replicas", n)) >= replicas
                            and len(s.ask("SENTINEL", "sentinels", n)) >= 2
-                           for s in self.sentinels if s.running()
+                           for s in self.sentinels
+                           if s.running() and not s.stopped
                            for n in self.names)
             except (OSError, Timeout, Closed):
                 return False
@@ -97,15 +99,16 @@ class SentinelSet:
 
     def master(self, name=None):
         """The RedisServer the (first running) Sentinel names as master."""
-        s = next(s for s in self.sentinels if s.running())
+        s = next(s for s in self.sentinels if s.running() and not s.stopped)
         return self.servers[s.master_port(name or self.names[0])]
 
     def replicas_of(self, master):
         return [r for r in self.servers.values()
                 if r is not master and r.running()]
 
-    def failover(self, name=None):
-        s = next(s for s in self.sentinels if s.running())
+    def failover(self, name=None, via=None):
+        s = via or next(s for s in self.sentinels
+                        if s.running() and not s.stopped)
         assert s.ask("SENTINEL", "failover", name or self.names[0]) == "OK"
 
     def wait_new_master(self, old_port, name=None, timeout=30.0):
@@ -114,7 +117,8 @@ class SentinelSet:
         def moved():
             try:
                 ports = set(s.master_port(name or self.names[0])
-                            for s in self.sentinels if s.running())
+                            for s in self.sentinels
+                            if s.running() and not s.stopped)
                 if len(ports) != 1 or old_port in ports:
                     return False
                 m = self.servers[ports.pop()]

@@ -346,6 +346,45 @@ def test_rotates_when_a_sentinel_dies(sset):
         p.stop()
 
 
+def test_rotates_past_a_sentinel_that_hangs(sset):
+    """A paused Sentinel (SIGSTOP: it accepts, it never answers) costs
+    sentinel_timeout, then the next one is asked."""
+    p = start(sset, "hang", sentinel_interval=200, sentinel_timeout=300)
+    try:
+        old = sset.master()
+        sset.sentinels[0].pause()
+        assert wait_until(lambda: "Resource temporarily unavailable" in p.read_log()
+                          or "no usable answer" in p.read_log(), 10), p.read_log()
+        sset.failover(via=sset.sentinels[1])
+        new = sset.wait_new_master(old.port)
+        landed_on(p, new, 10 + SLACK_S)
+    finally:
+        sset.sentinels[0].resume()
+        p.stop()
+
+
+def test_every_sentinel_down_then_back(sset):
+    """With no Sentinel the pool keeps its master and serves; when they
+    are back (same ports), a failover is followed again."""
+    p = start(sset, "alldown", sentinel_interval=200)
+    try:
+        old = sset.master()
+        for s in sset.sentinels:
+            s.stop()
+        assert wait_until(lambda: "no Sentinel answered" in p.read_log(), 10)
+        with proxy_conn(p, "alpha") as c:
+            assert c.call("SET", "still", "1") == b"+OK\r\n"
+        assert old.call("GET", "still") == b"$1\r\n1\r\n"
+        for s in sset.sentinels:
+            s.start(same_port=True)
+        sset.wait_known(1)
+        sset.failover()
+        new = sset.wait_new_master(old.port)
+        landed_on(p, new, 10 + SLACK_S)
+    finally:
+        p.stop()
+
+
 # --------------------------------------------- ZooKeeper registration ----
 
 def test_switch_updates_the_zookeeper_registration(sset, tmp_path):
