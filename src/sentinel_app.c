@@ -41,6 +41,7 @@
 
 #define SENTINEL_APP_READ_CHUNK 4096
 #define SENTINEL_APP_SUB_MAX    (64 << 10)  /* buffered pub/sub bytes per Sentinel */
+#define SENTINEL_APP_START_PAUSE_MS 500     /* between two rounds at start-up */
 #define SENTINEL_APP_WATCH_POLL_MS 20       /* ROLE of a replica being promoted */
 #define SENTINEL_APP_SUB_RETRY_MS 5000      /* at least, between two SUBSCRIBEs
                                                to a Sentinel that failed */
@@ -642,7 +643,7 @@ static int mon_first(struct sentinel_mon *mon, char *err, size_t errlen)
     int64_t until = util_now_ms() + SENTINEL_APP_START_MS;
     int rc;
     while ((rc = mon_ask(mon, why, sizeof(why))) != 0 && util_now_ms() < until)
-        poll(NULL, 0, 100);
+        poll(NULL, 0, SENTINEL_APP_START_PAUSE_MS);
     if (rc != 0) {
         snprintf(err, errlen, "pool %s: no Sentinel answered within %d ms (last: %s)",
                  mon->pool, SENTINEL_APP_START_MS, why);
