@@ -655,9 +655,12 @@ static int mon_first(struct sentinel_mon *mon, char *err, size_t errlen)
             log_warn("sentinel: pool %s: master '%s' at %s:%u does not answer ROLE as a "
                      "master; using it as the Sentinels say", mon->pool, mon->names[i],
                      sh->master.host, (unsigned)sh->master.port);
-        log_notice("sentinel: pool %s: master '%s' is at %s:%u (%u replicas) per Sentinel %s",
-                   mon->pool, mon->names[i], sh->master.host, (unsigned)sh->master.port,
-                   sh->nreplicas, mon->sentinels[mon->cur].text);
+        char reads[64] = "";
+        if (mon->replicas)
+            snprintf(reads, sizeof(reads), ", %u replicas for reads", sh->nreplicas);
+        log_notice("sentinel: pool %s: master '%s' is at %s:%u per Sentinel %s%s", mon->pool,
+                   mon->names[i], sh->master.host, (unsigned)sh->master.port,
+                   mon->sentinels[mon->cur].text, reads);
     }
     memcpy(mon->published.shards, mon->work.shards, mon->nnames * sizeof(*mon->work.shards));
     return 0;
@@ -712,9 +715,8 @@ static void app_mon_apply(struct app *app, struct sentinel_mon *mon)
     struct sentinel_state st;
     mon->applied = mon_snapshot(mon, &st);
     char source[512], err[1024];
-    snprintf(source, sizeof(source), "sentinel (pool %s, master '%s' at %s:%u, %u replicas%s)",
-             mon->pool, mon->names[0], st.shards[0].master.host,
-             (unsigned)st.shards[0].master.port, st.shards[0].nreplicas,
+    snprintf(source, sizeof(source), "sentinel (pool %s, master '%s' at %s:%u%s)", mon->pool,
+             mon->names[0], st.shards[0].master.host, (unsigned)st.shards[0].master.port,
              mon->nnames > 1 ? ", ..." : "");
     struct conf *conf = sentinel_conf_switch(app->conf, mon->pool, &st);
     free(st.shards);

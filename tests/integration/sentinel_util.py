@@ -17,9 +17,10 @@ class Sentinel(RedisServer):
     """One Sentinel watching `masters` ({name: port}), quorum 2: a
     RedisServer started as `redis-server FILE --sentinel`."""
 
-    def __init__(self, workdir, masters, password=None):
+    def __init__(self, workdir, masters, password=None, data_password=None):
         RedisServer.__init__(self, workdir, password=password)
         self.masters = dict(masters)
+        self.data_password = data_password
 
     def _cmd(self):
         lines = ["port %d" % self.port, "bind %s" % HOST,
@@ -34,6 +35,9 @@ class Sentinel(RedisServer):
                       "sentinel failover-timeout %s %d"
                       % (name, FAILOVER_TIMEOUT_MS),
                       "sentinel parallel-syncs %s 1" % name]
+            if self.data_password:
+                lines.append("sentinel auth-pass %s %s"
+                             % (name, self.data_password))
         path = os.path.join(self.dir, "sentinel.conf")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -58,30 +62,34 @@ class SentinelSet:
     three Sentinels that know them all (every replica and the other two
     Sentinels) before the test starts."""
 
-    def __init__(self, names=("mymaster",), replicas=1, password=None):
+    def __init__(self, names=("mymaster",), replicas=1, password=None,
+                 data_password=None):
         self.workdir = tempfile.mkdtemp(prefix="strata-sentinel-")
         self.names = list(names)
         self.servers = {}        # port -> RedisServer
         self.sentinels = []
         try:
-            self._start(replicas, password)
+            self._start(replicas, password, data_password)
         except Exception:
             self.close()
             raise
 
-    def _start(self, replicas, password):
+    def _start(self, replicas, password, data_password):
         masters = {}
+        dp = data_password
         for name in self.names:
-            m = RedisServer(self.workdir).start()
+            m = RedisServer(self.workdir, password=dp, master_password=dp).start()
             self.servers[m.port] = m
             masters[name] = m.port
             for _ in range(replicas):
-                r = RedisServer(self.workdir, replicaof=m).start()
+                r = RedisServer(self.workdir, password=dp, replicaof=m,
+                                master_password=dp).start()
                 self.servers[r.port] = r
                 r.wait_replica_synced()
         for _ in range(3):
             self.sentinels.append(Sentinel(self.workdir, masters,
-                                           password=password).start())
+                                           password=password,
+                                           data_password=dp).start())
         self.wait_known(replicas)
 
     def wait_known(self, replicas, timeout=20.0):

@@ -82,8 +82,9 @@ class Writer(threading.Thread):
         self.join(10)
 
 
-def landed_on(proxy, server, timeout):
-    """The time a write through the proxy is first found on `server`."""
+def landed_on(proxy, server, timeout, auth=None):
+    """The time a write through the proxy is first found on `server`
+    (`auth`: the pool's redis_auth, which clients send to the proxy)."""
     n = [0]
 
     def probe():
@@ -91,6 +92,8 @@ def landed_on(proxy, server, timeout):
         key = "probe%d" % n[0]
         try:
             with proxy_conn(proxy, "alpha", timeout=2.0) as c:
+                if auth is not None and c.call("AUTH", auth) != b"+OK\r\n":
+                    return False
                 if c.call("SET", key, "x") != b"+OK\r\n":
                     return False
             return server.call("GET", key) == b"$1\r\nx\r\n"
@@ -487,6 +490,26 @@ def test_sentinel_auth():
         with proxy_conn(p, "alpha") as c:
             assert c.call("SET", "a", "1") == b"+OK\r\n"
         assert s.master().call("GET", "a") == b"$1\r\n1\r\n"
+    finally:
+        if p is not None:
+            p.stop()
+        s.close()
+
+
+def test_data_servers_with_redis_auth():
+    """redis_auth is what the data servers need, for the clients' commands
+    and for the ROLE checks of a failover; the Sentinels need none here."""
+    s = SentinelSet(replicas=1, data_password="d4ta")
+    p = None
+    try:
+        p = start_proxy("strata", s.workdir,
+                        {"alpha": s.pool(redis_auth="d4ta")}, name="dataauth")
+        assert "does not answer ROLE" not in p.read_log()
+        old = s.master()
+        s.failover()
+        new = s.wait_new_master(old.port)
+        landed_on(p, new, 10 + SLACK_S, auth="d4ta")
+        assert "switching to it ahead of +switch-master" in p.read_log()
     finally:
         if p is not None:
             p.stop()
