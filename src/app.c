@@ -34,6 +34,7 @@
 #include "strata/util.h"
 #include "strata/worker.h"
 #include "app.h"
+#include "sentinel_app.h"
 #include "zk_app.h"
 
 /* A unix socket listener whose pool file gives no mode: owner only. */
@@ -287,6 +288,7 @@ static int workers_start(struct app *app)
 static void app_teardown(struct app *app)
 {
     zk_app_stop(app);   /* first: the registration goes before the listeners */
+    sentinel_app_stop(app);
     for (uint32_t i = 0; app->workers != NULL && i < app->nworkers; i++)
         worker_stop(&app->workers[i]);
     for (uint32_t i = 0; app->workers != NULL && i < app->nworkers; i++)
@@ -410,8 +412,8 @@ int app_run(struct app *app)
     fd_limit_raise(app);
     app->rt.max_clients = app->settings.max_clients != 0 ? app->settings.max_clients
                           : client_max_default(app->conf, app->nworkers);
-    if (listens_probe(app) != 0 || workers_init(app) != 0 || privileges_drop(app) != 0 ||
-        workers_start(app) != 0)
+    if (listens_probe(app) != 0 || sentinel_app_start(app) != 0 || workers_init(app) != 0 ||
+        privileges_drop(app) != 0 || workers_start(app) != 0)
         goto out;
     log_notice("strata-%s started on pid %ld with %u workers, %u pools",
                PACKAGE_VERSION, (long)getpid(), app->nworkers, app->conf->npools);

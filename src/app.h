@@ -17,6 +17,7 @@ struct event_base;
 struct evconnlistener;
 struct metrics_http;
 struct zk_app;
+struct sentinel_app;
 
 struct app {
     struct settings      settings;
@@ -50,6 +51,7 @@ struct app {
     uint64_t             notify_failures;/* reload_failures when it came */
     struct zk_app       *zk;             /* -c zk://...: the configuration center */
     struct metrics_http *metrics;        /* metrics_listen, or NULL */
+    struct sentinel_app *sentinel;       /* Redis pools that follow Sentinel */
 };
 
 /* Zeroes app (no -d: ready_fd -1); app_deinit frees what loading the

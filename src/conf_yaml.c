@@ -665,6 +665,114 @@ static int conf_set_read_from(struct conf_ctx *ctx, const struct conf_key *key,
     return conf_set_either(ctx, key, value, base, "master", "slaves");
 }
 
+/* ---- setters: Sentinel ------------------------------------------------- */
+
+/* sentinels: a non-empty list of "host:port". */
+static int conf_set_sentinels(struct conf_ctx *ctx, const struct conf_key *key,
+                              yaml_node_t *value, void *base)
+{
+    struct conf_pool *pool = base;
+    if (value->type != YAML_SEQUENCE_NODE || conf_seq_size(value) == 0) {
+        return conf_bad(ctx, key->name, value, "must be a non-empty list of host:port");
+    }
+    size_t n = conf_seq_size(value);
+    pool->sentinels = calloc(n, sizeof(*pool->sentinels));
+    if (pool->sentinels == NULL) {
+        return conf_nomem(ctx, value);
+    }
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = conf_seq_item(ctx, value, i);
+        struct conf_server *srv = &pool->sentinels[i];
+        pool->nsentinels = (uint32_t)i + 1;   /* counted first: destroy frees it */
+        srv->line = conf_line(item);
+        srv->weight = 1;
+        const char *v = conf_text(ctx, key->name, item);
+        if (v == NULL) {
+            return -1;
+        }
+        const char *reason = conf_parse_inet(v, strlen(v), &srv->addr);
+        if (reason != NULL) {
+            return conf_bad(ctx, key->name, item, reason);
+        }
+        if ((srv->text = strdup(v)) == NULL) {
+            return conf_nomem(ctx, item);
+        }
+    }
+    return 0;
+}
+
+/* Appends one master name, refusing an empty or repeated one. */
+static int conf_master_name_add(struct conf_ctx *ctx, struct conf_pool *pool,
+                                const char *name, yaml_node_t *node)
+{
+    if (name[0] == '\0' || strchr(name, ' ') != NULL) {
+        return conf_bad(ctx, "master_names", node, "must be a name without spaces");
+    }
+    for (uint32_t i = 0; i < pool->nmaster_names; i++) {
+        if (strcmp(pool->master_names[i], name) == 0) {
+            return conf_bad(ctx, "master_names", node, "names a master twice");
+        }
+    }
+    char **names = realloc(pool->master_names,
+                           (pool->nmaster_names + 1) * sizeof(*pool->master_names));
+    if (names == NULL) {
+        return conf_nomem(ctx, node);
+    }
+    pool->master_names = names;
+    if ((names[pool->nmaster_names] = strdup(name)) == NULL) {
+        return conf_nomem(ctx, node);
+    }
+    pool->nmaster_names++;
+    return 0;
+}
+
+/* master_name (one) and master_names (one per shard) fill the same list,
+ * so a pool gives one of them. */
+static int conf_set_master_name(struct conf_ctx *ctx, const struct conf_key *key,
+                                yaml_node_t *value, void *base)
+{
+    struct conf_pool *pool = base;
+    if (pool->nmaster_names > 0) {
+        return conf_error(ctx, value, "keys 'master_name' and 'master_names' in %s cannot "
+                          "be used together", ctx->where);
+    }
+    const char *v = conf_text(ctx, key->name, value);
+    return v != NULL ? conf_master_name_add(ctx, pool, v, value) : -1;
+}
+
+static int conf_set_master_names(struct conf_ctx *ctx, const struct conf_key *key,
+                                 yaml_node_t *value, void *base)
+{
+    struct conf_pool *pool = base;
+    if (pool->nmaster_names > 0) {
+        return conf_error(ctx, value, "keys 'master_name' and 'master_names' in %s cannot "
+                          "be used together", ctx->where);
+    }
+    if (value->type != YAML_SEQUENCE_NODE || conf_seq_size(value) == 0) {
+        return conf_bad(ctx, key->name, value, "must be a non-empty list of master names");
+    }
+    for (size_t i = 0; i < conf_seq_size(value); i++) {
+        yaml_node_t *item = conf_seq_item(ctx, value, i);
+        const char *v = conf_text(ctx, key->name, item);
+        if (v == NULL || conf_master_name_add(ctx, pool, v, item) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* sentinel_interval, sentinel_timeout: milliseconds, at least 10. */
+static int conf_set_sentinel_ms(struct conf_ctx *ctx, const struct conf_key *key,
+                                yaml_node_t *value, void *base)
+{
+    uint64_t n = 0;
+    if (conf_num(ctx, key->name, value, 10, CONF_MAX_NUM, &n) != 0) {
+        return -1;
+    }
+    *CONF_FIELD(base, key->offset, int) = (int)n;
+    return 0;
+}
+
 /* ---- key tables -------------------------------------------------------- */
 
 #define POOL(f) offsetof(struct conf_pool, f)
@@ -700,6 +808,13 @@ static const struct conf_key conf_pool_keys[] = {
     { "replicas",             conf_set_tier_list,    POOL(replicas),                POOL(nreplicas),    TIERS },
     { "read_from",            conf_set_read_from,    POOL(read_from_master),        0,                  SETTING },
     { "slaves",               conf_set_tier_list,    POOL(slaves),                  POOL(nslaves),      TIERS },
+    { "sentinels",            conf_set_sentinels,    0,                             0,                  SETTING },
+    { "master_name",          conf_set_master_name,  0,                             0,                  SETTING },
+    { "master_names",         conf_set_master_names, 0,                             0,                  SETTING },
+    { "sentinel_auth",        conf_set_string,       POOL(sentinel_auth),           0,                  SETTING },
+    { "sentinel_read_replicas", conf_set_bool,       POOL(sentinel_read_replicas),  0,                  SETTING },
+    { "sentinel_interval",    conf_set_sentinel_ms,  POOL(sentinel_interval_ms),    0,                  SETTING },
+    { "sentinel_timeout",     conf_set_sentinel_ms,  POOL(sentinel_timeout_ms),     0,                  SETTING },
 };
 
 static const struct conf_key conf_tier_keys[] = {
@@ -858,12 +973,84 @@ static int conf_validate_kind(struct conf_ctx *ctx, const struct conf_pool *pool
     return 0;
 }
 
+/* Keys that only a pool with `sentinels` may have. */
+static const char *const conf_sentinel_keys[] = {
+    "master_name", "master_names", "sentinel_auth", "sentinel_read_replicas",
+    "sentinel_interval", "sentinel_timeout",
+};
+
+/* Keys a pool with `sentinels` may not have: its servers come from them. */
+static const char *const conf_sentinel_forbidden[] = {
+    "servers", "master", "slave", "l1", "replicas", "slaves", "read_from",
+};
+
+/* A pool with `sentinels` is a Redis pool with master names and no
+ * servers of its own; without `sentinels`, none of the Sentinel keys. */
+static int conf_validate_sentinel_shape(struct conf_ctx *ctx, const struct conf_pool *pool,
+                                        const yaml_node_t *map)
+{
+    yaml_node_t *key = conf_map_key(ctx, map, "sentinels");
+    const char *const *names = key != NULL ? conf_sentinel_forbidden : conf_sentinel_keys;
+    size_t n = key != NULL ? CONF_NKEYS(conf_sentinel_forbidden) : CONF_NKEYS(conf_sentinel_keys);
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *bad = conf_map_key(ctx, map, names[i]);
+        if (bad != NULL && key != NULL) {
+            return conf_error(ctx, bad, "key '%s' in %s cannot be used together with "
+                              "'sentinels' (the Sentinels name the servers)", names[i],
+                              ctx->where);
+        }
+        if (bad != NULL) {
+            return conf_error(ctx, bad, "key '%s' in %s needs 'sentinels'", names[i],
+                              ctx->where);
+        }
+    }
+    if (key != NULL && !pool->redis) {
+        return conf_error(ctx, key, "key 'sentinels' in %s needs 'redis: true'", ctx->where);
+    }
+    if (key != NULL && pool->nmaster_names == 0) {
+        return conf_error(ctx, key, "missing key 'master_name' in %s: a pool with "
+                          "'sentinels' names the master they watch", ctx->where);
+    }
+    return 0;
+}
+
+/* The master tier of a Sentinel pool: one server per master name, named
+ * by it, weight 1, at the placeholder 0.0.0.0:0 until sentinel_app says
+ * where the master is. */
+static int conf_sentinel_servers(struct conf_ctx *ctx, struct conf_pool *pool)
+{
+    conf_tier_inherit(&pool->master, pool);
+    pool->master.servers = calloc(pool->nmaster_names, sizeof(*pool->master.servers));
+    if (pool->master.servers == NULL) {
+        return conf_error_at(ctx, pool->line, "out of memory in %s", ctx->where);
+    }
+    for (uint32_t i = 0; i < pool->nmaster_names; i++) {
+        struct conf_server *srv = &pool->master.servers[i];
+        pool->master.nservers = i + 1;
+        srv->weight = 1;
+        srv->line = pool->line;
+        srv->name = strdup(pool->master_names[i]);
+        srv->addr.host = strdup("0.0.0.0");
+        srv->text = strdup("0.0.0.0:0:1");
+        if (srv->name == NULL || srv->addr.host == NULL || srv->text == NULL) {
+            return conf_error_at(ctx, pool->line, "out of memory in %s", ctx->where);
+        }
+    }
+    return 0;
+}
+
 /* A plain pool has `servers`; a tiered one has `master` and never
  * `servers`. Checked before the tiers are parsed, since `servers` and
  * `master` both fill pool->master. */
 static int conf_validate_shape(struct conf_ctx *ctx, const struct conf_pool *pool,
                                const yaml_node_t *map)
 {
+    if (conf_validate_sentinel_shape(ctx, pool, map) != 0) {
+        return -1;
+    }
+    if (pool->nsentinels > 0) {
+        return 0;
+    }
     yaml_node_t *servers = conf_map_key(ctx, map, "servers");
     yaml_node_t *tier = NULL;
     for (size_t i = 0; i < CONF_NKEYS(conf_tier_names) && tier == NULL; i++) {
@@ -1185,6 +1372,9 @@ static int conf_validate_pool(struct conf_ctx *ctx, const struct conf_pool *pool
     if (pool->listen.text == NULL) {
         return conf_error_at(ctx, pool->line, "missing key 'listen' in %s", ctx->where);
     }
+    if (pool->nsentinels > 0) {
+        return 0;
+    }
     if (conf_validate_tiers(ctx, pool, map) != 0) {
         return -1;
     }
@@ -1259,6 +1449,8 @@ static void conf_pool_init(struct conf_pool *pool)
     pool->server_failure_limit = CONF_DEFAULT_SERVER_FAILURE_LIMIT;
     pool->client_connections = CONF_DEFAULT_CLIENT_CONNECTIONS;
     pool->backfill_ttl = CONF_DEFAULT_BACKFILL_TTL;
+    pool->sentinel_interval_ms = CONF_DEFAULT_SENTINEL_INTERVAL_MS;
+    pool->sentinel_timeout_ms = CONF_DEFAULT_SENTINEL_TIMEOUT_MS;
 }
 
 /* Puts the servers of a valid slave tier in master's order, so that
@@ -1311,7 +1503,8 @@ static int conf_pool_load(struct conf_ctx *ctx, struct conf_pool *pool,
         conf_validate_kind(ctx, pool, map) != 0 ||
         conf_validate_shape(ctx, pool, map) != 0 ||
         conf_map_apply(ctx, map, conf_pool_keys, n, pool, CONF_PHASE_TIER) != 0 ||
-        conf_validate_pool(ctx, pool, map) != 0) {
+        conf_validate_pool(ctx, pool, map) != 0 ||
+        (pool->nsentinels > 0 && conf_sentinel_servers(ctx, pool) != 0)) {
         return -1;
     }
     conf_pool_finish(pool);
@@ -1448,7 +1641,7 @@ static void conf_addr_deinit(struct conf_addr *addr)
     free(addr->path);
 }
 
-static void conf_tier_deinit(struct conf_tier *tier)
+void conf_tier_deinit(struct conf_tier *tier)
 {
     for (uint32_t i = 0; i < tier->nservers; i++) {
         struct conf_server *srv = &tier->servers[i];
@@ -1457,6 +1650,8 @@ static void conf_tier_deinit(struct conf_tier *tier)
         free(srv->text);
     }
     free(tier->servers);
+    tier->servers = NULL;
+    tier->nservers = 0;
 }
 
 static void conf_tiers_free(struct conf_tier *tiers, uint32_t n)
@@ -1478,6 +1673,16 @@ static void conf_pool_deinit(struct conf_pool *pool)
     conf_tiers_free(pool->l1, pool->nl1);
     conf_tiers_free(pool->replicas, pool->nreplicas);
     conf_tiers_free(pool->slaves, pool->nslaves);
+    for (uint32_t i = 0; i < pool->nsentinels; i++) {
+        conf_addr_deinit(&pool->sentinels[i].addr);
+        free(pool->sentinels[i].text);
+    }
+    free(pool->sentinels);
+    for (uint32_t i = 0; i < pool->nmaster_names; i++) {
+        free(pool->master_names[i]);
+    }
+    free(pool->master_names);
+    free(pool->sentinel_auth);
 }
 
 void conf_destroy(struct conf **conf)

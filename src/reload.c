@@ -26,6 +26,7 @@
 #include "strata/reload.h"
 #include "strata/unixsock.h"
 #include "strata/util.h"
+#include "sentinel_app.h"
 
 #define RELOAD_POLL_MS 20
 
@@ -334,7 +335,8 @@ int reload_apply(struct app *app, struct conf *conf, const char *source,
         return 0;
     }
     char why[400];
-    if (conf_guard_check(app->conf, conf, app->settings.reload_max_server_loss, why,
+    if (sentinel_app_fill(app, conf, why, sizeof(why)) != 0 ||
+        conf_guard_check(app->conf, conf, app->settings.reload_max_server_loss, why,
                          sizeof(why)) != 0 ||
         conf_resolve_all(conf, source, why, sizeof(why)) != 0 ||
         conf_listen_check(app->conf, conf, source, why, sizeof(why)) != 0 ||

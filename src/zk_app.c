@@ -540,6 +540,12 @@ int zk_app_start(struct app *app)
     return 0;
 }
 
+void zk_app_republish(struct app *app)
+{
+    if (app->zk != NULL)
+        zk_app_register(app);
+}
+
 void zk_app_stop(struct app *app)
 {
     struct zk_app *zk = app->zk;

@@ -26,6 +26,11 @@ int zk_app_start(struct app *app);
  * -1 without ZooKeeper (the metrics' strata_zookeeper_connected). */
 int zk_app_connected(const struct app *app);
 
+/* Publishes this proxy's registration again, for a generation that came
+ * from another source than the node (a Sentinel switch). Does nothing
+ * without app->zk or with zk_register off. */
+void zk_app_republish(struct app *app);
+
 /* Closes the session (the registration disappears) and frees app->zk;
  * harmless when there is none. */
 void zk_app_stop(struct app *app);

@@ -21,6 +21,8 @@
 #define CONF_DEFAULT_SERVER_RETRY_MS      30000
 #define CONF_DEFAULT_SERVER_FAILURE_LIMIT 2
 #define CONF_DEFAULT_BACKFILL_TTL         0
+#define CONF_DEFAULT_SENTINEL_INTERVAL_MS 1000
+#define CONF_DEFAULT_SENTINEL_TIMEOUT_MS  1000
 
 struct conf_addr {
     char     *host;       /* host name or address; NULL for a unix socket */
@@ -100,6 +102,21 @@ struct conf_pool {
      * master and take the same index; slave tiers carry master's hash,
      * distribution and hash_tag. read_from_master is true whenever
      * nslaves is 0. */
+    /* Redis pools that follow Sentinel (docs/configuration.md,
+     * "Sentinel"): nsentinels > 0. master.servers[i] is named
+     * master_names[i] (the shard keeps its ketama point across a
+     * failover); its address is what the Sentinels say (sentinel_app
+     * fills it in before a configuration runs; as loaded it is the
+     * placeholder 0.0.0.0:0). With sentinel_read_replicas the replicas
+     * the Sentinels list become `slaves` tiers. */
+    struct conf_server *sentinels;           /* host:port, weight unused */
+    uint32_t           nsentinels;
+    char             **master_names;
+    uint32_t           nmaster_names;
+    char              *sentinel_auth;        /* AUTH to the Sentinels; NULL: none */
+    bool               sentinel_read_replicas;
+    int                sentinel_interval_ms; /* poll period */
+    int                sentinel_timeout_ms;  /* connect and reply, per Sentinel */
 };
 
 struct conf {
@@ -118,6 +135,12 @@ int conf_yaml_load(const char *path, struct conf **out, char *err, size_t errlen
 int conf_yaml_load_text(const char *text, size_t len, const char *origin,
                         struct conf **out, char *err, size_t errlen);
 void conf_destroy(struct conf **conf);
+/* The pool of `conf` named `name`, or NULL (conf_copy.c). */
+struct conf_pool *conf_pool_find(const struct conf *conf, const char *name);
+/* A deep copy of `conf` (conf_copy.c), or NULL when out of memory. */
+struct conf *conf_copy(const struct conf *conf);
+/* Frees what a tier owns and zeroes it (conf_yaml.c). */
+void conf_tier_deinit(struct conf_tier *tier);
 
 /* Process-level settings: defaults, then the -C file, then the command
  * line. */
