@@ -27,6 +27,15 @@ def write(workdir, name, text):
     return path
 
 
+def ids_after_drop(proxy):
+    """proc_ids once the proxy says it switched user: its ports accept as
+    soon as the workers have bound them, before the switch (reading the
+    ids then raced it)."""
+    assert wait_until(lambda: "running as user" in proxy.read_log(), 10.0), \
+        proxy.read_log()
+    return proc_ids(proxy.pid)
+
+
 def proc_ids(pid):
     """(uids, gids, groups) from /proc/PID/status, each a list of ints."""
     res = {}
@@ -91,7 +100,7 @@ def test_user_drops_privileges(memcached_factory, proxy_factory, flag):
     servers = memcached_factory(2)
     proxy = proxy_factory({"alpha": simple_pool(servers)},
                           extra_args=[flag, "nobody"])
-    uids, gids, groups = proc_ids(proxy.pid)
+    uids, gids, groups = ids_after_drop(proxy)
     assert uids == [nobody.pw_uid] * 4
     assert gids == [nobody.pw_gid] * 4
     assert groups == [nobody.pw_gid]
@@ -168,11 +177,11 @@ def test_settings_user_and_command_line_wins(workdir, memcached_factory,
     good = write(workdir, "good.cfg", 'user = "nobody";\n')
     proxy = proxy_factory({"alpha": simple_pool(servers)},
                           extra_args=["-C", good])
-    assert proc_ids(proxy.pid)[0] == [nobody.pw_uid] * 4
+    assert ids_after_drop(proxy)[0] == [nobody.pw_uid] * 4
     bad = write(workdir, "bad.cfg", 'user = "no-such-user-strata";\n')
     proxy = proxy_factory({"alpha": simple_pool(servers)},
                           extra_args=["-C", bad, "-u", "nobody"])
-    assert proc_ids(proxy.pid)[0] == [nobody.pw_uid] * 4
+    assert ids_after_drop(proxy)[0] == [nobody.pw_uid] * 4
 
 
 @needs_root
