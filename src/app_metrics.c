@@ -9,10 +9,24 @@
 #include "strata/log.h"
 #include "strata/metrics.h"
 #include "strata/metrics_http.h"
+#include "strata/proto_mc.h"
+#include "strata/proto_redis.h"
 #include "strata/reload.h"
 #include "strata/util.h"
 #include "app.h"
 #include "zk_app.h"
+
+/* A pool's command slot by name: memcached commands by enum mc_cmd,
+ * Redis commands by their place in the command table (policy.c counts
+ * them so). NULL past the end. */
+static const char *app_metrics_cmd_name(const struct conf_pool *pool, uint32_t slot)
+{
+    size_t n;
+    const struct redis_cmd *table = redis_cmd_table(&n);
+    if (pool->redis)
+        return slot < n ? table[slot].name : NULL;
+    return slot < MC_CMD_COUNT ? mc_cmd_name((enum mc_cmd)slot) : NULL;
+}
 
 /* metrics_http's fill: one scrape of the running configuration. */
 static void app_metrics_fill(struct evbuffer *out, void *arg)
@@ -28,6 +42,7 @@ static void app_metrics_fill(struct evbuffer *out, void *arg)
         .reloads = __atomic_load_n(&app->rt.reloads, __ATOMIC_RELAXED),
         .reload_failures = __atomic_load_n(&app->rt.reload_failures, __ATOMIC_RELAXED),
         .zk_connected = zk_app_connected(app),
+        .cmd_name = app_metrics_cmd_name,
     };
     metrics_write(out, &p);
 }

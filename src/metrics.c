@@ -101,16 +101,18 @@ struct metrics_labels {
     const char *pool;
     const char *tier;
     const char *server;
+    const char *key;     /* one more label: its name ("command"), and */
+    const char *value;   /* its value, or both NULL */
 };
 
 /* `{pool="..",tier="..",server=".."` without the closing brace, so that
  * a histogram can add its "le". Writes nothing without labels. */
 static void metrics_labels_open(struct evbuffer *out, const struct metrics_labels *l)
 {
-    const char *names[3] = { "pool", "tier", "server" };
-    const char *values[3] = { l->pool, l->tier, l->server };
+    const char *names[4] = { "pool", "tier", "server", l->key };
+    const char *values[4] = { l->pool, l->tier, l->server, l->value };
     bool first = true;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         if (values[i] == NULL)
             continue;
         evbuffer_add_printf(out, "%s%s=\"", first ? "{" : ",", names[i]);
@@ -122,7 +124,7 @@ static void metrics_labels_open(struct evbuffer *out, const struct metrics_label
 
 static bool metrics_labels_any(const struct metrics_labels *l)
 {
-    return l->pool != NULL || l->tier != NULL || l->server != NULL;
+    return l->pool != NULL || l->tier != NULL || l->server != NULL || l->value != NULL;
 }
 
 static void metrics_sample(struct evbuffer *out, const char *name,
@@ -390,6 +392,54 @@ static void metrics_reload_families(struct evbuffer *out, const struct metrics_p
                        p->zk_connected);
 }
 
+/* Sums a pool's Strata-only array (cmds or reads) at index i over the
+ * views. */
+static int64_t metrics_sum_slot(const struct metrics_scrape *sc, uint32_t p, bool cmds,
+                                uint32_t i)
+{
+    int64_t acc = 0;
+    for (uint32_t w = 0; w < sc->nviews; w++) {
+        const struct stats_pool *sp = &sc->views[w]->pools[p];
+        acc += metrics_load(cmds ? &sp->cmds[i] : &sp->reads[i]);
+    }
+    return acc;
+}
+
+/* strata_commands_total{pool,command}: requests forwarded per command
+ * (named by the process: cmd_name), those sent at least once. */
+static void metrics_commands(struct evbuffer *out, const struct metrics_scrape *sc)
+{
+    const char *name = "strata_commands_total";
+    metrics_family(out, name, "counter", "Requests forwarded to the servers, per command");
+    for (uint32_t p = 0; sc->p->cmd_name != NULL && p < sc->conf->npools; p++) {
+        const struct conf_pool *pool = &sc->conf->pools[p];
+        const char *cmd;
+        for (uint32_t i = 0; i < STATS_CMD_SLOTS && (cmd = sc->p->cmd_name(pool, i)); i++) {
+            int64_t v = metrics_sum_slot(sc, p, true, i);
+            struct metrics_labels l = { .pool = pool->name, .key = "command", .value = cmd };
+            if (v > 0)
+                metrics_sample(out, name, &l, v);
+        }
+    }
+}
+
+/* strata_read_keys_total{pool,result="hit"|"miss"}. */
+static void metrics_reads(struct evbuffer *out, const struct metrics_scrape *sc)
+{
+    static const char *const results[STATS_READ_NFIELDS] = { "hit", "miss" };
+    const char *name = "strata_read_keys_total";
+    metrics_family(out, name, "counter",
+                   "Keys asked for by reads (get, gets, gat, gats; Redis GET, MGET and other "
+                   "reads of one value), found or not");
+    for (uint32_t p = 0; p < sc->conf->npools; p++) {
+        for (uint32_t r = 0; r < STATS_READ_NFIELDS; r++) {
+            struct metrics_labels l = { .pool = sc->conf->pools[p].name, .key = "result",
+                                        .value = results[r] };
+            metrics_sample(out, name, &l, metrics_sum_slot(sc, p, false, r));
+        }
+    }
+}
+
 void metrics_write(struct evbuffer *out, const struct metrics_process *p)
 {
     struct metrics_scrape sc = { .p = p, .conf = p->conf };
@@ -405,6 +455,8 @@ void metrics_write(struct evbuffer *out, const struct metrics_process *p)
                      metrics_server_values);
     metrics_families(out, &sc, tier_fields, UTIL_ARRAY_LEN(tier_fields), "tier_",
                      metrics_tier_samples);
+    metrics_commands(out, &sc);
+    metrics_reads(out, &sc);
     metrics_pool_latency(out, &sc);
     metrics_server_latency(out, &sc);
     free(sc.views);

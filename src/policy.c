@@ -550,6 +550,7 @@ static bool retrieval_value(struct policy_frag *f, struct mc_rsp *rsp)
     struct evbuffer *out = f->direct ? r->msg->reply : policy_slot(r, key);
     if (out == NULL || mc_compose_value(out, rsp) != 0)
         policy_req_fail(r, "%s", POLICY_ERR_NOMEM);
+    r->hits++;
     return true;
 }
 
@@ -563,10 +564,12 @@ static void retrieval_finish(struct policy_req *r)
             policy_req_fail(r, "%s", POLICY_ERR_NOMEM);
     if (!r->failed && mc_compose_reply_line(reply, "END") != 0)
         policy_req_fail(r, "%s", POLICY_ERR_NOMEM);
-    if (r->failed)
+    if (r->failed) {
         policy_reply_line(r, r->error);
-    else
-        policy_req_finish(r);
+        return;
+    }
+    policy_count_reads(r->pool, r->hits, r->msg->req.nkeys - r->hits);
+    policy_req_finish(r);
 }
 
 static bool retrieval_cb(void *arg, enum backend_event ev, struct mc_rsp *rsp,
@@ -793,6 +796,16 @@ static void dispatch_req(struct policy_pool *pp, struct policy_req *r)
     }
 }
 
+/* The stats slot of msg's command (STATS_CMD_SLOTS): memcached by enum,
+ * Redis by its place in the command table. */
+static uint32_t policy_cmd_slot(const struct policy_pool *pp, const struct msg *msg)
+{
+    size_t n;
+    size_t slot = pp->conf->redis ? (size_t)(msg->redis.cmd - redis_cmd_table(&n))
+                                  : (size_t)msg->req.cmd;
+    return slot < STATS_CMD_SLOTS ? (uint32_t)slot : STATS_CMD_SLOTS - 1;
+}
+
 void policy_dispatch(struct policy_pool *pp, struct msg *msg, policy_done_cb done)
 {
     struct policy_req *r = policy_req_get(pp->cache);
@@ -808,7 +821,9 @@ void policy_dispatch(struct policy_pool *pp, struct msg *msg, policy_done_cb don
     r->msg = msg;
     r->done = done;
     r->pool = pp;
+    r->hits = 0;
     pp->inflight++;
+    stats_add(&pp->stats->cmds[policy_cmd_slot(pp, msg)], 1);
     for (uint32_t i = 0; i < pp->ntiers; i++)
         policy_tier_refresh(&pp->tiers[i]);
     if (pp->conf->redis)

@@ -35,6 +35,7 @@ struct policy_req {
     uint32_t             pending;   /* backend requests still out */
     size_t               gathered;  /* bytes of VALUE units held for the reply */
     int64_t              sum;       /* Redis: integers of split parts added */
+    uint32_t             hits;      /* plain memcached reads: values found */
     bool                 failed;    /* the reply is `error` */
     char                 error[160]; /* the error line, without "\r\n" */
     size_t               kept;      /* while free: bytes it keeps (counted) */
@@ -50,6 +51,13 @@ struct policy_frag {
     uint32_t            cursor;  /* next key of the range a VALUE may match */
     bool                direct;  /* values go straight into msg->reply */
 };
+
+/* Counts keys a read asked for that were found (hit) or not. */
+static inline void policy_count_reads(struct policy_pool *pp, uint32_t hits, uint32_t misses)
+{
+    stats_add(&pp->stats->reads[STATS_READ_HIT], hits);
+    stats_add(&pp->stats->reads[STATS_READ_MISS], misses);
+}
 
 #define POLICY_ERR_NOMEM    "SERVER_ERROR out of memory"
 #define POLICY_ERR_COMPOSE  "SERVER_ERROR cannot compose the backend request"

@@ -246,6 +246,8 @@ static void read_finish(struct policy_pool *pp, struct policy_req *r)
             policy_req_fail(r, "%s", POLICY_ERR_NOMEM);
     if (!r->failed && mc_compose_reply_line(reply, "END") != 0)
         policy_req_fail(r, "%s", POLICY_ERR_NOMEM);
+    for (uint32_t k = 0; k < n && !r->failed; k++)
+        policy_count_reads(pp, (r->kstate[k] & KS_HIT) != 0, (r->kstate[k] & KS_HIT) == 0);
     if (r->failed) {
         /* forward_error counts what clients see: one per failed request,
          * not the tier failures another tier stood in for */

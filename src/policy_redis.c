@@ -237,6 +237,43 @@ static void merge_part(struct policy_frag *f, struct redis_rsp *rsp)
     }
 }
 
+/* One key of a split MGET: a nil element is a miss, anything else a hit. */
+static void count_element(struct policy_pool *pp, struct evbuffer *element)
+{
+    char head[3];
+    bool nil = evbuffer_copyout(element, head, 3) == 3 && memcmp(head, "$-1", 3) == 0;
+    policy_count_reads(pp, !nil, nil);
+}
+
+/* The elements of an MGET's array reply (bulks and nils, already framed
+ * and checked), counted as hits and misses. */
+static void count_array(struct policy_pool *pp, struct evbuffer *data)
+{
+    struct evbuffer_ptr at;
+    char line[24];
+    uint32_t hits = 0, misses = 0;
+    size_t eol_len;
+    if (evbuffer_ptr_set(data, &at, 0, EVBUFFER_PTR_SET) != 0)
+        return;
+    for (bool head = true;; head = false) {
+        struct evbuffer_ptr eol = evbuffer_search_eol(data, &at, &eol_len, EVBUFFER_EOL_CRLF);
+        size_t n = eol.pos < 0 ? 0 : (size_t)(eol.pos - at.pos);
+        if (eol.pos < 0 || n >= sizeof(line) ||
+            evbuffer_copyout_from(data, &at, line, n) != (ev_ssize_t)n)
+            break;
+        line[n] = '\0';
+        long len = strtol(line + 1, NULL, 10);
+        size_t skip = n + eol_len + (!head && len >= 0 ? (size_t)len + 2 : 0);
+        if (!head && len < 0)
+            misses++;
+        else if (!head)
+            hits++;
+        if (evbuffer_ptr_set(data, &at, skip, EVBUFFER_PTR_ADD) != 0)
+            break;
+    }
+    policy_count_reads(pp, hits, misses);
+}
+
 /* Every part is in: the merged reply in key order, or the error. */
 static void finish_split(struct policy_req *r)
 {
@@ -250,8 +287,11 @@ static void finish_split(struct policy_req *r)
     switch (req->cmd->merge) {
     case REDIS_MERGE_ARRAY:
         rc = redis_compose_array_header(reply, req->nkeys);
-        for (uint32_t k = 0; rc == 0 && k < req->nkeys; k++)
+        for (uint32_t k = 0; rc == 0 && k < req->nkeys; k++) {
+            if (r->slots[k] != NULL)
+                count_element(r->pool, r->slots[k]);
             rc = r->slots[k] != NULL ? evbuffer_add_buffer(reply, r->slots[k]) : -1;
+        }
         break;
     case REDIS_MERGE_SUM:
         rc = redis_compose_integer(reply, r->sum);
@@ -277,6 +317,10 @@ static void whole_reply(struct policy_req *r, struct redis_rsp *rsp)
     struct evbuffer *reply = r->msg->reply;
     size_t len = evbuffer_get_length(rsp->data);
     r->pending = 0;
+    if (r->msg->redis.cmd->readonly && rsp->type == REDIS_RSP_BULK)   /* GET, HGET, ... */
+        policy_count_reads(r->pool, !rsp->nil, rsp->nil);
+    else if (r->msg->redis.cmd->merge == REDIS_MERGE_ARRAY && rsp->type == REDIS_RSP_ARRAY)
+        count_array(r->pool, rsp->data);   /* an MGET on one server */
     if (!r->msg->redis.cmd->readonly) {
         policy_reply_hold(r, len);
     } else if (!policy_reply_admit_bytes(r, len)) {

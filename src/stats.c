@@ -158,6 +158,8 @@ void stats_view_carry(struct stats_view *to, const struct stats_view *from)
             const struct stats_pool *src = &from->pools[q];
             stats_copy(dst->f, src->f, STATS_POOL_NFIELDS);
             stats_copy(dst->limits, src->limits, STATS_LIMIT_NFIELDS);
+            stats_copy(dst->cmds, src->cmds, STATS_CMD_SLOTS);
+            stats_copy(dst->reads, src->reads, STATS_READ_NFIELDS);
             metrics_hist_copy(&dst->latency, &src->latency);
             for (uint32_t s = 0; s < dst->nservers; s++) {
                 uint32_t m = stats_server_match(tp, s, fp);

@@ -110,6 +110,8 @@ int64_t metrics_hist_count(const struct metrics_hist *h);
 
 /* What the exposition shows beyond the workers' counters: the process
  * and its configuration (main thread, filled per scrape). */
+struct conf_pool;
+
 struct metrics_process {
     const struct conf          *conf;           /* the running configuration */
     struct stats_worker *const *workers;
@@ -120,6 +122,9 @@ struct metrics_process {
     uint64_t                    reloads;
     uint64_t                    reload_failures;
     int                         zk_connected;   /* 1, 0; -1: no ZooKeeper */
+    /* The name of a pool's command slot (stats.h STATS_CMD_SLOTS), or
+     * NULL past its commands: the protocol modules know them, not this. */
+    const char *(*cmd_name)(const struct conf_pool *pool, uint32_t slot);
 };
 
 /* Appends the whole exposition (text format 0.0.4): process, reload,

@@ -63,6 +63,15 @@ struct stats_server {
     struct metrics_hist latency;   /* backend round trips (metrics.h) */
 };
 
+/* Requests forwarded per command, per pool: a memcached pool's by enum
+ * mc_cmd, a Redis pool's by the command's index in redis_cmd_table (the
+ * policy counts them; the metrics name them). */
+#define STATS_CMD_SLOTS 192
+
+/* Keys a read asked for, per pool: found (a value) or not (a miss, a
+ * nil). */
+enum stats_read { STATS_READ_HIT, STATS_READ_MISS, STATS_READ_NFIELDS };
+
 struct stats_pool {
     int64_t              f[STATS_POOL_NFIELDS];
     struct stats_server *servers;     /* every server of every tier */
@@ -70,6 +79,8 @@ struct stats_pool {
     struct stats_tier   *tiers;       /* tiered pools: master, slave, l1s, replicas */
     uint32_t             ntiers;
     int64_t              limits[STATS_LIMIT_NFIELDS]; /* Strata only */
+    int64_t              cmds[STATS_CMD_SLOTS];         /* Strata only */
+    int64_t              reads[STATS_READ_NFIELDS];     /* Strata only */
     struct metrics_hist  latency;  /* client-observed request times (metrics.h) */
 };
 

@@ -182,6 +182,40 @@ def test_counters_match_the_stats_json(setup):
     assert sample(fams, "strata_workers", "strata_workers") == 2
 
 
+def test_commands_and_read_keys(setup):
+    """strata_commands_total counts forwarded requests per command and
+    strata_read_keys_total the keys reads asked for, found or not."""
+    proxy, mport, redis = setup
+    with MCClient(proxy.pool_port("mc")) as c:
+        for k in ("a", "b", "c"):
+            xchg(c, b"set %s 0 0 1\r\nx\r\n" % k.encode(), b"STORED\r\n")
+        xchg(c, b"get a nope\r\n", b"VALUE a 0 1\r\nx\r\nEND\r\n")
+        xchg(c, b"get b\r\n", b"VALUE b 0 1\r\nx\r\nEND\r\n")
+        xchg(c, b"delete c\r\n", b"DELETED\r\n")
+    want = {("mc", "set"): 3, ("mc", "get"): 2, ("mc", "delete"): 1}
+    reads = {("mc", "hit"): 2, ("mc", "miss"): 1}
+    if redis is not None:
+        from redis_util import RespConn
+        with RespConn(proxy.pool_port("rd")) as c:
+            assert c.call("SET", "x", "v") == b"+OK\r\n"
+            assert c.call("GET", "x") == b"$1\r\nv\r\n"
+            assert c.call("GET", "y") == b"$-1\r\n"
+            assert c.call("MGET", "x", "y", "z") == b"*3\r\n$1\r\nv\r\n$-1\r\n$-1\r\n"
+            assert c.call("SET", "e", "") == b"+OK\r\n"        # an empty value is a hit
+            assert c.call("MGET", "e", "y") == b"*2\r\n$0\r\n\r\n$-1\r\n"
+        want.update({("rd", "set"): 2, ("rd", "get"): 2, ("rd", "mget"): 2})
+        reads.update({("rd", "hit"): 3, ("rd", "miss"): 4})
+
+    def matches():
+        fams = families(scrape(mport))
+        got = {(pool, cmd): sample(fams, "strata_commands", "strata_commands_total",
+                                   pool=pool, command=cmd) for pool, cmd in want}
+        got_reads = {(pool, r): sample(fams, "strata_read_keys", "strata_read_keys_total",
+                                       pool=pool, result=r) for pool, r in reads}
+        return got == want and got_reads == reads
+    assert wait_until(matches, 5.0), scrape(mport)
+
+
 def test_buckets_are_cumulative(setup):
     proxy, mport, _ = setup
     mc_traffic(proxy)

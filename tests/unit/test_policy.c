@@ -561,6 +561,8 @@ static void test_get_miss_everywhere(void **state)
     expect_reply(m, "END\r\n");
     expect_pending(0);
     assert_int_equal(sw.view->pools[0].f[STATS_forward_error], 0);
+    assert_int_equal(sw.view->pools[0].reads[STATS_READ_MISS], 1);
+    assert_int_equal(sw.view->pools[0].reads[STATS_READ_HIT], 0);
 }
 
 static void test_get_l1_failure_falls_to_master(void **state)
@@ -689,6 +691,10 @@ static void test_get_multi_across_tiers_in_order(void **state)
     assert_int_equal(tstat("master", STATS_TIER_misses), 2);
     assert_int_equal(tstat("slave", STATS_TIER_hits), 1);
     assert_int_equal(tstat("slave", STATS_TIER_misses), 1);
+    /* the client asked for four keys: three found (at any tier), one not */
+    assert_int_equal(sw.view->pools[0].reads[STATS_READ_HIT], 3);
+    assert_int_equal(sw.view->pools[0].reads[STATS_READ_MISS], 1);
+    assert_int_equal(sw.view->pools[0].cmds[MC_CMD_GET], 1);
 }
 
 static void test_get_duplicate_keys(void **state)
