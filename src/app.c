@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "strata/backend_stats.h"
 #include "strata/client.h"
 #include "strata/conf.h"
 #include "strata/crash.h"
@@ -37,6 +38,8 @@
 #include "sentinel_app.h"
 #include "zk_app.h"
 
+/* How long a server may take to answer backend_stats' request. */
+#define APP_BACKEND_STATS_TIMEOUT_MS 1000
 /* A unix socket listener whose pool file gives no mode: owner only. */
 #define UNIX_SOCKET_DEFAULT_PERM 0700
 
@@ -299,6 +302,7 @@ static void app_teardown(struct app *app)
     reload_teardown(app);
     free(app->rt.stats);
     stats_port_close(&app->stats_port);
+    backend_stats_destroy(&app->backend_stats);
     app_metrics_stop(app);
     if (app->pid_written)
         unlink(app->settings.pid_file);
@@ -419,6 +423,9 @@ int app_run(struct app *app)
                PACKAGE_VERSION, (long)getpid(), app->nworkers, app->conf->npools);
     if (zk_app_start(app) != 0)
         goto out;
+    app->backend_stats = backend_stats_create(app->base, (const struct conf *const *)&app->conf,
+                                              app->settings.backend_stats_interval_ms,
+                                              APP_BACKEND_STATS_TIMEOUT_MS);
     daemon_ready(&app->ready_fd);
     reload_ready(app);   /* READY=1: listeners bound, workers running */
     event_base_dispatch(app->base);

@@ -52,6 +52,7 @@ struct app {
     struct zk_app       *zk;             /* -c zk://...: the configuration center */
     struct metrics_http *metrics;        /* metrics_listen, or NULL */
     struct sentinel_app *sentinel;       /* Redis pools that follow Sentinel */
+    struct backend_stats *backend_stats; /* the servers' own stats, or NULL */
 };
 
 /* Zeroes app (no -d: ready_fd -1); app_deinit frees what loading the

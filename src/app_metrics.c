@@ -6,6 +6,7 @@
 
 #include <event2/buffer.h>
 
+#include "strata/backend_stats.h"
 #include "strata/log.h"
 #include "strata/metrics.h"
 #include "strata/metrics_http.h"
@@ -45,6 +46,7 @@ static void app_metrics_fill(struct evbuffer *out, void *arg)
         .cmd_name = app_metrics_cmd_name,
     };
     metrics_write(out, &p);
+    backend_stats_write(out, app->backend_stats);
 }
 
 int app_metrics_start(struct app *app)

@@ -200,6 +200,7 @@ static const struct settings_key settings_keys[] = {
     { "max_clients",        settings_set_u32,    FIELD(max_clients),        1,    100000000 },
     { "reload_max_server_loss", settings_set_u32, FIELD(reload_max_server_loss), 0, 100 },
     { "share_listen_ports", settings_set_bool,   FIELD(share_listen_ports), 0,    0 },
+    { "backend_stats_interval", settings_set_int, FIELD(backend_stats_interval_ms), 0, 3600000 },
     /* -c zk://...: the last good pool file, the session, the registration */
     { "zk_cache_file",      settings_set_string, FIELD(zk_cache_file),      0,    0 },
     { "zk_session_timeout", settings_set_int,    FIELD(zk_session_timeout_ms), 1000, 600000 },
@@ -296,6 +297,7 @@ void settings_init(struct settings *s)
     s->max_memory = SETTINGS_DEFAULT_MAX_MEMORY;
     s->client_request_timeout_ms = SETTINGS_DEFAULT_REQUEST_TIMEOUT;
     s->reload_max_server_loss = SETTINGS_DEFAULT_RELOAD_MAX_SERVER_LOSS;
+    s->backend_stats_interval_ms = SETTINGS_DEFAULT_BACKEND_STATS_INTERVAL;
     s->zk_cache_file = NULL;     /* settings_zk_cache_file() derives it */
     s->zk_session_timeout_ms = SETTINGS_DEFAULT_ZK_SESSION_TIMEOUT;
     s->zk_register = true;

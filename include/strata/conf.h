@@ -178,6 +178,8 @@ struct settings {
                                     may remove (conf_guard); 100: any */
     bool     share_listen_ports; /* skip the start-up probe that refuses a
                                     port another process listens on */
+    int      backend_stats_interval_ms; /* the servers' own stats collected
+                                    (backend_stats); 0: never */
     /* -c zk://HOST:PORT/PATH (the configuration center) */
     char    *zk_cache_file;      /* last good pool file; NULL: per stats port */
     int      zk_session_timeout_ms; /* ZooKeeper session; also the start-up wait */
@@ -216,6 +218,7 @@ struct settings {
 #define SETTINGS_DEFAULT_MAX_MEMORY     0   /* a quarter of physical memory */
 #define SETTINGS_DEFAULT_REQUEST_TIMEOUT 30000   /* ms */
 #define SETTINGS_DEFAULT_RELOAD_MAX_SERVER_LOSS 49   /* percent: half refused */
+#define SETTINGS_DEFAULT_BACKEND_STATS_INTERVAL 10000 /* ms */
 #define SETTINGS_DEFAULT_ZK_SESSION_TIMEOUT 10000 /* ms */
 #define SETTINGS_DEFAULT_FENCE       SETTINGS_FENCE_OFF   /* docs/benchmarks.md, issue 14 */
 #define SETTINGS_DEFAULT_REDIS_FENCE true                 /* docs/benchmarks.md, issue 14 */

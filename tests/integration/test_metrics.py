@@ -216,6 +216,50 @@ def test_commands_and_read_keys(setup):
     assert wait_until(matches, 5.0), scrape(mport)
 
 
+def test_backend_stats_collected_in_the_background(memcached_factory, proxy_factory,
+                                                   workdir):
+    """The servers' own stats, summed per pool and tier, collected every
+    backend_stats_interval on a connection of their own: memcached's
+    curr_items follows what was stored, Redis's keyspace_hits a hit, and a
+    server that stops answering shows up 0."""
+    from redis_util import RedisServer, have_redis, redis_pool
+    servers = memcached_factory(2)
+    pools = {"mc": simple_pool(servers)}
+    redis = RedisServer(workdir).start() if have_redis() else None
+    if redis is not None:
+        pools["rd"] = redis_pool([redis])
+    mport = free_port()
+    cfg = write_settings(workdir, 'metrics_listen = "%s:%d";\nbackend_stats_interval = 200;\n'
+                         % (HOST, mport))
+    proxy = proxy_factory(pools, extra_args=["-C", cfg])
+    try:
+        assert wait_until(lambda: port_accepts(mport), 5.0)
+        with MCClient(proxy.pool_port("mc")) as c:
+            for i in range(10):
+                xchg(c, b"set bk%d 0 0 1\r\nx\r\n" % i, b"STORED\r\n")
+        if redis is not None:
+            from redis_util import RespConn
+            with RespConn(proxy.pool_port("rd")) as c:
+                assert c.call("SET", "bk", "v") == b"+OK\r\n"
+                assert c.call("GET", "bk") == b"$1\r\nv\r\n"
+
+        def value(family, **labels):
+            fams = families(scrape(mport))
+            return sample(fams, family, family, **labels) if family in fams else None
+        assert wait_until(lambda: value("strata_backend_curr_items", pool="mc",
+                                        tier="master") == 10, 10.0)
+        if redis is not None:
+            assert wait_until(lambda: (value("strata_backend_keyspace_hits", pool="rd",
+                                             tier="master") or 0) >= 1, 10.0)
+        servers[0].kill()
+        label = proxy.pools["mc"]["servers"][0].split()[-1]
+        assert wait_until(lambda: value("strata_backend_up", pool="mc", tier="master",
+                                        server=label) == 0, 10.0)
+    finally:
+        if redis is not None:
+            redis.stop()
+
+
 def test_buckets_are_cumulative(setup):
     proxy, mport, _ = setup
     mc_traffic(proxy)
