@@ -426,6 +426,7 @@ int app_run(struct app *app)
     app->backend_stats = backend_stats_create(app->base, (const struct conf *const *)&app->conf,
                                               app->settings.backend_stats_interval_ms,
                                               APP_BACKEND_STATS_TIMEOUT_MS);
+    __atomic_store_n(&app->rt.backend_stats, app->backend_stats, __ATOMIC_RELEASE);
     daemon_ready(&app->ready_fd);
     reload_ready(app);   /* READY=1: listeners bound, workers running */
     event_base_dispatch(app->base);

@@ -2,6 +2,7 @@
  * (see backend_stats.h for the picture). Everything runs on the main
  * thread's event base: no lock, and nothing a worker touches. */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,8 +53,11 @@ struct backend_stats {
     struct bs_server         *round;  /* being collected */
     uint32_t                  nround;
     uint32_t                  pending;
-    struct bs_server         *last;   /* the last round done */
+    struct bs_server         *last;   /* the last round done: written by the
+                                         main thread under lock, read there
+                                         freely and by workers under lock */
     uint32_t                  nlast;
+    pthread_mutex_t           lock;
 };
 
 static void bs_servers_free(struct bs_server *s, uint32_t n)
@@ -71,9 +75,13 @@ static void bs_servers_free(struct bs_server *s, uint32_t n)
 /* The round is over: it becomes the last one. */
 static void bs_publish(struct backend_stats *bs)
 {
-    bs_servers_free(bs->last, bs->nlast);
+    struct bs_server *old = bs->last;
+    uint32_t nold = bs->nlast;
+    pthread_mutex_lock(&bs->lock);
     bs->last = bs->round;
     bs->nlast = bs->nround;
+    pthread_mutex_unlock(&bs->lock);
+    bs_servers_free(old, nold);
     bs->round = NULL;
     bs->nround = 0;
     bs->pending = 0;
@@ -265,6 +273,7 @@ struct backend_stats *backend_stats_create(struct event_base *base,
         free(bs);
         return NULL;
     }
+    pthread_mutex_init(&bs->lock, NULL);
     event_active(bs->timer, EV_TIMEOUT, 0);   /* a first round at once */
     return bs;
 }
@@ -277,8 +286,69 @@ void backend_stats_destroy(struct backend_stats **bsp)
     event_free(bs->timer);
     bs_servers_free(bs->round, bs->nround);
     bs_servers_free(bs->last, bs->nlast);
+    pthread_mutex_destroy(&bs->lock);
     free(bs);
     *bsp = NULL;
+}
+
+/* ---- the stats command -------------------------------------------------- */
+
+static bool bs_sum(const struct backend_stats *bs, const char *pool, const char *tier,
+                   size_t f, int64_t *sum);
+
+/* The tiers of `pool` in the last round, each once, in order: `tiers`
+ * gets up to max names (pointers into the round). */
+static uint32_t bs_tiers(const struct backend_stats *bs, const char *pool, const char **tiers,
+                         uint32_t max)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < bs->nlast && n < max; i++) {
+        const struct bs_server *s = &bs->last[i];
+        bool seen = false;
+        for (uint32_t k = 0; k < n && !seen; k++)
+            seen = strcmp(tiers[k], s->tier) == 0;
+        if (strcmp(s->pool, pool) == 0 && !seen)
+            tiers[n++] = s->tier;
+    }
+    return n;
+}
+
+/* One tier's STAT lines. */
+static void bs_tier_lines(const struct backend_stats *bs, const char *pool, const char *tier,
+                          struct evbuffer *out)
+{
+    uint32_t servers = 0, up = 0;
+    bool redis = false;
+    for (uint32_t i = 0; i < bs->nlast; i++) {
+        const struct bs_server *s = &bs->last[i];
+        if (strcmp(s->pool, pool) != 0 || strcmp(s->tier, tier) != 0)
+            continue;
+        servers++;
+        up += s->ok;
+        redis = s->redis;
+    }
+    evbuffer_add_printf(out, "STAT %s:servers %u\r\nSTAT %s:servers_up %u\r\n", tier,
+                        servers, tier, up);
+    const char *const *names = redis ? bs_redis_names : bs_mc_names;
+    size_t n = redis ? UTIL_ARRAY_LEN(bs_redis_names) : UTIL_ARRAY_LEN(bs_mc_names);
+    for (size_t f = 0; f < n; f++) {
+        int64_t sum;
+        if (bs_sum(bs, pool, tier, f, &sum))
+            evbuffer_add_printf(out, "STAT %s:%s %" PRId64 "\r\n", tier, names[f], sum);
+    }
+}
+
+void backend_stats_stat_lines(struct backend_stats *bs, const char *pool,
+                              struct evbuffer *out)
+{
+    const char *tiers[64];
+    if (bs == NULL)
+        return;
+    pthread_mutex_lock(&bs->lock);
+    uint32_t n = bs_tiers(bs, pool, tiers, UTIL_ARRAY_LEN(tiers));
+    for (uint32_t t = 0; t < n; t++)
+        bs_tier_lines(bs, pool, tiers[t], out);
+    pthread_mutex_unlock(&bs->lock);
 }
 
 /* ---- the metrics ------------------------------------------------------- */

@@ -12,6 +12,7 @@
 
 #include <event2/buffer.h>
 
+#include "strata/backend_stats.h"
 #include "strata/client.h"
 #include "strata/conn.h"
 #include "strata/log.h"
@@ -300,6 +301,17 @@ static void reply_stats(struct client *c, struct msg *msg)
     client_msg_done(msg);
 }
 
+/* "stats backends": the pool's servers' own counters, summed per tier,
+ * from the last round of backend_stats (empty when it is off). */
+static void reply_stats_backends(struct client *c, struct msg *msg)
+{
+    const struct runtime *rt = c->wp->worker->rt;
+    struct backend_stats *bs = __atomic_load_n(&rt->backend_stats, __ATOMIC_ACQUIRE);
+    backend_stats_stat_lines(bs, c->wp->conf->name, msg->reply);
+    evbuffer_add(msg->reply, "END\r\n", 5);
+    client_msg_done(msg);
+}
+
 /* Whether the process may take more work: its buffered bytes are under
  * max_memory (msg_memory_ok). */
 static bool client_memory_ok(const struct worker *w)
@@ -361,7 +373,9 @@ static void client_execute(struct client *c, struct msg *msg)
     case MC_CMD_STATS:
         /* Only plain "stats" is the proxy's; sub-commands and noreply
          * are unknown here, as memcached answers unknown ones. */
-        if (msg->req.arg.len > 0)
+        if (msg->req.arg.len == 8 && memcmp(msg->req.line + msg->req.arg.off, "backends", 8) == 0)
+            reply_stats_backends(c, msg);
+        else if (msg->req.arg.len > 0)
             msg_reply_now(msg, "%s", "ERROR\r\n");
         else
             reply_stats(c, msg);

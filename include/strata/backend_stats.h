@@ -51,6 +51,13 @@ struct backend_stats *backend_stats_create(struct event_base *base,
                                            int interval_ms, int timeout_ms);
 void backend_stats_destroy(struct backend_stats **bs);
 
+/* The last round for one pool as STAT lines, "STAT TIER:FIELD SUM" per
+ * tier and field (and TIER:servers, TIER:servers_up): what a memcached
+ * pool's "stats backends" answers. Safe from a worker: it takes the lock
+ * that only a round's end also takes (never a request path's). */
+void backend_stats_stat_lines(struct backend_stats *bs, const char *pool,
+                              struct evbuffer *out);
+
 /* Appends the families of the last round (text format 0.0.4). */
 void backend_stats_write(struct evbuffer *out, const struct backend_stats *bs);
 

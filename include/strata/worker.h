@@ -63,6 +63,7 @@ struct runtime {
     size_t                 max_memory;    /* buffered bytes of all workers; 0: none */
     uint32_t               max_clients;   /* client connections of the process; 0: none */
     int64_t                start_time_s;
+    struct backend_stats  *backend_stats; /* atomic: set once by main, or NULL */
     struct pool_shared   **shared;        /* per pool of conf */
     struct config_gen     *gen;           /* conf as generation 1, or NULL */
     uint64_t               reloads;       /* atomic: configurations applied */
