@@ -161,9 +161,8 @@ static void redis_info_server_line(struct evbuffer *text, const struct redis_inf
     static const int fields[] = { STATS_requests, STATS_responses, STATS_server_err,
                                   STATS_server_timedout, STATS_server_eof,
                                   STATS_server_connections, STATS_server_ejected_at };
-    const char *weight = strrchr(cs->text, ':');
-    size_t alen = cs->addr.path == NULL && weight != NULL ? (size_t)(weight - cs->text)
-                                                          : strlen(cs->text);
+    const char *weight = strrchr(cs->text, ':');   /* text is "addr:weight" */
+    size_t alen = weight != NULL ? (size_t)(weight - cs->text) : strlen(cs->text);
     char *label = stats_server_label(cs);
     evbuffer_add_printf(text, "server%u:tier=%s,name=", s, tier_name);
     redis_info_word(text, label, strlen(label));
@@ -320,6 +319,8 @@ int redis_info_command(struct evbuffer *out, const struct redis_req *req)
     }
     if (redis_info_arg_is(req, 1, "docs"))
         return redis_compose_array_header(out, 0);
+    if (redis_info_arg_is(req, 1, "info") && req->nargs == 2)
+        return redis_info_command_all(out, false);   /* as Redis 7: all */
     if (redis_info_arg_is(req, 1, "info"))
         return redis_info_command_info(out, req);
     if (redis_info_arg_is(req, 1, "list") && req->nargs == 2)

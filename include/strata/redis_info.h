@@ -51,7 +51,7 @@ int redis_info_compose(struct evbuffer *out, const struct redis_req *req,
  * from the proxy's command table: COMMAND, every command in Redis's
  * short shape [name, arity, flags, first key, last key, step]; COUNT,
  * their number; DOCS, an empty array (whatever follows); INFO, one entry
- * or nil per name; LIST, the names. Any other subcommand is an error
+ * or nil per name (every command when none is named); LIST, the names. Any other subcommand is an error
  * reply, as Redis answers one. Returns 0, or -1 if `out` cannot grow. */
 int redis_info_command(struct evbuffer *out, const struct redis_req *req);
 

@@ -243,6 +243,11 @@ test_info_servers_lines(void **state)
         "server_ejected_at=%lld,ejected=1\r\n",
         (long long)((f->proc.now_ms - 10000) * 1000));
     assert_string_equal(t, want);
+    /* a unix socket server: its path, without the weight */
+    f->servers[1].addr = (struct conf_addr){ .path = "/tmp/redis.sock" };
+    f->servers[1].text = "/tmp/redis.sock:1";
+    t = info(f, "*2\r\n$4\r\nINFO\r\n$7\r\nservers\r\n");
+    assert_non_null(strstr(t, "server1:tier=master,name=/tmp/redis.sock:,addr=/tmp/redis.sock,"));
     /* past server_retry_timeout: back */
     f->ss[0][1].f[STATS_server_ejected_at] = (f->proc.now_ms - 31000) * 1000;
     t = info(f, "*2\r\n$4\r\nINFO\r\n$7\r\nservers\r\n");
@@ -349,6 +354,12 @@ test_command_whole_table(void **state)
     assert_int_equal(rsp.type, REDIS_RSP_ARRAY);
     assert_int_equal(rsp.nelems, n);
     assert_int_equal(evbuffer_get_length(f->out), 0);
+    /* COMMAND INFO naming none: every command too, as Redis 7 */
+    frame(f, "*2\r\n$7\r\nCOMMAND\r\n$4\r\ninfo\r\n");
+    assert_int_equal(redis_info_command(f->out, &f->req), 0);
+    redis_rsp_reset(&rsp);
+    assert_int_equal(redis_rsp_read(f->out, &rsp, &lim), REDIS_OK);
+    assert_int_equal(rsp.nelems, n);
     redis_rsp_deinit(&rsp);
 }
 
