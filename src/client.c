@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -16,6 +17,7 @@
 #include "strata/client.h"
 #include "strata/conn.h"
 #include "strata/log.h"
+#include "strata/redis_info.h"
 #include "strata/util.h"
 #include "strata/worker.h"
 
@@ -461,8 +463,58 @@ static void client_auth_failed(struct client *c)
     wp->auth_failed = 0;
 }
 
-/* Runs one RESP request: the proxy answers PING, QUIT and AUTH, and
- * until a pool's redis_auth password is given, nothing is forwarded. */
+/* This pool's counters of every worker that serves the configuration
+ * this worker serves (as reply_stats and the stats JSON read them), into
+ * out[] (room for rt->nworkers); a pool a reload removed, draining here,
+ * has only this worker's. Returns how many. */
+static uint32_t client_pool_stats(const struct client *c, const struct stats_pool **out)
+{
+    const struct worker *w = c->wp->worker;
+    const struct stats_view *own = w->stats.view;
+    if (c->wp->stats < own->pools || c->wp->stats >= own->pools + own->npools) {
+        out[0] = c->wp->stats;
+        return 1;
+    }
+    size_t p = (size_t)(c->wp->stats - own->pools);
+    const struct stats_view **views = util_xcalloc(w->rt->nworkers + 1, sizeof(*views));
+    uint32_t n = stats_views_of(own->conf, w->rt->stats, w->rt->nworkers, views);
+    for (uint32_t i = 0; i < n; i++)
+        out[i] = &views[i]->pools[p];
+    free(views);
+    return n;
+}
+
+/* INFO: the process, this pool and its servers (redis_info_compose). */
+static void client_reply_info(struct client *c, struct msg *msg)
+{
+    const struct worker *w = c->wp->worker;
+    const struct runtime *rt = w->rt;
+    const struct config_gen *gen = w->gen;
+    struct redis_info_proc proc = {
+        .version = PACKAGE_VERSION, .pid = (long)getpid(),
+        .uptime_s = util_wall_s() - rt->start_time_s, .workers = rt->nworkers,
+        .generation = gen != NULL ? gen->generation : 0,
+        .source = gen != NULL ? gen->source : NULL,
+        .loaded_at = gen != NULL ? gen->loaded_at : 0,
+        .reloads = __atomic_load_n(&rt->reloads, __ATOMIC_RELAXED),
+        .reload_failures = __atomic_load_n(&rt->reload_failures, __ATOMIC_RELAXED),
+    };
+    struct timeval tv;
+    gettimeofday(&tv, NULL);   /* as server_ejected_at */
+    proc.now_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    for (uint32_t i = 0; i < rt->nworkers; i++)
+        proc.total_connections += __atomic_load_n(&rt->stats[i]->total_connections,
+                                                   __ATOMIC_RELAXED);
+    const struct stats_pool **stats = util_xcalloc(rt->nworkers + 1, sizeof(*stats));
+    struct redis_info_pool pool = { .conf = c->wp->conf, .stats = stats };
+    pool.nstats = client_pool_stats(c, stats);
+    redis_info_compose(msg->reply, &msg->redis, &proc, &pool);
+    free(stats);
+    client_msg_done(msg);
+}
+
+/* Runs one RESP request: the proxy answers PING, QUIT, AUTH, INFO and
+ * COMMAND, and until a pool's redis_auth password is given, nothing is forwarded. */
 static void client_execute_redis(struct client *c, struct msg *msg)
 {
     const struct conf_pool *pool = c->wp->conf;
@@ -487,6 +539,11 @@ static void client_execute_redis(struct client *c, struct msg *msg)
         msg_reply_now(msg, "%s", "-NOAUTH Authentication required\r\n");
     } else if (strcmp(name, "ping") == 0) {
         msg_reply_now(msg, "%s", "+PONG\r\n");
+    } else if (strcmp(name, "info") == 0) {
+        client_reply_info(c, msg);
+    } else if (strcmp(name, "command") == 0) {
+        redis_info_command(msg->reply, req);
+        client_msg_done(msg);
     } else if (!client_memory_ok(c->wp->worker)) {
         stats_limit_add(c->wp->stats, out_of_memory, 1);
         msg_reply_now(msg, "%s", "-ERR out of memory\r\n");

@@ -1,5 +1,6 @@
 /* proto_redis_cmd: the one table of Redis commands the proxy supports
- * (nutcracker 0.5.0's list) and its lookup. The table is sorted by name,
+ * (nutcracker 0.5.0's list, plus INFO and COMMAND, which the proxy
+ * answers) and its lookup. The table is sorted by name,
  * so a lookup is a binary search over the lower-cased name: no hashing
  * state, no allocation, about seven comparisons. */
 
@@ -30,6 +31,7 @@ static const struct redis_cmd redis_cmds[] = {
     CMD("bitcount",         KEY,   NONE,  R,  -2),
     CMD("bitfield",         KEY,   NONE,  W,  -2),
     CMD("bitpos",           KEY,   NONE,  R,  -2),
+    CMD("command",          PROXY, NONE,  W,  -1),
     CMD("copy",             KEY,   NONE,  W,  -2),
     CMD("decr",             KEY,   NONE,  W,   2),
     CMD("decrby",           KEY,   NONE,  W,   3),
@@ -73,6 +75,7 @@ static const struct redis_cmd redis_cmds[] = {
     CMD("incr",             KEY,   NONE,  W,   2),
     CMD("incrby",           KEY,   NONE,  W,   3),
     CMD("incrbyfloat",      KEY,   NONE,  W,   3),
+    CMD("info",             PROXY, NONE,  W,  -1),
     CMD("lindex",           KEY,   NONE,  R,   3),
     CMD("linsert",          KEY,   NONE,  W,   5),
     CMD("llen",             KEY,   NONE,  R,   2),

@@ -123,6 +123,29 @@ redis_compose_array_header(struct evbuffer *out, uint32_t n)
 }
 
 int
+redis_compose_bulk(struct evbuffer *out, const char *p, size_t n)
+{
+    return redis_put_bulk(out, p, n);
+}
+
+int
+redis_compose_bulk_buffer(struct evbuffer *out, struct evbuffer *text)
+{
+    size_t n = evbuffer_get_length(text);
+
+    if (redis_put_head(out, REDIS_RSP_BULK, (int64_t)n) != 0 ||
+        evbuffer_add_buffer(out, text) != 0)
+        return -1;
+    return evbuffer_add(out, "\r\n", 2);
+}
+
+int
+redis_compose_nil(struct evbuffer *out)
+{
+    return redis_put_head(out, REDIS_RSP_BULK, -1);
+}
+
+int
 redis_compose_element(struct evbuffer *out, const struct redis_rsp *rsp,
                       uint32_t i)
 {

@@ -223,6 +223,12 @@ int redis_compose_status(struct evbuffer *out, const char *text);
 int redis_compose_integer(struct evbuffer *out, int64_t n);
 /* "*<n>\r\n" */
 int redis_compose_array_header(struct evbuffer *out, uint32_t n);
+/* "$<n>\r\n<p>\r\n" */
+int redis_compose_bulk(struct evbuffer *out, const char *p, size_t n);
+/* A bulk string of text's bytes, moved (text is left empty). */
+int redis_compose_bulk_buffer(struct evbuffer *out, struct evbuffer *text);
+/* "$-1\r\n", the nil bulk */
+int redis_compose_nil(struct evbuffer *out);
 /* Appends element i of the array reply rsp (its bytes, copied); -1 when
  * elements were not recorded (want_elems). A lookup from the start of
  * rsp->data: for taking every element, redis_compose_take_element. */

@@ -148,7 +148,7 @@ test_lookup_misses(void **state)
 {
     static const char *const names[] = {
         "", "g", "ge", "gett", "keys", "flushall", "multi", "exec", "select",
-        "info", "rename", "bitop", "msetnx", "randomkey", "scan", "subscribe",
+        "infos", "rename", "bitop", "msetnx", "randomkey", "scan", "subscribe",
         "getx", "aaaa", "zzzz", "georadiusbymemberx", "a", "zzzzzz",
     };
     char longname[200];
