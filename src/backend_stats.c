@@ -313,9 +313,20 @@ static uint32_t bs_tiers(const struct backend_stats *bs, const char *pool, const
     return n;
 }
 
-/* One tier's STAT lines. */
+/* One line: "STAT tier:name v" for the stats command, "tier_name:v" for
+ * Redis INFO. */
+static void bs_line(struct evbuffer *out, bool info, const char *tier, const char *name,
+                    int64_t v)
+{
+    if (info)
+        evbuffer_add_printf(out, "%s_%s:%" PRId64 "\r\n", tier, name, v);
+    else
+        evbuffer_add_printf(out, "STAT %s:%s %" PRId64 "\r\n", tier, name, v);
+}
+
+/* One tier's lines. */
 static void bs_tier_lines(const struct backend_stats *bs, const char *pool, const char *tier,
-                          struct evbuffer *out)
+                          bool info, struct evbuffer *out)
 {
     uint32_t servers = 0, up = 0;
     bool redis = false;
@@ -327,19 +338,19 @@ static void bs_tier_lines(const struct backend_stats *bs, const char *pool, cons
         up += s->ok;
         redis = s->redis;
     }
-    evbuffer_add_printf(out, "STAT %s:servers %u\r\nSTAT %s:servers_up %u\r\n", tier,
-                        servers, tier, up);
+    bs_line(out, info, tier, "servers", servers);
+    bs_line(out, info, tier, "servers_up", up);
     const char *const *names = redis ? bs_redis_names : bs_mc_names;
     size_t n = redis ? UTIL_ARRAY_LEN(bs_redis_names) : UTIL_ARRAY_LEN(bs_mc_names);
     for (size_t f = 0; f < n; f++) {
         int64_t sum;
         if (bs_sum(bs, pool, tier, f, &sum))
-            evbuffer_add_printf(out, "STAT %s:%s %" PRId64 "\r\n", tier, names[f], sum);
+            bs_line(out, info, tier, names[f], sum);
     }
 }
 
-void backend_stats_stat_lines(struct backend_stats *bs, const char *pool,
-                              struct evbuffer *out)
+static void bs_lines(struct backend_stats *bs, const char *pool, bool info,
+                     struct evbuffer *out)
 {
     const char *tiers[64];
     if (bs == NULL)
@@ -347,8 +358,20 @@ void backend_stats_stat_lines(struct backend_stats *bs, const char *pool,
     pthread_mutex_lock(&bs->lock);
     uint32_t n = bs_tiers(bs, pool, tiers, UTIL_ARRAY_LEN(tiers));
     for (uint32_t t = 0; t < n; t++)
-        bs_tier_lines(bs, pool, tiers[t], out);
+        bs_tier_lines(bs, pool, tiers[t], info, out);
     pthread_mutex_unlock(&bs->lock);
+}
+
+void backend_stats_stat_lines(struct backend_stats *bs, const char *pool,
+                              struct evbuffer *out)
+{
+    bs_lines(bs, pool, false, out);
+}
+
+void backend_stats_info_lines(struct backend_stats *bs, const char *pool,
+                              struct evbuffer *out)
+{
+    bs_lines(bs, pool, true, out);
 }
 
 /* ---- the metrics ------------------------------------------------------- */

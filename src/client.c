@@ -506,9 +506,15 @@ static void client_reply_info(struct client *c, struct msg *msg)
         proc.total_connections += __atomic_load_n(&rt->stats[i]->total_connections,
                                                    __ATOMIC_RELAXED);
     const struct stats_pool **stats = util_xcalloc(rt->nworkers + 1, sizeof(*stats));
-    struct redis_info_pool pool = { .conf = c->wp->conf, .stats = stats };
+    struct redis_info_pool pool = { .conf = c->wp->conf, .stats = stats,
+                                    .backends = evbuffer_new() };
     pool.nstats = client_pool_stats(c, stats);
+    if (pool.backends != NULL)
+        backend_stats_info_lines(__atomic_load_n(&rt->backend_stats, __ATOMIC_ACQUIRE),
+                                 c->wp->conf->name, pool.backends);
     redis_info_compose(msg->reply, &msg->redis, &proc, &pool);
+    if (pool.backends != NULL)
+        evbuffer_free(pool.backends);
     free(stats);
     client_msg_done(msg);
 }

@@ -15,7 +15,8 @@
 #define REDIS_INFO_STATS   (1u << 2)
 #define REDIS_INFO_SERVERS (1u << 3)
 #define REDIS_INFO_TIERS   (1u << 4)
-#define REDIS_INFO_ALL     0x1fu
+#define REDIS_INFO_BACKENDS (1u << 5)
+#define REDIS_INFO_ALL     0x3fu
 
 static const struct {
     const char *name;
@@ -23,7 +24,8 @@ static const struct {
 } redis_info_sections[] = {
     { "server", REDIS_INFO_SERVER },   { "clients", REDIS_INFO_CLIENTS },
     { "stats", REDIS_INFO_STATS },     { "servers", REDIS_INFO_SERVERS },
-    { "tiers", REDIS_INFO_TIERS },     { "all", REDIS_INFO_ALL },
+    { "tiers", REDIS_INFO_TIERS },     { "backends", REDIS_INFO_BACKENDS },
+    { "all", REDIS_INFO_ALL },
     { "default", REDIS_INFO_ALL },     { "everything", REDIS_INFO_ALL },
 };
 
@@ -193,6 +195,14 @@ static void redis_info_servers(struct evbuffer *text, const struct redis_info_pr
     }
 }
 
+/* The Backends section: the servers' own counters per tier, from the
+ * last background round (backend_stats). */
+static void redis_info_backends(struct evbuffer *text, struct evbuffer *lines)
+{
+    redis_info_header(text, "Backends");
+    evbuffer_add_buffer(text, lines);
+}
+
 /* Tiered pools: "tierN:name=...,servers=...,<the tier counters of the
  * pool's protocol>". */
 static void redis_info_tiers(struct evbuffer *text, const struct redis_info_pool *pool)
@@ -234,6 +244,9 @@ int redis_info_compose(struct evbuffer *out, const struct redis_req *req,
         redis_info_servers(text, proc, pool);
     if ((mask & REDIS_INFO_TIERS) && pool->conf->tiered)
         redis_info_tiers(text, pool);
+    if ((mask & REDIS_INFO_BACKENDS) && pool->backends != NULL &&
+        evbuffer_get_length(pool->backends) > 0)
+        redis_info_backends(text, pool->backends);
     int rc = redis_compose_bulk_buffer(out, text);
     evbuffer_free(text);
     return rc;

@@ -57,6 +57,10 @@ void backend_stats_destroy(struct backend_stats **bs);
  * that only a round's end also takes (never a request path's). */
 void backend_stats_stat_lines(struct backend_stats *bs, const char *pool,
                               struct evbuffer *out);
+/* The same as Redis INFO lines, "TIER_FIELD:SUM" (a Redis pool's INFO
+ * "backends" section). */
+void backend_stats_info_lines(struct backend_stats *bs, const char *pool,
+                              struct evbuffer *out);
 
 /* Appends the families of the last round (text format 0.0.4). */
 void backend_stats_write(struct evbuffer *out, const struct backend_stats *bs);

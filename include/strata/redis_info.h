@@ -34,12 +34,14 @@ struct redis_info_pool {
     const struct conf_pool         *conf;
     const struct stats_pool *const *stats;
     uint32_t                        nstats;
+    struct evbuffer                *backends; /* the servers' own counters as
+                                                 INFO lines, or NULL */
 };
 
 /* INFO [section ...]: appends one RESP bulk string holding Redis's INFO
  * text ("# Name" headers, "key:value" lines, CRLF ends, a blank line
  * between sections). Sections: server, clients, stats, servers, tiers
- * (tiered pools only); none given, or all/default/everything, gives all.
+ * (tiered pools only), backends (when pool->backends has lines); none given, or all/default/everything, gives all.
  * Names are matched in any case; unknown ones add nothing, so INFO of
  * only unknown sections is an empty bulk (as Redis). args[1..nargs) of
  * req are the section names. Returns 0, or -1 if `out` cannot grow. */

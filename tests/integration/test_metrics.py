@@ -271,6 +271,13 @@ def test_backend_stats_collected_in_the_background(memcached_factory, proxy_fact
         if redis is not None:
             assert wait_until(lambda: (value("strata_backend_keyspace_hits", pool="rd",
                                              tier="master") or 0) >= 1, 10.0)
+            # and in the Redis pool's own INFO, section "backends"
+            from redis_util import RespConn, parse
+            with RespConn(proxy.pool_port("rd")) as c:
+                text = parse(c.call("INFO", "backends")).decode()
+            assert text.startswith("# Backends\r\n"), text
+            fields = dict(l.split(":", 1) for l in text.splitlines()[1:] if ":" in l)
+            assert fields["master_servers_up"] == "1" and int(fields["master_used_memory"]) > 0
         servers[0].kill()
         label = proxy.pools["mc"]["servers"][0].split()[-1]
         assert wait_until(lambda: value("strata_backend_up", pool="mc", tier="master",
