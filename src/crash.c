@@ -1,5 +1,6 @@
 /* crash: log a fatal signal and a backtrace, then die of it (crash.h). */
 #include <execinfo.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,13 @@ static void crash_handler(int sig)
 
 void *crash_thread_setup(void)
 {
+    /* a thread that blocks every signal (the workers: signals belong to
+     * the main thread) would be killed by a fault without the handler */
+    sigset_t fatal;
+    sigemptyset(&fatal);
+    for (size_t i = 0; i < sizeof(crash_signals) / sizeof(crash_signals[0]); i++)
+        sigaddset(&fatal, crash_signals[i]);
+    pthread_sigmask(SIG_UNBLOCK, &fatal, NULL);
     void *stack = malloc(CRASH_STACK_SIZE);
     stack_t ss = { .ss_sp = stack, .ss_size = CRASH_STACK_SIZE, .ss_flags = 0 };
     if (stack == NULL || sigaltstack(&ss, NULL) != 0) {

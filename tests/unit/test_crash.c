@@ -36,6 +36,10 @@ static int deep(int n)
 
 static void *fault_thread(void *arg)
 {
+    /* as a worker thread: every signal blocked before its set-up */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
     void *stack = crash_thread_setup();
     if (arg != NULL) {
         raise(SIGSEGV);   /* as a fault would deliver it, in this thread */
