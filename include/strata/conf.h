@@ -218,7 +218,7 @@ struct settings {
 #define SETTINGS_DEFAULT_MAX_MEMORY     0   /* a quarter of physical memory */
 #define SETTINGS_DEFAULT_REQUEST_TIMEOUT 30000   /* ms */
 #define SETTINGS_DEFAULT_RELOAD_MAX_SERVER_LOSS 49   /* percent: half refused */
-#define SETTINGS_DEFAULT_BACKEND_STATS_INTERVAL 10000 /* ms */
+#define SETTINGS_DEFAULT_BACKEND_STATS_INTERVAL 0     /* ms; off: it opens connections */
 #define SETTINGS_DEFAULT_ZK_SESSION_TIMEOUT 10000 /* ms */
 #define SETTINGS_DEFAULT_FENCE       SETTINGS_FENCE_OFF   /* docs/benchmarks.md, issue 14 */
 #define SETTINGS_DEFAULT_REDIS_FENCE true                 /* docs/benchmarks.md, issue 14 */
