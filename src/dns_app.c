@@ -36,7 +36,6 @@ struct dns_app {
     struct event      *wake;        /* activated by the resolver */
     pthread_t          thread;
     bool               running;
-    uint64_t           failures;    /* atomic: lookups that failed */
     /* under lock */
     pthread_mutex_t    lock;
     pthread_cond_t     cond;
@@ -126,7 +125,7 @@ static void answers_warn(struct dns_app *da, const struct dns_answer *answers, u
     for (uint32_t i = 0; i < n; i++) {
         if (answers[i].ok)
             continue;
-        __atomic_fetch_add(&da->failures, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&da->app->rt.dns_failures, 1, __ATOMIC_RELAXED);
         log_warn("dns: cannot resolve %s: %s; its servers keep their last address",
                  answers[i].host, answers[i].why);
     }
@@ -175,11 +174,6 @@ void dns_app_fill(struct app *app, struct conf *conf)
 {
     if (app->dns != NULL)
         dns_conf_pin(conf, app->conf, app->dns->resolve);
-}
-
-uint64_t dns_app_failures(const struct app *app)
-{
-    return app->dns != NULL ? __atomic_load_n(&app->dns->failures, __ATOMIC_RELAXED) : 0;
 }
 
 int dns_app_start(struct app *app)

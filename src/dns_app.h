@@ -5,8 +5,6 @@
 #ifndef STRATA_DNS_APP_H
 #define STRATA_DNS_APP_H
 
-#include <stdint.h>
-
 struct app;
 struct conf;
 
@@ -21,10 +19,6 @@ int dns_app_start(struct app *app);
  * applied, to the addresses in use for the same names (a name new to
  * the process is resolved now). Harmless when not following. */
 void dns_app_fill(struct app *app, struct conf *conf);
-
-/* Lookups that failed since start (kept the last address); 0 when not
- * following. */
-uint64_t dns_app_failures(const struct app *app);
 
 /* Stops the resolver thread and frees app->dns; harmless without one.
  * Waits for a lookup in progress (at most the resolver's own timeout). */

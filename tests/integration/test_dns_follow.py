@@ -126,9 +126,23 @@ def lands_on(proxy, server, key):
         return c.get(key) == b"v"
 
 
+def stat(proxy, name):
+    """One counter of the proxy's stats command, as an int."""
+    with proxy.client() as c:
+        c.send(b"stats\r\n")
+        for _ in range(10000):
+            line = c.readline()
+            if line == b"END\r\n":
+                return None
+            if line.startswith(b"STAT %s " % name.encode()):
+                return int(line.split()[2])
+    return None
+
+
 def test_name_followed_when_it_moves(setup):
     proxy, a, b, hosts = setup
     assert lands_on(proxy, a, "before"), proxy.diagnostics()
+    assert stat(proxy, "dns_failures") == 0
     write_hosts(hosts, ["%s cache1" % ADDR_B])
     moved = "pool alpha tier master server one: cache1 now resolves to %s (was %s)" \
         % (ADDR_B, ADDR_A)
@@ -156,6 +170,7 @@ def test_unresolvable_name_keeps_the_last_address(setup):
     assert wait_until(lambda: warned in proxy.read_log(), FOLLOW_S), proxy.diagnostics()
     for i in range(10):
         assert lands_on(proxy, a, "kept%d" % i), proxy.diagnostics()
+    assert stat(proxy, "dns_failures") >= 1, proxy.diagnostics()
     # back at its address: nothing moves; at another: it moves
     write_hosts(hosts, ["%s cache1" % ADDR_B])
     assert wait_until(lambda: lands_on(proxy, b, "back"), FOLLOW_S), proxy.diagnostics()
