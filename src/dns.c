@@ -10,10 +10,12 @@
  * connections only while the pinned address is the same. */
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "strata/dns.h"
 #include "strata/log.h"
@@ -37,21 +39,75 @@ static void answer_add(struct dns_answer *out, const struct sockaddr *sa)
     memcpy(out->addrs[out->naddrs++], text, sizeof(text));
 }
 
+/* One getaddrinfo_a request, held by the caller that waits for it and
+ * by glibc's completion notice: whichever lets go last frees it. A lookup
+ * past its bound is abandoned (never cancelled: a request glibc has
+ * started cannot be), and freed when it ends. */
+struct dns_lookup {
+    struct gaicb    cb;
+    struct addrinfo hints;
+    int             refs;               /* atomic */
+    char            host[];
+};
+
+static void lookup_drop(struct dns_lookup *l)
+{
+    if (__atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    if (l->cb.ar_result != NULL)
+        freeaddrinfo(l->cb.ar_result);
+    free(l);
+}
+
+static void lookup_notified(union sigval sv)
+{
+    lookup_drop(sv.sival_ptr);
+}
+
+/* Waits for l until deadline (monotonic ms): gai_error's value then
+ * (EAI_INPROGRESS: still running). */
+static int lookup_wait(struct dns_lookup *l, int64_t deadline)
+{
+    const struct gaicb *list[] = { &l->cb };
+    int rc;
+    while ((rc = gai_error(&l->cb)) == EAI_INPROGRESS) {
+        int64_t left = deadline - util_now_ms();
+        if (left <= 0)
+            break;
+        struct timespec ts = { left / 1000, (left % 1000) * 1000000 };
+        gai_suspend(list, 1, &ts);
+    }
+    return rc;
+}
+
 void dns_resolve_system(const char *host, struct dns_answer *out)
 {
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-    struct addrinfo *res = NULL;
+    size_t len = strlen(host) + 1;
+    struct dns_lookup *l = util_xcalloc(1, sizeof(*l) + len);
+    memcpy(l->host, host, len);
+    l->hints = (struct addrinfo){ .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    l->cb = (struct gaicb){ .ar_name = l->host, .ar_request = &l->hints };
+    l->refs = 2;
+    struct sigevent sev = { .sigev_notify = SIGEV_THREAD,
+                            .sigev_notify_function = lookup_notified,
+                            .sigev_value.sival_ptr = l };
+    struct gaicb *list[] = { &l->cb };
     out->ok = false;
     out->naddrs = 0;
-    int rc = getaddrinfo(host, NULL, &hints, &res);
-    for (struct addrinfo *ai = rc == 0 ? res : NULL; ai != NULL; ai = ai->ai_next)
+    int rc = getaddrinfo_a(GAI_NOWAIT, list, 1, &sev);
+    if (rc != 0)
+        lookup_drop(l);   /* no notice will come */
+    else
+        rc = lookup_wait(l, util_now_ms() + DNS_LOOKUP_MS);
+    for (struct addrinfo *ai = rc == 0 ? l->cb.ar_result : NULL; ai != NULL; ai = ai->ai_next)
         if (ai->ai_family == AF_INET || ai->ai_family == AF_INET6)
             answer_add(out, ai->ai_addr);
-    if (res != NULL)
-        freeaddrinfo(res);
     out->ok = out->naddrs > 0;
-    if (!out->ok)
+    if (rc == EAI_INPROGRESS)
+        snprintf(out->why, sizeof(out->why), "no answer within %d ms", DNS_LOOKUP_MS);
+    else if (!out->ok)
         snprintf(out->why, sizeof(out->why), "%s", rc != 0 ? gai_strerror(rc) : "no address");
+    lookup_drop(l);
 }
 
 /* ---- which servers ------------------------------------------------------- */

@@ -3,7 +3,8 @@
  *
  *   main thread, every dns_refresh_interval:
  *     host names of the running conf ─► job ─► resolver thread
- *   resolver thread: getaddrinfo per name (blocking, off the event loop)
+ *   resolver thread: a lookup per name, DNS_LOOKUP_MS at most each
+ *     (blocking, off the event loop)
  *     ─► answers ─► event_active(wake)
  *   main thread (wake):
  *     a failed name ─► WARN, counted, its last address kept

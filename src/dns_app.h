@@ -21,7 +21,7 @@ int dns_app_start(struct app *app);
 void dns_app_fill(struct app *app, struct conf *conf);
 
 /* Stops the resolver thread and frees app->dns; harmless without one.
- * Waits for a lookup in progress (at most the resolver's own timeout). */
+ * Waits for a lookup in progress (DNS_LOOKUP_MS at most). */
 void dns_app_stop(struct app *app);
 
 #endif

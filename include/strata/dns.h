@@ -15,6 +15,7 @@
 #define DNS_ADDR_LEN   INET6_ADDRSTRLEN  /* one numeric address, NUL included */
 #define DNS_ADDRS_MAX  16                /* addresses kept from one answer */
 #define DNS_WHY_LEN    160
+#define DNS_LOOKUP_MS  5000              /* one lookup's bound; then it failed */
 
 /* What one lookup of a host name gave. */
 struct dns_answer {
@@ -29,8 +30,10 @@ struct dns_answer {
  * dns_resolve_system is the real one; a test passes its own. */
 typedef void (*dns_resolve_fn)(const char *host, struct dns_answer *out);
 
-/* getaddrinfo (TCP, any family), addresses as numeric text. Blocking:
- * only off the main thread's event loop (or at start-up). */
+/* getaddrinfo (TCP, any family; through getaddrinfo_a), addresses as
+ * numeric text. Blocks for DNS_LOOKUP_MS at most: a lookup still running
+ * then is abandoned (freed when it ends) and answered as failed. Only
+ * off the main thread's event loop, or at start-up and reload. */
 void dns_resolve_system(const char *host, struct dns_answer *out);
 
 /* Whether `addr` is a TCP address written with a host name (not a

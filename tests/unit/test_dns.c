@@ -238,6 +238,27 @@ static void test_follow_moves_the_name_only(void **state)
     conf_destroy(&next);
 }
 
+/* ---- the system resolver (no network: literals and a reserved name) ---- */
+
+static void test_resolve_system(void **state)
+{
+    (void)state;
+    struct dns_answer a = { .ok = false };
+    dns_resolve_system("127.0.0.2", &a);
+    assert_true(a.ok);
+    assert_int_equal(a.naddrs, 1);
+    assert_string_equal(a.addrs[0], "127.0.0.2");
+    dns_resolve_system("::1", &a);
+    assert_true(a.ok);
+    assert_string_equal(a.addrs[0], "::1");
+    int64_t start = util_now_ms();
+    dns_resolve_system("no-such-host.invalid", &a);   /* RFC 6761: never resolves */
+    assert_false(a.ok);
+    assert_int_equal(a.naddrs, 0);
+    assert_true(a.why[0] != '\0');
+    assert_true(util_now_ms() - start <= DNS_LOOKUP_MS + 1000);
+}
+
 /* ---- connecting and reuse ---- */
 
 static void test_resolve_uses_the_pinned_address(void **state)
@@ -283,6 +304,7 @@ int main(void)
         cmocka_unit_test(test_pin_keeps_the_running_addresses),
         cmocka_unit_test(test_follow_nothing_moves),
         cmocka_unit_test(test_follow_moves_the_name_only),
+        cmocka_unit_test(test_resolve_system),
         cmocka_unit_test(test_resolve_uses_the_pinned_address),
         cmocka_unit_test(test_reuse_follows_the_pinned_address),
     };
