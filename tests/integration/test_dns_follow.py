@@ -17,6 +17,7 @@ import subprocess
 import pytest
 
 from compat_util import distinct_ports, strata_bin
+from conftest import SANITIZER_MARKS
 from harness import (HarnessError, MCClient, Memcached, Proxy, _stop_popen,
                      free_port, port_accepts, wait_until)
 
@@ -116,6 +117,9 @@ def setup(workdir):
             proxy.stop()
         for s in servers:
             s.stop()
+    # a sanitizer build's report fails the test, as conftest's factory does
+    if any(m in proxy.read_output() for m in SANITIZER_MARKS):
+        pytest.fail("sanitizer report from the proxy:\n" + proxy.diagnostics())
 
 
 def lands_on(proxy, server, key):
