@@ -77,6 +77,10 @@ class LoopbackMemcached(Memcached):
     def client(self, timeout=5.0):
         return MCClient(self.port, host=self.host, timeout=timeout)
 
+    def conns(self):
+        """curr_connections, the asking connection included."""
+        return stat(self, "curr_connections")
+
 
 def write_hosts(path, lines):
     """Rewrites the private hosts file in place (same inode)."""
@@ -96,6 +100,7 @@ def setup(workdir):
     try:
         for host in (ADDR_A, ADDR_B):
             servers.append(LoopbackMemcached(workdir, host, port).start())
+        idle = servers[0].conns()     # before the proxy connects
         hosts = os.path.join(workdir, "hosts")
         write_hosts(hosts, ["%s cache1" % ADDR_A])
         cfg = os.path.join(workdir, "strata.cfg")
@@ -111,7 +116,7 @@ def setup(workdir):
                               'mount --bind "$0" /etc/hosts && exec "$@"',
                               hosts] + plain_argv()
         proxy.start()
-        yield proxy, servers[0], servers[1], hosts
+        yield proxy, servers[0], servers[1], hosts, idle
     finally:
         if proxy is not None:
             proxy.stop()
@@ -131,7 +136,7 @@ def lands_on(proxy, server, key):
 
 
 def stat(proxy, name):
-    """One counter of the proxy's stats command, as an int."""
+    """One counter of the stats command of a proxy or a memcached."""
     with proxy.client() as c:
         c.send(b"stats\r\n")
         for _ in range(10000):
@@ -144,8 +149,9 @@ def stat(proxy, name):
 
 
 def test_name_followed_when_it_moves(setup):
-    proxy, a, b, hosts = setup
+    proxy, a, b, hosts, idle = setup
     assert lands_on(proxy, a, "before"), proxy.diagnostics()
+    assert a.conns() > idle
     assert stat(proxy, "dns_failures") == 0
     write_hosts(hosts, ["%s cache1" % ADDR_B])
     moved = "pool alpha tier master server one: cache1 now resolves to %s (was %s)" \
@@ -163,12 +169,15 @@ def test_name_followed_when_it_moves(setup):
         assert lands_on(proxy, b, "later%d" % i), proxy.diagnostics()
         with a.client() as c:
             assert c.get("later%d" % i) is None
+    # the old address's connections closed, as a reload closes a removed
+    # server's once its requests are answered
+    assert wait_until(lambda: a.conns() == idle, FOLLOW_S), proxy.diagnostics()
     # the same name kept its ring place: no other configuration change
     assert "configuration 2 from dns" in proxy.read_log(), proxy.diagnostics()
 
 
 def test_unresolvable_name_keeps_the_last_address(setup):
-    proxy, a, b, hosts = setup
+    proxy, a, b, hosts, _ = setup
     write_hosts(hosts, [])     # cache1 no longer resolves (files, then DNS)
     warned = "dns: cannot resolve cache1"
     assert wait_until(lambda: warned in proxy.read_log(), FOLLOW_S), proxy.diagnostics()
