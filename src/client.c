@@ -499,6 +499,7 @@ static void client_reply_info(struct client *c, struct msg *msg)
         .loaded_at = gen != NULL ? gen->loaded_at : 0,
         .reloads = __atomic_load_n(&rt->reloads, __ATOMIC_RELAXED),
         .reload_failures = __atomic_load_n(&rt->reload_failures, __ATOMIC_RELAXED),
+        .dns_failures = __atomic_load_n(&rt->dns_failures, __ATOMIC_RELAXED),
     };
     struct timeval tv;
     gettimeofday(&tv, NULL);   /* as server_ejected_at */
