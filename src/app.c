@@ -35,6 +35,7 @@
 #include "strata/util.h"
 #include "strata/worker.h"
 #include "app.h"
+#include "dns_app.h"
 #include "sentinel_app.h"
 #include "zk_app.h"
 
@@ -292,6 +293,7 @@ static void app_teardown(struct app *app)
 {
     zk_app_stop(app);   /* first: the registration goes before the listeners */
     sentinel_app_stop(app);
+    dns_app_stop(app);
     for (uint32_t i = 0; app->workers != NULL && i < app->nworkers; i++)
         worker_stop(&app->workers[i]);
     for (uint32_t i = 0; app->workers != NULL && i < app->nworkers; i++)
@@ -416,7 +418,8 @@ int app_run(struct app *app)
     fd_limit_raise(app);
     app->rt.max_clients = app->settings.max_clients != 0 ? app->settings.max_clients
                           : client_max_default(app->conf, app->nworkers);
-    if (listens_probe(app) != 0 || sentinel_app_start(app) != 0 || workers_init(app) != 0 ||
+    if (listens_probe(app) != 0 || sentinel_app_start(app) != 0 || dns_app_start(app) != 0 ||
+        workers_init(app) != 0 ||
         privileges_drop(app) != 0 || workers_start(app) != 0)
         goto out;
     log_notice("strata-%s started on pid %ld with %u workers, %u pools",

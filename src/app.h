@@ -18,6 +18,7 @@ struct evconnlistener;
 struct metrics_http;
 struct zk_app;
 struct sentinel_app;
+struct dns_app;
 
 struct app {
     struct settings      settings;
@@ -53,6 +54,7 @@ struct app {
     struct metrics_http *metrics;        /* metrics_listen, or NULL */
     struct sentinel_app *sentinel;       /* Redis pools that follow Sentinel */
     struct backend_stats *backend_stats; /* the servers' own stats, or NULL */
+    struct dns_app      *dns;            /* server host names followed, or NULL */
 };
 
 /* Zeroes app (no -d: ready_fd -1); app_deinit frees what loading the

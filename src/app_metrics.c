@@ -42,6 +42,7 @@ static void app_metrics_fill(struct evbuffer *out, void *arg)
         .loaded_at_s = app->gen != NULL ? app->gen->loaded_at : app->rt.start_time_s,
         .reloads = __atomic_load_n(&app->rt.reloads, __ATOMIC_RELAXED),
         .reload_failures = __atomic_load_n(&app->rt.reload_failures, __ATOMIC_RELAXED),
+        .dns_failures = __atomic_load_n(&app->rt.dns_failures, __ATOMIC_RELAXED),
         .zk_connected = zk_app_connected(app),
         .cmd_name = app_metrics_cmd_name,
     };

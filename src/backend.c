@@ -317,7 +317,10 @@ static bool addr_same(const struct conf_addr *a, const struct conf_addr *b)
         return false;
     if (a->path != NULL)
         return strcmp(a->path, b->path) == 0;
-    return a->port == b->port && strcmp(a->host, b->host) == 0;
+    bool pinned_same = a->resolved == b->resolved ||
+                       (a->resolved != NULL && b->resolved != NULL &&
+                        strcmp(a->resolved, b->resolved) == 0);
+    return a->port == b->port && strcmp(a->host, b->host) == 0 && pinned_same;
 }
 
 bool backend_server_reusable(const struct backend_server *s, const struct conf_server *conf,

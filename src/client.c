@@ -295,10 +295,11 @@ static void reply_stats(struct client *c, struct msg *msg)
         evbuffer_add_printf(msg->reply,
             "STAT config_generation %llu\r\nSTAT config_source %s\r\n"
             "STAT config_loaded_at %lld\r\nSTAT reloads %llu\r\n"
-            "STAT reload_failures %llu\r\n",
+            "STAT reload_failures %llu\r\nSTAT dns_failures %llu\r\n",
             (unsigned long long)gen->generation, gen->source, (long long)gen->loaded_at,
             (unsigned long long)__atomic_load_n(&rt->reloads, __ATOMIC_RELAXED),
-            (unsigned long long)__atomic_load_n(&rt->reload_failures, __ATOMIC_RELAXED));
+            (unsigned long long)__atomic_load_n(&rt->reload_failures, __ATOMIC_RELAXED),
+            (unsigned long long)__atomic_load_n(&rt->dns_failures, __ATOMIC_RELAXED));
     evbuffer_add(msg->reply, "END\r\n", 5);
     client_msg_done(msg);
 }
@@ -498,6 +499,7 @@ static void client_reply_info(struct client *c, struct msg *msg)
         .loaded_at = gen != NULL ? gen->loaded_at : 0,
         .reloads = __atomic_load_n(&rt->reloads, __ATOMIC_RELAXED),
         .reload_failures = __atomic_load_n(&rt->reload_failures, __ATOMIC_RELAXED),
+        .dns_failures = __atomic_load_n(&rt->dns_failures, __ATOMIC_RELAXED),
     };
     struct timeval tv;
     gettimeofday(&tv, NULL);   /* as server_ejected_at */

@@ -22,6 +22,7 @@ static void copy_addr(struct conf_addr *to, const struct conf_addr *from, bool *
     *to = *from;
     to->host = copy_str(from->host, ok);
     to->path = copy_str(from->path, ok);
+    to->resolved = copy_str(from->resolved, ok);
 }
 
 /* Servers of `n` entries (a tier's, or a pool's Sentinels). */

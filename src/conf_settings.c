@@ -211,6 +211,7 @@ static const struct settings_key settings_keys[] = {
     { "fence_replies",      settings_set_fence,  FIELD(fence_replies),      0,    0 },
     { "redis_fence_replies", settings_set_bool,  FIELD(redis_fence_replies), 0,   0 },
     { "metrics_listen",     settings_set_string, FIELD(metrics_listen),     0,    0 },
+    { "dns_refresh_interval", settings_set_int,  FIELD(dns_refresh_interval_ms), 0, 86400000 },
 };
 
 #undef FIELD
@@ -298,6 +299,7 @@ void settings_init(struct settings *s)
     s->client_request_timeout_ms = SETTINGS_DEFAULT_REQUEST_TIMEOUT;
     s->reload_max_server_loss = SETTINGS_DEFAULT_RELOAD_MAX_SERVER_LOSS;
     s->backend_stats_interval_ms = SETTINGS_DEFAULT_BACKEND_STATS_INTERVAL;
+    s->dns_refresh_interval_ms = SETTINGS_DEFAULT_DNS_REFRESH_INTERVAL;
     s->zk_cache_file = NULL;     /* settings_zk_cache_file() derives it */
     s->zk_session_timeout_ms = SETTINGS_DEFAULT_ZK_SESSION_TIMEOUT;
     s->zk_register = true;

@@ -1639,6 +1639,7 @@ static void conf_addr_deinit(struct conf_addr *addr)
 {
     free(addr->host);
     free(addr->path);
+    free(addr->resolved);
 }
 
 void conf_tier_deinit(struct conf_tier *tier)

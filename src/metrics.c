@@ -386,6 +386,9 @@ static void metrics_reload_families(struct evbuffer *out, const struct metrics_p
                    (int64_t)p->reloads);
     metrics_single(out, "strata_reload_failures_total", "counter",
                    "New configurations rejected", (int64_t)p->reload_failures);
+    metrics_single(out, "strata_dns_failures_total", "counter",
+                   "Server host name lookups that failed (dns_refresh_interval); the last "
+                   "address stays", (int64_t)p->dns_failures);
     if (p->zk_connected >= 0)
         metrics_single(out, "strata_zookeeper_connected", "gauge",
                        "1 while the ZooKeeper session of -c zk://... is connected",

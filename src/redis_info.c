@@ -96,9 +96,10 @@ static void redis_info_server(struct evbuffer *text, const struct redis_info_pro
         (unsigned long long)proc->generation, (long long)proc->loaded_at);
     if (proc->source != NULL)
         redis_info_word(text, proc->source, strlen(proc->source));
-    evbuffer_add_printf(text, "\r\nreloads:%llu\r\nreload_failures:%llu\r\n",
-                        (unsigned long long)proc->reloads,
-                        (unsigned long long)proc->reload_failures);
+    evbuffer_add_printf(text, "\r\nreloads:%llu\r\nreload_failures:%llu\r\n"
+                        "dns_failures:%llu\r\n", (unsigned long long)proc->reloads,
+                        (unsigned long long)proc->reload_failures,
+                        (unsigned long long)proc->dns_failures);
 }
 
 /* Pool field f summed over the workers' stats. */

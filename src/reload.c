@@ -26,6 +26,7 @@
 #include "strata/reload.h"
 #include "strata/unixsock.h"
 #include "strata/util.h"
+#include "dns_app.h"
 #include "sentinel_app.h"
 
 #define RELOAD_POLL_MS 20
@@ -335,6 +336,7 @@ int reload_apply(struct app *app, struct conf *conf, const char *source,
         return 0;
     }
     char why[400];
+    dns_app_fill(app, conf);   /* host names keep the addresses in use */
     if (sentinel_app_fill(app, conf, why, sizeof(why)) != 0 ||
         conf_guard_check(app->conf, conf, app->settings.reload_max_server_loss, why,
                          sizeof(why)) != 0 ||

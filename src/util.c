@@ -48,7 +48,10 @@ int util_resolve(const struct conf_addr *addr, struct sockaddr_storage *ss,
     struct addrinfo *res = NULL;
     char port[8];
     snprintf(port, sizeof(port), "%u", (unsigned)addr->port);
-    int rc = getaddrinfo(addr->host, port, &hints, &res);
+    const char *host = addr->resolved != NULL ? addr->resolved : addr->host;
+    if (addr->resolved != NULL)
+        hints.ai_flags |= AI_NUMERICHOST;
+    int rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0 || res == NULL) {
         snprintf(err, errlen, "cannot resolve '%s': %s", addr->host,
                  rc != 0 ? gai_strerror(rc) : "no address");

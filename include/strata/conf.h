@@ -28,6 +28,8 @@ struct conf_addr {
     char     *host;       /* host name or address; NULL for a unix socket */
     uint16_t  port;
     char     *path;       /* unix socket path; NULL for TCP */
+    char     *resolved;   /* host's address pinned by dns_app (numeric);
+                             NULL: host is resolved where it is used */
 };
 
 struct conf_listen {
@@ -190,6 +192,7 @@ struct settings {
     int      fence_replies;      /* memcached servers: SETTINGS_FENCE_* */
     bool     redis_fence_replies; /* Redis servers: an ECHO fence per batch */
     char    *metrics_listen;     /* Prometheus HOST:PORT; NULL: off */
+    int      dns_refresh_interval_ms; /* server host names re-resolved; 0: off */
 };
 
 /* No -c and no pool_file: the pool file is the first of these that exists
@@ -220,6 +223,7 @@ struct settings {
 #define SETTINGS_DEFAULT_RELOAD_MAX_SERVER_LOSS 49   /* percent: half refused */
 #define SETTINGS_DEFAULT_BACKEND_STATS_INTERVAL 0     /* ms; off: it opens connections */
 #define SETTINGS_DEFAULT_ZK_SESSION_TIMEOUT 10000 /* ms */
+#define SETTINGS_DEFAULT_DNS_REFRESH_INTERVAL 30000 /* ms; dns_app */
 #define SETTINGS_DEFAULT_FENCE       SETTINGS_FENCE_OFF   /* docs/benchmarks.md, issue 14 */
 #define SETTINGS_DEFAULT_REDIS_FENCE true                 /* docs/benchmarks.md, issue 14 */
 /* Without zk_cache_file the cache is DIR/zk-<stats port>.yml: one file

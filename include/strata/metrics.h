@@ -121,6 +121,7 @@ struct metrics_process {
     int64_t                     loaded_at_s;    /* when it was loaded, unix s */
     uint64_t                    reloads;
     uint64_t                    reload_failures;
+    uint64_t                    dns_failures;   /* server host name lookups failed */
     int                         zk_connected;   /* 1, 0; -1: no ZooKeeper */
     /* The name of a pool's command slot (stats.h STATS_CMD_SLOTS), or
      * NULL past its commands: the protocol modules know them, not this. */

@@ -24,6 +24,7 @@ struct redis_info_proc {
     int64_t     loaded_at;         /* unix seconds; 0: unknown */
     uint64_t    reloads;
     uint64_t    reload_failures;
+    uint64_t    dns_failures;      /* server host name lookups failed */
     int64_t     total_connections; /* client connections accepted, all pools */
     int64_t     now_ms;            /* wall clock, for "ejected" */
 };

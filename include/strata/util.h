@@ -16,8 +16,9 @@ int64_t util_now_ms(void);
 /* Seconds since the epoch. */
 int64_t util_wall_s(void);
 
-/* Resolves a TCP host:port or a unix path into *ss. Returns 0, or -1 with
- * a reason in err. */
+/* Resolves a TCP host:port or a unix path into *ss: the address pinned
+ * in addr->resolved when there is one (no lookup), else addr->host.
+ * Returns 0, or -1 with a reason in err. */
 int util_resolve(const struct conf_addr *addr, struct sockaddr_storage *ss,
                  socklen_t *len, char *err, size_t errlen);
 

@@ -68,6 +68,8 @@ struct runtime {
     struct config_gen     *gen;           /* conf as generation 1, or NULL */
     uint64_t               reloads;       /* atomic: configurations applied */
     uint64_t               reload_failures; /* atomic: rejected */
+    uint64_t               dns_failures;  /* atomic: server host name lookups
+                                             that failed (dns_app) */
     struct stats_worker  **stats;         /* per worker, for the stats command */
 };
 

@@ -50,7 +50,7 @@ def test_info_parses_with_redis_py(proxy, shards):
     info = redis_py(proxy, "r").info()
     for key in ("strata_version", "process_id", "uptime_in_seconds",
                 "workers", "config_generation", "config_source", "reloads",
-                "reload_failures", "connected_clients",
+                "reload_failures", "dns_failures", "connected_clients",
                 "total_connections_received", "client_eof", "client_err",
                 "forward_error", "fragments", "server_ejects",
                 "out_of_memory", "auth_failures", "server0", "server1"):

@@ -100,6 +100,7 @@ static void assert_defaults(const struct settings *s)
     assert_null(s->metrics_listen);       /* off */
     assert_int_equal(s->fence_replies, SETTINGS_FENCE_OFF);
     assert_true(s->redis_fence_replies);
+    assert_int_equal(s->dns_refresh_interval_ms, 30000);
 }
 
 static void test_defaults(void **state)
@@ -244,6 +245,10 @@ static void test_bounds_accepted(void **state)
     fx_load(fx, "log_level = 11; stats_port = 65535;\n");
     assert_int_equal(fx->s.log_level, 11);
     assert_int_equal(fx->s.stats_port, 65535);
+    fx_load(fx, "dns_refresh_interval = 0;\n");           /* off */
+    assert_int_equal(fx->s.dns_refresh_interval_ms, 0);
+    fx_load(fx, "dns_refresh_interval = 86400000;\n");    /* a day */
+    assert_int_equal(fx->s.dns_refresh_interval_ms, 86400000);
 }
 
 static void test_example(void **state)
@@ -364,6 +369,8 @@ static const struct err_case err_cases[] = {
       "setting 'max_reply_size' is out of range 1024..1099511627776: 10" },
     { "max_memory_small", "max_memory = 1000;\n", 1,
       "setting 'max_memory' is out of range 1048576..1125899906842624: 1000" },
+    { "dns_refresh_interval_negative", "dns_refresh_interval = -1;\n", 1,
+      "setting 'dns_refresh_interval' is out of range 0..86400000: -1" },
     { "client_request_timeout_negative", "client_request_timeout = -1;\n", 1,
       "setting 'client_request_timeout' is out of range 0..2147483647: -1" },
     { "max_clients_zero", "max_clients = 0;\n", 1,

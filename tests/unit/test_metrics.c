@@ -290,7 +290,7 @@ static char *fx_scrape_zk(struct fx *fx, int zk_connected)
 {
     struct metrics_process p = { .conf = fx->conf, .workers = fx->wp, .nworkers = 2,
                                  .start_time_s = 1000, .generation = 3, .loaded_at_s = 2000,
-                                 .reloads = 2, .reload_failures = 1,
+                                 .reloads = 2, .reload_failures = 1, .dns_failures = 4,
                                  .zk_connected = zk_connected };
     struct evbuffer *b = evbuffer_new();
     metrics_write(b, &p);
@@ -360,6 +360,7 @@ static void test_exposition_counters(void **state)
     assert_true(tp_value(&d, "strata_config_generation", NULL, NULL, NULL, NULL) == 3);
     assert_true(tp_value(&d, "strata_reloads_total", NULL, NULL, NULL, NULL) == 2);
     assert_true(tp_value(&d, "strata_reload_failures_total", NULL, NULL, NULL, NULL) == 1);
+    assert_true(tp_value(&d, "strata_dns_failures_total", NULL, NULL, NULL, NULL) == 4);
     assert_true(tp_value(&d, "strata_start_time_seconds", NULL, NULL, NULL, NULL) == 1000);
     assert_string_equal(tp_kind_of(&d, "strata_client_connections"), "gauge");
     assert_string_equal(tp_kind_of(&d, "strata_requests_total"), "counter");

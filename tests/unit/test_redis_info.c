@@ -75,7 +75,7 @@ setup(void **state)
     f->proc = (struct redis_info_proc){
         .version = "9.8.7", .pid = 4242, .uptime_s = 2 * 86400 + 5, .workers = 2,
         .generation = 3, .source = "/etc/strata.yml", .loaded_at = 1700000000,
-        .reloads = 2, .reload_failures = 1, .total_connections = 77,
+        .reloads = 2, .reload_failures = 1, .dns_failures = 5, .total_connections = 77,
         .now_ms = 1800000000000LL,
     };
     redis_req_init(&f->req);
@@ -196,7 +196,8 @@ test_info_server_section(void **state)
         "# Server\r\nstrata_version:9.8.7\r\nproxy_mode:strata\r\nprocess_id:4242\r\n"
         "uptime_in_seconds:172805\r\nuptime_in_days:2\r\nworkers:2\r\npool:cache\r\n"
         "config_generation:3\r\nconfig_loaded_at:1700000000\r\n"
-        "config_source:/etc/strata.yml\r\nreloads:2\r\nreload_failures:1\r\n");
+        "config_source:/etc/strata.yml\r\nreloads:2\r\nreload_failures:1\r\n"
+        "dns_failures:5\r\n");
 }
 
 static void
