@@ -104,8 +104,9 @@ int backend_stats_parse(const char *text, const char *field, int64_t *v)
     size_t flen = strlen(field);
     for (const char *line = text; line != NULL && *line != '\0';) {
         const char *name = strncmp(line, "STAT ", 5) == 0 ? line + 5 : line;
-        char sep = name[flen];
-        if (strncmp(name, field, flen) == 0 && (sep == ' ' || sep == ':')) {
+        /* name[flen] is read only once the first flen bytes matched (so
+         * it is within the text, its NUL at worst) */
+        if (strncmp(name, field, flen) == 0 && (name[flen] == ' ' || name[flen] == ':')) {
             char *end;
             long long x = strtoll(name + flen + 1, &end, 10);
             if (end == name + flen + 1)
