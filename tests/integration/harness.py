@@ -1043,12 +1043,12 @@ COMMAND_COUNTERS = ("cmd_get", "cmd_set", "cmd_touch", "cmd_flush",
                     "cas_misses", "cas_badval", "touch_hits", "touch_misses")
 
 
-def stat_lines(port, host=HOST, timeout=3.0):
-    """The `stats` command of a memcached (or of the proxy) on a fresh
-    connection: {name: value as text}."""
+def stat_lines(port, host=HOST, timeout=3.0, command="stats"):
+    """A `stats` command (`command`, e.g. "stats backends") of a memcached
+    or of the proxy on a fresh connection: {name: value as text}."""
     out = {}
     with MCClient(port, host=host, timeout=timeout) as c:
-        c.send(b"stats\r\n")
+        c.send(command.encode() + b"\r\n")
         for _ in range(1000):
             line = c.readline()
             if line == b"END\r\n":

@@ -23,7 +23,7 @@ import pytest
 
 from compat_util import stats_doc
 from conftest import simple_pool
-from harness import HOST, MCClient, free_port, port_accepts, stop_pid, \
+from harness import HOST, MCClient, free_port, port_accepts, stat_lines, stop_pid, \
     wait_until, xchg
 from policy_util import write_settings
 
@@ -216,20 +216,6 @@ def test_commands_and_read_keys(setup):
     assert wait_until(matches, 5.0), scrape(mport)
 
 
-def stat_lines_of(c, command):
-    """{name: value} of the STAT lines `command` gets on client c."""
-    out = {}
-    c.send(command.encode() + b"\r\n")
-    for _ in range(1000):
-        line = c.readline()
-        if line == b"END\r\n":
-            break
-        parts = line.decode().rstrip("\r\n").split(" ", 2)
-        if len(parts) == 3 and parts[0] == "STAT":
-            out[parts[1]] = parts[2]
-    return out
-
-
 def test_backend_stats_collected_in_the_background(memcached_factory, proxy_factory,
                                                    workdir):
     """The servers' own stats, summed per pool and tier, collected every
@@ -263,10 +249,10 @@ def test_backend_stats_collected_in_the_background(memcached_factory, proxy_fact
         assert wait_until(lambda: value("strata_backend_curr_items", pool="mc",
                                         tier="master") == 10, 10.0)
         # the same on the pool's own port: "stats backends"
+        lines = stat_lines(proxy.pool_port("mc"), command="stats backends")
+        assert lines["master:curr_items"] == "10", lines
+        assert lines["master:servers"] == "2" and lines["master:servers_up"] == "2"
         with MCClient(proxy.pool_port("mc")) as c:
-            lines = stat_lines_of(c, "stats backends")
-            assert lines["master:curr_items"] == "10", lines
-            assert lines["master:servers"] == "2" and lines["master:servers_up"] == "2"
             assert c.call("stats nope") == b"ERROR\r\n"
         if redis is not None:
             assert wait_until(lambda: (value("strata_backend_keyspace_hits", pool="rd",

@@ -15,26 +15,10 @@
 
 #include "strata/proto_redis.h"
 
+#include "test_ptr_count.h"
 #include "test_sbuf.h"
 #include "test_cuts.h"
 
-/* Walks over the input from its start (EVBUFFER_PTR_SET), counted: a
- * request is framed with one per call, not one or more per argument. */
-static unsigned long ptr_lookups;
-
-int __real_evbuffer_ptr_set(struct evbuffer *buf, struct evbuffer_ptr *pos,
-                            size_t position, enum evbuffer_ptr_how how);
-int __wrap_evbuffer_ptr_set(struct evbuffer *buf, struct evbuffer_ptr *pos,
-                            size_t position, enum evbuffer_ptr_how how);
-
-int
-__wrap_evbuffer_ptr_set(struct evbuffer *buf, struct evbuffer_ptr *pos,
-                        size_t position, enum evbuffer_ptr_how how)
-{
-    if (how == EVBUFFER_PTR_SET)
-        ptr_lookups++;
-    return __real_evbuffer_ptr_set(buf, pos, position, how);
-}
 
 static const struct redis_limits lim = {
     .max_bulk = 1024, .max_args = 64, .max_request = 4096,

@@ -18,6 +18,7 @@
 
 #include "strata/proto_redis.h"
 
+#include "test_ptr_count.h"
 #include "test_sbuf.h"
 #include "test_cuts.h"
 
@@ -26,23 +27,6 @@ static const struct redis_limits lim = {
     .max_reply = 4096, .max_depth = 4,
 };
 
-/* Lookups of a position from the input's first chain (EVBUFFER_PTR_SET
- * walks the chains up to it): the framer may make one per call. */
-static unsigned long ptr_lookups;
-
-int __real_evbuffer_ptr_set(struct evbuffer *buf, struct evbuffer_ptr *pos,
-                            size_t position, enum evbuffer_ptr_how how);
-int __wrap_evbuffer_ptr_set(struct evbuffer *buf, struct evbuffer_ptr *pos,
-                            size_t position, enum evbuffer_ptr_how how);
-
-int
-__wrap_evbuffer_ptr_set(struct evbuffer *buf, struct evbuffer_ptr *pos,
-                        size_t position, enum evbuffer_ptr_how how)
-{
-    if (how == EVBUFFER_PTR_SET)
-        ptr_lookups++;
-    return __real_evbuffer_ptr_set(buf, pos, position, how);
-}
 
 struct fixture {
     struct redis_rsp  rsp;
